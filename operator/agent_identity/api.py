@@ -1,0 +1,215 @@
+"""The AgentIdentity API as pydantic models: the single source of truth for the CRD schema.
+
+``crd.py`` turns these models into the CustomResourceDefinition in ``crds/``; a unit test
+regenerates it and fails on any drift. The reconciler parses every object through
+:class:`AgentIdentity` as well, so what the API server accepts and what the operator reads are
+the same shape. Pure: no I/O, no kopf.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .durations import MAX_TTL, MIN_TTL, TTL_PATTERN, format_duration
+
+DelegatorKind = Literal["User", "ServiceAccount", "AgentIdentity"]
+Phase = Literal["Pending", "Ready", "Expired", "Revoked", "Denied", "Failed"]
+RETIRED_PHASES: frozenset[str] = frozenset({"Expired", "Revoked"})
+FINAL_PHASES: frozenset[str] = RETIRED_PHASES | {"Denied"}
+
+_DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+Name = Annotated[str, Field(min_length=1, max_length=253)]
+ShortText = Annotated[str, Field(min_length=1, max_length=253)]
+
+
+def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+    return {"rule": rule, "message": message, **extra}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class PolicyRule(_Model):
+    """One RBAC rule of a namespaced Role; nonResourceURLs have no meaning there and are refused."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("size(self.resources) > 0", "each scope must name at least one resource"),
+                _cel("size(self.verbs) > 0", "each scope must name at least one verb"),
+            ]
+        }
+    )
+
+    api_groups: list[Annotated[str, Field(max_length=253)]] = Field(
+        alias="apiGroups", max_length=16, description='API groups, "" for the core group.'
+    )
+    resources: list[ShortText] = Field(max_length=32, description="Resources, e.g. configmaps or pods/log.")
+    verbs: list[ShortText] = Field(max_length=16, description="Verbs, e.g. get, list, watch.")
+    resource_names: list[Name] | None = Field(
+        default=None, alias="resourceNames", max_length=64, description="Restrict the rule to these object names."
+    )
+
+
+class Delegator(_Model):
+    """Who authorized the agent: a person, a workload, or another agent it acts for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.kind != 'ServiceAccount' || has(self.namespace)",
+                    "a ServiceAccount delegator needs a namespace",
+                ),
+                _cel(
+                    "self.kind != 'User' || !has(self.namespace)",
+                    "a User delegator has no namespace",
+                ),
+            ]
+        }
+    )
+
+    kind: DelegatorKind
+    name: Name
+    namespace: Annotated[str, Field(min_length=1, max_length=63, pattern=_DNS_NAME)] | None = Field(
+        default=None, description="For a ServiceAccount; an AgentIdentity delegator must be in the same namespace."
+    )
+
+    @property
+    def principal(self) -> str:
+        """The delegator as one entry of a delegation chain (``user:alice``)."""
+        return {"User": "user", "ServiceAccount": "serviceaccount", "AgentIdentity": "agent"}[self.kind] + ":" + (
+            f"{self.namespace}/{self.name}" if self.namespace else self.name
+        )
+
+
+class TokenSpec(_Model):
+    audiences: list[ShortText] | None = Field(
+        default=None,
+        max_length=16,
+        description="Token audiences; empty means the API server's own, which the kubeconfig needs.",
+    )
+
+
+_TTL_BOUNDS = f"duration(self) >= duration('{format_duration(MIN_TTL)}') && duration(self) <= duration('{format_duration(MAX_TTL)}')"
+
+
+class AgentIdentitySpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.profile) == has(oldSelf.profile) && (!has(self.profile) || self.profile == oldSelf.profile)",
+                    "profile is immutable",
+                    fieldPath=".profile",
+                ),
+                _cel(
+                    "has(self.delegator) == has(oldSelf.delegator) && (!has(self.delegator) || self.delegator == oldSelf.delegator)",
+                    "delegator is immutable",
+                    fieldPath=".delegator",
+                ),
+                _cel(
+                    "has(self.token) == has(oldSelf.token) && (!has(self.token) || self.token == oldSelf.token)",
+                    "token is immutable",
+                    fieldPath=".token",
+                ),
+            ]
+        }
+    )
+
+    task: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="What the agent is for, recorded with every action.",
+        json_schema_extra={"x-kubernetes-validations": [_cel("self == oldSelf", "task is immutable")]},
+    )
+    ttl: str = Field(
+        max_length=24,
+        description=f"How long the identity lives from creation, {format_duration(MIN_TTL)} to {format_duration(MAX_TTL)} (e.g. 90s, 10m, 1h30m).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(f"self.matches('{TTL_PATTERN}') && self != ''", "ttl must be a duration such as 90s, 10m or 1h30m"),
+                _cel(
+                    f"!self.matches('{TTL_PATTERN}') || self == '' || ({_TTL_BOUNDS})",
+                    f"ttl must be between {format_duration(MIN_TTL)} and {format_duration(MAX_TTL)}",
+                ),
+                _cel("self == oldSelf", "ttl is immutable"),
+            ]
+        },
+    )
+    profile: Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_NAME)] | None = Field(
+        default=None, description="AgentProfile that bounds this identity."
+    )
+    delegator: Delegator | None = None
+    scopes: list[PolicyRule] = Field(
+        min_length=1,
+        max_length=32,
+        description="The RBAC rules this task needs, in this namespace only.",
+        json_schema_extra={"x-kubernetes-validations": [_cel("self == oldSelf", "scopes are immutable")]},
+    )
+    token: TokenSpec | None = None
+
+
+class Condition(_Model):
+    type: ShortText
+    status: Literal["True", "False", "Unknown"]
+    reason: ShortText
+    message: str = Field(max_length=4096)
+    last_transition_time: str = Field(alias="lastTransitionTime", max_length=64)
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+
+
+class AgentIdentityStatus(_Model):
+    phase: Phase | None = None
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    service_account_name: str | None = Field(default=None, alias="serviceAccountName", max_length=253)
+    token_secret_name: str | None = Field(default=None, alias="tokenSecretName", max_length=253)
+    issued_at: str | None = Field(default=None, alias="issuedAt", max_length=64, json_schema_extra={"format": "date-time"})
+    expires_at: str | None = Field(default=None, alias="expiresAt", max_length=64, json_schema_extra={"format": "date-time"})
+    token_expires_at: str | None = Field(
+        default=None, alias="tokenExpiresAt", max_length=64, json_schema_extra={"format": "date-time"}
+    )
+    delegation_chain: list[Annotated[str, Field(max_length=600)]] | None = Field(
+        default=None, alias="delegationChain", max_length=32
+    )
+    conditions: list[Condition] | None = Field(default=None, max_length=16)
+
+
+class ObjectMeta(BaseModel):
+    """The metadata fields the operator reads; everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+    creation_timestamp: str = Field(alias="creationTimestamp")
+    deletion_timestamp: str | None = Field(default=None, alias="deletionTimestamp")
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class AgentIdentity(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("size(self.metadata.name) <= 240", "metadata.name must be at most 240 characters"),
+            ]
+        },
+    )
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+    spec: AgentIdentitySpec
+    status: AgentIdentityStatus = Field(default_factory=AgentIdentityStatus)
+
+    @classmethod
+    def from_body(cls, body: Any) -> AgentIdentity:
+        return cls.model_validate(dict(body))

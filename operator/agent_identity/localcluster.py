@@ -1,0 +1,388 @@
+"""A real Kubernetes control plane on loopback, for the tests and ``make demo``.
+
+etcd, kube-apiserver and kube-controller-manager, built from the official Go modules by
+``scripts/build-control-plane.sh`` and started here with RBAC, TokenRequest and the garbage
+collector working as in a real cluster. No kubelet, so no pods run: the operator does not need any.
+
+Everything started is stopped on exit, including when the parent dies: each process is started
+with ``PR_SET_PDEATHSIG`` so that even a ``kill -9`` of the test runner leaves nothing behind.
+
+Usage as a program: ``python -m agent_identity.localcluster --kubeconfig out.yaml`` starts the
+control plane, writes an admin kubeconfig and runs until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-control-plane.sh"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+READY_TIMEOUT_S = 90.0
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built or started; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates and keys (cryptography only)
+
+
+@dataclass(frozen=True)
+class _KeyPair:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _certificate(
+    *,
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    usages: list[x509.ObjectIdentifier],
+    sans: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is None:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _issue(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    *,
+    common_name: str,
+    organization: str | None = None,
+    server: bool = False,
+) -> _KeyPair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    sans: list[x509.GeneralName] | None = None
+    if server:
+        sans = [
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes.default.svc"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        ]
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = _certificate(subject=x509.Name(attributes), key=key, issuer=ca, usages=[usage], sans=sans)
+    return _KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+
+def write_pki(directory: Path) -> dict[str, Path]:
+    """CA, apiserver serving cert, admin client cert, service-account signing key pair."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _certificate(
+        subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agent-identity-local-ca")]),
+        key=ca_key,
+        issuer=None,
+        usages=[],
+    )
+    ca = (ca_cert, ca_key)
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    files = {
+        "ca.crt": ca_cert.public_bytes(serialization.Encoding.PEM),
+        "ca.key": _pem_key(ca_key),
+        "sa.key": _pem_key(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    }
+    for stem, pair in {
+        "apiserver": _issue(ca, common_name="kube-apiserver", server=True),
+        "admin": _issue(ca, common_name="admin", organization="system:masters"),
+    }.items():
+        files[f"{stem}.crt"] = pair.cert_pem
+        files[f"{stem}.key"] = pair.key_pem
+    paths = {}
+    for name, content in files.items():
+        path = directory / name
+        path.write_bytes(content)
+        path.chmod(0o600)
+        paths[name] = path
+    return paths
+
+
+def admin_kubeconfig(*, server: str, pki: dict[str, Path]) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(pki["ca.crt"])}}],
+        "users": [
+            {
+                "name": "admin",
+                "user": {"client-certificate": str(pki["admin.crt"]), "client-key": str(pki["admin.key"])},
+            }
+        ],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+        "current-context": "local",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGKILL it when its parent dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def build_binaries() -> Path:
+    """The cached bin directory, building it first if needed (``AIO_CONTROL_PLANE_BIN`` overrides)."""
+    override = os.environ.get("AIO_CONTROL_PLANE_BIN")
+    if override:
+        return Path(override)
+    if shutil.which("go") is None and not _cached_bin_dirs():
+        raise ControlPlaneError(
+            "the Go toolchain is missing and no cached control plane exists: install Go >= 1.24 "
+            "(e.g. 'apt-get install golang-go'), then run 'make control-plane'"
+        )
+    result = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise ControlPlaneError(f"{BUILD_SCRIPT.name} failed (exit {result.returncode}); its output above says why")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _cached_bin_dirs() -> list[Path]:
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-identity-operator" / "control-plane"
+    return list(root.glob("*/bin")) if root.exists() else []
+
+
+@dataclass
+class LocalControlPlane:
+    """Start with :meth:`start`, always :meth:`stop` (or use :func:`running`)."""
+
+    bin_dir: Path
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aio-cp-")))
+    log_dir: Path | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    kubeconfig_path: Path = field(init=False)
+    server: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kubeconfig_path = self.work_dir / "admin.kubeconfig"
+        self.log_dir = self.log_dir or self.work_dir / "logs"
+
+    def start(self) -> None:
+        assert self.log_dir is not None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        pki = write_pki(self.work_dir / "pki")
+        etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self.server = f"https://127.0.0.1:{api_port}"
+        self.kubeconfig_path.write_text(yaml.safe_dump(admin_kubeconfig(server=self.server, pki=pki)))
+        self.kubeconfig_path.chmod(0o600)
+
+        self._spawn("etcd", [
+            f"--data-dir={self.work_dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
+            "--unsafe-no-fsync",  # a throwaway test store: durability buys nothing here
+            "--log-level=warn",
+        ])
+        self._wait_http(f"{etcd_url}/health", "etcd")
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={self.work_dir / 'apiserver-certs'}",
+            f"--tls-cert-file={pki['apiserver.crt']}",
+            f"--tls-private-key-file={pki['apiserver.key']}",
+            f"--client-ca-file={pki['ca.crt']}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki['sa.pub']}",
+            f"--service-account-signing-key-file={pki['sa.key']}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            # No kubelet and no pods: the ServiceAccount admission plugin only concerns pods.
+            "--disable-admission-plugins=ServiceAccount",
+            "--profiling=false",
+            "--v=0",
+        ])
+        self._wait_ready()
+        self._spawn("kube-controller-manager", [
+            f"--kubeconfig={self.kubeconfig_path}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            f"--root-ca-file={pki['ca.crt']}",
+            "--secure-port=0",
+            "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
+            "--concurrent-gc-syncs=20",
+            "--v=0",
+        ])
+        self._wait_controllers()
+
+    def _spawn(self, binary: str, args: list[str]) -> None:
+        assert self.log_dir is not None
+        log = open(self.log_dir / f"{binary}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.processes[binary] = subprocess.Popen(
+            [str(self.bin_dir / binary), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                assert self.log_dir is not None
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise ControlPlaneError(f"{name} exited with {process.returncode}; last log lines:\n{tail}")
+
+    def _wait_http(self, url: str, what: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+                    if response.status == 200:
+                        return
+            time.sleep(0.2)
+        raise ControlPlaneError(f"{what} did not become ready within {READY_TIMEOUT_S:.0f}s")
+
+    def _admin_ssl_context(self) -> ssl.SSLContext:
+        pki = self.work_dir / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return context
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.server + path)
+        try:
+            with urllib.request.urlopen(request, timeout=3, context=self._admin_ssl_context()) as response:  # noqa: S310
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, b""
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(OSError):
+                if self._get("/readyz")[0] == 200:
+                    return
+            time.sleep(0.3)
+        raise ControlPlaneError(f"kube-apiserver was not ready within {READY_TIMEOUT_S:.0f}s")
+
+    def _wait_controllers(self) -> None:
+        """The ServiceAccount controller creating ``default/default`` proves the controller manager
+        runs; the garbage collector starts with it."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(OSError):
+                if self._get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200:
+                    return
+            time.sleep(0.3)
+        raise ControlPlaneError(f"kube-controller-manager did not start its controllers within {READY_TIMEOUT_S:.0f}s")
+
+    def stop(self) -> None:
+        """Stops in reverse order, SIGTERM then SIGKILL; removes the work directory."""
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.processes.clear()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(*, log_dir: Path | None = None) -> Iterator[LocalControlPlane]:
+    plane = LocalControlPlane(bin_dir=build_binaries(), log_dir=log_dir)
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="where to write the admin kubeconfig")
+    parser.add_argument("--log-dir", type=Path, default=None, help="where the components write their logs")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        with running(log_dir=args.log_dir) as plane:
+            shutil.copyfile(plane.kubeconfig_path, args.kubeconfig)
+            print(f"control plane ready at {plane.server}; kubeconfig: {args.kubeconfig}", flush=True)
+            while True:
+                time.sleep(1)
+                plane._check_alive()
+    except KeyboardInterrupt:
+        pass
+    except ControlPlaneError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
