@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
+
+JsonDict = dict[str, JsonValue]
 
 from .durations import MAX_TTL, MIN_TTL, TTL_PATTERN, format_duration
 
@@ -24,8 +26,11 @@ Name = Annotated[str, Field(min_length=1, max_length=253)]
 ShortText = Annotated[str, Field(min_length=1, max_length=253)]
 
 
-def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
-    return {"rule": rule, "message": message, **extra}
+def _cel(rule: str, message: str, **extra: str) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry: a CEL rule and the message users see."""
+    rule_entry: JsonDict = {"rule": rule, "message": message}
+    rule_entry.update(extra)
+    return rule_entry
 
 
 class _Model(BaseModel):
@@ -78,12 +83,13 @@ class Delegator(_Model):
         default=None, description="For a ServiceAccount; an AgentIdentity delegator must be in the same namespace."
     )
 
-    @property
-    def principal(self) -> str:
-        """The delegator as one entry of a delegation chain (``user:alice``)."""
-        return {"User": "user", "ServiceAccount": "serviceaccount", "AgentIdentity": "agent"}[self.kind] + ":" + (
-            f"{self.namespace}/{self.name}" if self.namespace else self.name
-        )
+    def principal(self, *, identity_namespace: str) -> str:
+        """The delegator as one entry of a delegation chain: ``user:alice``,
+        ``serviceaccount:ci/deployer``, ``agent:support/planner``."""
+        if self.kind == "User":
+            return f"user:{self.name}"
+        prefix = "serviceaccount" if self.kind == "ServiceAccount" else "agent"
+        return f"{prefix}:{self.namespace or identity_namespace}/{self.name}"
 
 
 class TokenSpec(_Model):
@@ -94,7 +100,9 @@ class TokenSpec(_Model):
     )
 
 
-_TTL_BOUNDS = f"duration(self) >= duration('{format_duration(MIN_TTL)}') && duration(self) <= duration('{format_duration(MAX_TTL)}')"
+_TTL_BOUNDS = (
+    f"duration(self) >= duration('{format_duration(MIN_TTL)}') && duration(self) <= duration('{format_duration(MAX_TTL)}')"
+)
 
 
 class AgentIdentitySpec(_Model):
@@ -107,7 +115,8 @@ class AgentIdentitySpec(_Model):
                     fieldPath=".profile",
                 ),
                 _cel(
-                    "has(self.delegator) == has(oldSelf.delegator) && (!has(self.delegator) || self.delegator == oldSelf.delegator)",
+                    "has(self.delegator) == has(oldSelf.delegator)"
+                    " && (!has(self.delegator) || self.delegator == oldSelf.delegator)",
                     "delegator is immutable",
                     fieldPath=".delegator",
                 ),
@@ -128,7 +137,10 @@ class AgentIdentitySpec(_Model):
     )
     ttl: str = Field(
         max_length=24,
-        description=f"How long the identity lives from creation, {format_duration(MIN_TTL)} to {format_duration(MAX_TTL)} (e.g. 90s, 10m, 1h30m).",
+        description=(
+            f"How long the identity lives from creation, {format_duration(MIN_TTL)} to {format_duration(MAX_TTL)}"
+            " (e.g. 90s, 10m, 1h30m)."
+        ),
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(f"self.matches('{TTL_PATTERN}') && self != ''", "ttl must be a duration such as 90s, 10m or 1h30m"),
@@ -209,7 +221,16 @@ class AgentIdentity(BaseModel):
     metadata: ObjectMeta
     spec: AgentIdentitySpec
     status: AgentIdentityStatus = Field(default_factory=AgentIdentityStatus)
+    _body: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Any) -> AgentIdentity:
-        return cls.model_validate(dict(body))
+        identity = cls.model_validate(dict(body))
+        identity._body = dict(body)
+        return identity
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The object as the API server sent it, unknown fields and all (status writes compare
+        against it, Events reference it)."""
+        return self._body or self.model_dump(by_alias=True, exclude_none=True)

@@ -8,6 +8,7 @@ removes whatever the operator misses).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -171,9 +172,7 @@ def kubeconfig(*, server: str, ca_cert: str, namespace: str, user: str, token: s
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def token_secret_data(
-    *, identity: AgentIdentity, issued: IssuedToken, server: str, ca_cert: str
-) -> dict[str, str]:
+def token_secret_data(*, identity: AgentIdentity, issued: IssuedToken, server: str, ca_cert: str) -> dict[str, str]:
     """The Secret's stringData: the token and what an agent needs to use it."""
     namespace = identity.metadata.namespace
     return {
@@ -195,6 +194,4 @@ def token_annotations(issued: IssuedToken) -> dict[str, str]:
 
 
 def _b64(text: str) -> str:
-    import base64
-
     return base64.b64encode(text.encode()).decode()

@@ -101,7 +101,7 @@ def custom_resource_definition() -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Profile", "type": "string", "jsonPath": ".spec.profile"},
                         {"name": "Delegator", "type": "string", "jsonPath": ".spec.delegator.name"},
-                        {"name": "Expires", "type": "date", "jsonPath": ".status.expiresAt"},
+                        {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {"openAPIV3Schema": openapi_schema()},

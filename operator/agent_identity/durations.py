@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 TTL_PATTERN = r"^([0-9]{1,5}h)?([0-9]{1,6}m)?([0-9]{1,7}s)?$"
 MIN_TTL = timedelta(seconds=10)  # below this the apiserver's 10 s token cache makes TTL meaningless
@@ -26,14 +26,24 @@ class InvalidTTLError(ValueError):
 
 def parse_ttl(ttl: str) -> timedelta:
     """``"1h30m"`` -> 5400 s. Raises :class:`InvalidTTLError` with the reason."""
-    match = _TTL_RE.fullmatch(ttl)
-    if not ttl or match is None:
-        raise InvalidTTLError(f"ttl {ttl!r} is not a duration such as 90s, 10m or 1h30m")
-    hours, minutes, seconds = (int(group[:-1]) if group else 0 for group in match.groups())
-    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        duration = parse_duration(ttl)
+    except InvalidTTLError as error:
+        raise InvalidTTLError(f"ttl {error}") from None
     if not MIN_TTL <= duration <= MAX_TTL:
-        raise InvalidTTLError(f"ttl {ttl!r} is outside the allowed range {format_duration(MIN_TTL)} to {format_duration(MAX_TTL)}")
+        raise InvalidTTLError(
+            f"ttl {ttl!r} is outside the allowed range {format_duration(MIN_TTL)} to {format_duration(MAX_TTL)}"
+        )
     return duration
+
+
+def parse_duration(text: str) -> timedelta:
+    """Like :func:`parse_ttl` without the TTL bounds (for settings such as the retention period)."""
+    match = _TTL_RE.fullmatch(text)
+    if not text or match is None:
+        raise InvalidTTLError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
+    hours, minutes, seconds = (int(group[:-1]) if group else 0 for group in match.groups())
+    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
 
 
 def format_duration(duration: timedelta) -> str:
@@ -47,9 +57,7 @@ def format_duration(duration: timedelta) -> str:
     return sign + ("".join(parts) or "0s")
 
 
-def identity_expires_at(
-    *, created_at: datetime, ttl: timedelta, delegator_expires_at: datetime | None
-) -> datetime:
+def identity_expires_at(*, created_at: datetime, ttl: timedelta, delegator_expires_at: datetime | None) -> datetime:
     """The identity's deadline: its own TTL from creation, never later than its delegator's.
 
     The clock starts at the object's creationTimestamp, a persisted field, so a crash, a restart
@@ -89,4 +97,4 @@ def parse_timestamp(value: str) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """Aware datetime -> RFC 3339 with second precision in UTC, as Kubernetes writes it."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

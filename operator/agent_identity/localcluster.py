@@ -70,7 +70,7 @@ def _certificate(
     usages: list[x509.ObjectIdentifier],
     sans: list[x509.GeneralName] | None = None,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
     builder = (
         x509.CertificateBuilder()
@@ -83,9 +83,7 @@ def _certificate(
         .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
     )
     if issuer is None:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        builder = builder.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
     else:
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
@@ -133,9 +131,7 @@ def write_pki(directory: Path) -> dict[str, Path]:
         "ca.crt": ca_cert.public_bytes(serialization.Encoding.PEM),
         "ca.key": _pem_key(ca_key),
         "sa.key": _pem_key(sa_key),
-        "sa.pub": sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
+        "sa.pub": sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
     }
     for stem, pair in {
         "apiserver": _issue(ca, common_name="kube-apiserver", server=True),
@@ -178,11 +174,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not dlopen after fork
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: ask the kernel to SIGKILL it when its parent dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def build_binaries() -> Path:
@@ -231,48 +229,57 @@ class LocalControlPlane:
         self.kubeconfig_path.write_text(yaml.safe_dump(admin_kubeconfig(server=self.server, pki=pki)))
         self.kubeconfig_path.chmod(0o600)
 
-        self._spawn("etcd", [
-            f"--data-dir={self.work_dir / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
-            "--unsafe-no-fsync",  # a throwaway test store: durability buys nothing here
-            "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                f"--data-dir={self.work_dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
+                "--unsafe-no-fsync",  # a throwaway test store: durability buys nothing here
+                "--log-level=warn",
+            ],
+        )
         self._wait_http(f"{etcd_url}/health", "etcd")
-        self._spawn("kube-apiserver", [
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={api_port}",
-            f"--cert-dir={self.work_dir / 'apiserver-certs'}",
-            f"--tls-cert-file={pki['apiserver.crt']}",
-            f"--tls-private-key-file={pki['apiserver.key']}",
-            f"--client-ca-file={pki['ca.crt']}",
-            "--authorization-mode=RBAC",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={pki['sa.pub']}",
-            f"--service-account-signing-key-file={pki['sa.key']}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--allow-privileged=true",
-            # No kubelet and no pods: the ServiceAccount admission plugin only concerns pods.
-            "--disable-admission-plugins=ServiceAccount",
-            "--profiling=false",
-            "--v=0",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={self.work_dir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki['apiserver.crt']}",
+                f"--tls-private-key-file={pki['apiserver.key']}",
+                f"--client-ca-file={pki['ca.crt']}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={pki['sa.pub']}",
+                f"--service-account-signing-key-file={pki['sa.key']}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                # No kubelet and no pods: the ServiceAccount admission plugin only concerns pods.
+                "--disable-admission-plugins=ServiceAccount",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
         self._wait_ready()
-        self._spawn("kube-controller-manager", [
-            f"--kubeconfig={self.kubeconfig_path}",
-            "--leader-elect=false",
-            "--use-service-account-credentials=false",
-            f"--root-ca-file={pki['ca.crt']}",
-            "--secure-port=0",
-            "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
-            "--concurrent-gc-syncs=20",
-            "--v=0",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.kubeconfig_path}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                f"--root-ca-file={pki['ca.crt']}",
+                "--secure-port=0",
+                "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
+                "--concurrent-gc-syncs=20",
+                "--v=0",
+            ],
+        )
         self._wait_controllers()
 
     def _spawn(self, binary: str, args: list[str]) -> None:
@@ -283,7 +290,7 @@ class LocalControlPlane:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one async-signal-safe syscall, library preloaded
         )
 
     def _check_alive(self) -> None:
@@ -297,10 +304,9 @@ class LocalControlPlane:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             self._check_alive()
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
-                    if response.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
             time.sleep(0.2)
         raise ControlPlaneError(f"{what} did not become ready within {READY_TIMEOUT_S:.0f}s")
 
@@ -311,7 +317,7 @@ class LocalControlPlane:
         return context
 
     def _get(self, path: str) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.server + path)
+        request = urllib.request.Request(self.server + path)  # noqa: S310 - our own https loopback server
         try:
             with urllib.request.urlopen(request, timeout=3, context=self._admin_ssl_context()) as response:  # noqa: S310
                 return response.status, response.read()

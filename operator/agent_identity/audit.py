@@ -1,0 +1,64 @@
+"""Audit lines: one JSON object per lifecycle action, on the ``agent_identity.audit`` logger.
+
+The line says who (uid, namespace, name), what for (task), on whose behalf (delegation chain) and
+when (the action's time and the identity's expiry). It never carries a token: the builder below
+takes no argument a token could travel in, and the tests grep the output for token material.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .api import AgentIdentity
+from .durations import format_timestamp
+
+LOGGER_NAME = "agent_identity.audit"
+_logger = logging.getLogger(LOGGER_NAME)
+
+
+class Action(StrEnum):
+    PROVISIONED = "provisioned"
+    TOKEN_ISSUED = "token_issued"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    DENIED = "denied"
+    FAILED = "failed"
+
+
+def audit_record(
+    action: Action,
+    identity: AgentIdentity,
+    *,
+    now: datetime,
+    chain: tuple[str, ...] | list[str],
+    expires_at: datetime | None,
+    reason: str,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "audit": "agentidentity.dev/v1",
+        "time": format_timestamp(now),
+        "action": str(action),
+        "reason": reason,
+        "uid": identity.metadata.uid,
+        "namespace": identity.metadata.namespace,
+        "name": identity.metadata.name,
+        "task": identity.spec.task,
+        "delegator": identity.spec.delegator.principal(identity_namespace=identity.metadata.namespace)
+        if identity.spec.delegator
+        else None,
+        "delegationChain": list(chain),
+        "createdAt": identity.metadata.creation_timestamp,
+        "expiresAt": format_timestamp(expires_at) if expires_at else None,
+    }
+    if detail:
+        record.update(detail)
+    return record
+
+
+def emit(record: dict[str, Any]) -> None:
+    _logger.info(json.dumps(record, sort_keys=False, separators=(",", ":")))

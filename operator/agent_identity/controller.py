@@ -1,0 +1,156 @@
+"""Glue between watch events and the reconciler: a cache of the latest AgentIdentity bodies, a
+work queue of their keys, and the deadlines each reconcile asks for.
+
+Watch events only *enqueue*; workers reconcile the newest body seen for the key, so a burst of
+events for one object costs one reconcile, and a deadline needs no timer of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .plan import parse_identity
+from .reconciler import Reconciler
+from .workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    body: dict[str, Any]
+    deleted: bool = False
+
+
+def _resource_version(body: dict[str, Any]) -> int:
+    try:
+        return int(body.get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _phase(entry: _Entry | None) -> str | None:
+    if entry is None or entry.deleted:
+        return None
+    return (entry.body.get("status") or {}).get("phase")
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    metadata = body["metadata"]
+    return str(metadata["namespace"]), str(metadata["name"])
+
+
+class Controller:
+    def __init__(
+        self,
+        make_reconciler: Callable[[Callable[[str, str], dict[str, Any] | None]], Reconciler],
+        *,
+        workers: int,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[Key, _Entry] = {}
+        # delegator key -> its delegates' keys, so a delegator's change reaches them at once
+        self._delegates: dict[Key, set[Key]] = {}
+        self.reconciler = make_reconciler(self.lookup)
+        self.reconciler.kube.on_identity_written = self._remember
+        self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, name="agentidentity")
+
+    def start(self) -> None:
+        self.queue.start()
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+    # -- fed by watch events ----------------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """An AgentIdentity event: remember the newest body, enqueue the key if anything is new."""
+        key = key_of(body)
+        deleted = event_type == "DELETED"
+        with self._lock:
+            current = self._cache.get(key)
+            if current and not deleted and _resource_version(current.body) >= _resource_version(body):
+                return  # our own write, already cached from its response, or an older event
+            delegates = self._store_locked(key, _Entry(dict(body), deleted=deleted), previous=current)
+        for affected in (key, *delegates):
+            self.queue.add(affected)
+
+    def _store_locked(self, key: Key, entry: _Entry, *, previous: _Entry | None) -> list[Key]:
+        """Caches ``entry``; the delegates to look at again because their delegator's phase moved."""
+        self._cache[key] = entry
+        self._index_delegator(key, entry.body, deleted=entry.deleted)
+        return list(self._delegates.get(key, ())) if _phase(previous) != _phase(entry) else []
+
+    def _index_delegator(self, key: Key, body: dict[str, Any], *, deleted: bool) -> None:
+        delegator = (body.get("spec") or {}).get("delegator") or {}
+        if delegator.get("kind") != "AgentIdentity":
+            return
+        parent = (key[0], str(delegator.get("name")))
+        if deleted:
+            self._delegates.get(parent, set()).discard(key)
+            if not self._delegates.get(parent):
+                self._delegates.pop(parent, None)
+        else:
+            self._delegates.setdefault(parent, set()).add(key)
+
+    def child_changed(self, namespace: str, identity_name: str) -> None:
+        """A child was altered or deleted: look at its owner again."""
+        self.queue.add((namespace, identity_name))
+
+    def lookup(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._cache.get((namespace, name))
+        if entry is not None:
+            return None if entry.deleted else entry.body
+        return self.reconciler.kube.get_identity(namespace, name)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for entry in self._cache.values() if not entry.deleted)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [entry.body for entry in self._cache.values() if not entry.deleted]
+
+    # -- run by workers -----------------------------------------------------------------------------
+
+    def _process(self, key: Key) -> float | None:
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is None:
+            return None
+        if entry.deleted:
+            with self._lock:
+                if self._cache.get(key) is entry:
+                    del self._cache[key]
+            self.queue.forget(key)
+            identity = parse_identity(entry.body)
+            if not isinstance(identity, str):
+                self.reconciler.revoke(identity)
+            return None
+        result = self.reconciler.reconcile(entry.body)
+        return result.requeue_at.timestamp() if result.requeue_at else None
+
+    def _remember(self, body: dict[str, Any]) -> None:
+        """Cache what our own write returned so the next reconcile never sees a stale status."""
+        key = key_of(body)
+        with self._lock:
+            current = self._cache.get(key)
+            if current is None or current.deleted:
+                return
+            if _resource_version(body) <= _resource_version(current.body):
+                return
+            delegates = self._store_locked(key, _Entry(body), previous=current)
+        for delegate in delegates:
+            self.queue.add(delegate)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

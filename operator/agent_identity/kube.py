@@ -1,0 +1,250 @@
+"""The one thin facade between the operator and the Kubernetes API.
+
+Plain dicts in, plain dicts out, over the official client's connection handling (auth, TLS,
+pooling): the builders produce API objects as dicts, and converting them to the client's model
+classes and back would cost time on the hot path and buy nothing. Every method is one request.
+
+Errors surface as :class:`KubeError` carrying the status code and the server's reason, never a
+request or response body: a Secret or a TokenRequest response must not reach a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes import client, config
+
+from . import GROUP, PLURAL, VERSION
+from .builders import IssuedToken
+from .durations import format_timestamp, parse_timestamp
+
+
+class ChildKind(StrEnum):
+    SERVICE_ACCOUNT = "ServiceAccount"
+    ROLE = "Role"
+    ROLE_BINDING = "RoleBinding"
+    TOKEN_SECRET = "Secret"
+
+
+_COLLECTIONS = {
+    ChildKind.SERVICE_ACCOUNT: "/api/v1/namespaces/{namespace}/serviceaccounts",
+    ChildKind.ROLE: "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+    ChildKind.ROLE_BINDING: "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+    ChildKind.TOKEN_SECRET: "/api/v1/namespaces/{namespace}/secrets",
+}
+_IDENTITIES = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(Exception):
+    """An API request failed. Carries the status and the server's message, never a body we sent."""
+
+    def __init__(self, *, method: str, path: str, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{method} {path}: {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """What the agent's kubeconfig needs: where the API server is and which CA signs it."""
+
+    server: str
+    ca_cert: str
+
+
+def load_client_configuration(kubeconfig: str | None = None) -> client.Configuration:
+    configuration = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+class Kube:
+    """Thread-safe: the reconcile workers share one instance and its connection pool."""
+
+    def __init__(self, configuration: client.Configuration, *, pool_size: int = 16) -> None:
+        configuration.connection_pool_maxsize = pool_size
+        self._api = client.ApiClient(configuration)
+        self._configuration = configuration
+        self._lock = threading.Lock()
+        self.request_counts: Counter[str] = Counter()  # "POST" -> n; read by tests and benchmarks
+        # Called with the object every AgentIdentity write returns (the controller's cache).
+        self.on_identity_written: Callable[[dict[str, Any]], None] = lambda body: None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        url_path = path + (f"?{urlencode(query)}" if query else "")
+        serialized = self._api.param_serialize(
+            method=method,
+            resource_path=url_path,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        with self._lock:
+            self.request_counts[method] += 1
+        response = self._api.call_api(*serialized, _request_timeout=(5, 30))
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise self._error(method, path, response.status, data)
+        return dict(json.loads(data)) if data else {}
+
+    @staticmethod
+    def _error(method: str, path: str, status: int, data: bytes) -> KubeError:
+        reason, message = "Unknown", ""
+        try:
+            status_object = json.loads(data)
+            reason, message = str(status_object.get("reason", reason)), str(status_object.get("message", ""))
+        except ValueError:
+            message = f"non-JSON response of {len(data)} bytes"
+        return KubeError(method=method, path=path, status=status, reason=reason, message=message)
+
+    def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self._request("GET", path)
+        except KubeError as error:
+            if error.not_found:
+                return None
+            raise
+
+    # -- cluster facts --------------------------------------------------------------------------
+
+    def cluster_access(self, *, server_override: str | None = None) -> ClusterAccess:
+        ca_file = self._configuration.ssl_ca_cert
+        ca_cert = Path(ca_file).read_text() if ca_file else ""
+        return ClusterAccess(server=server_override or self._configuration.host, ca_cert=ca_cert)
+
+    # -- AgentIdentities ------------------------------------------------------------------------
+
+    def get_identity(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}")
+
+    def list_identities(self, namespace: str | None = None, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+        path = _IDENTITIES.format(namespace=namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        query = {"labelSelector": label_selector} if label_selector else None
+        return list(self._request("GET", path, query=query).get("items", []))
+
+    def patch_identity_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}/status"
+        written = self._request("PATCH", path, body={"status": status}, content_type=_MERGE_PATCH)
+        self.on_identity_written(written)
+        return written
+
+    def patch_identity_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}"
+        written = self._request("PATCH", path, body={"metadata": metadata}, content_type=_MERGE_PATCH)
+        self.on_identity_written(written)
+        return written
+
+    def delete_identity(self, namespace: str, name: str, *, uid: str) -> None:
+        self._delete(f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}", uid=uid)
+
+    # -- children -------------------------------------------------------------------------------
+
+    def _child_path(self, kind: ChildKind, namespace: str, name: str | None = None) -> str:
+        collection = _COLLECTIONS[kind].format(namespace=namespace)
+        return f"{collection}/{quote(name)}" if name else collection
+
+    def get_child(self, kind: ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(self._child_path(kind, namespace, name))
+
+    def create_child(self, kind: ChildKind, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", self._child_path(kind, body["metadata"]["namespace"]), body=body)
+
+    def replace_child(self, kind: ChildKind, body: dict[str, Any]) -> dict[str, Any]:
+        metadata = body["metadata"]
+        return self._request("PUT", self._child_path(kind, metadata["namespace"], metadata["name"]), body=body)
+
+    def delete_child(self, kind: ChildKind, namespace: str, name: str, *, uid: str) -> bool:
+        """Deletes exactly the object with this uid; False when it was already gone."""
+        return self._delete(self._child_path(kind, namespace, name), uid=uid)
+
+    def _delete(self, path: str, *, uid: str) -> bool:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            self._request("DELETE", path, body=body)
+        except KubeError as error:
+            if error.not_found or error.conflict:  # gone, or replaced by an object that is not ours
+                return False
+            raise
+        return True
+
+    def write_token(
+        self, namespace: str, secret_name: str, *, data: dict[str, str], annotations: dict[str, str]
+    ) -> dict[str, Any]:
+        encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+        body = {"metadata": {"annotations": annotations}, "data": encoded}
+        return self._request(
+            "PATCH", self._child_path(ChildKind.TOKEN_SECRET, namespace, secret_name), body=body, content_type=_MERGE_PATCH
+        )
+
+    def request_token(self, namespace: str, service_account: str, token_request: dict[str, Any], *, now: datetime) -> IssuedToken:
+        path = f"{self._child_path(ChildKind.SERVICE_ACCOUNT, namespace, service_account)}/token"
+        status = self._request("POST", path, body=token_request).get("status", {})
+        return IssuedToken(
+            token=str(status["token"]),
+            issued_at=now,
+            expires_at=parse_timestamp(str(status["expirationTimestamp"])),
+        )
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def record_event(self, *, involved: dict[str, Any], event_type: str, reason: str, message: str, now: datetime) -> None:
+        metadata = involved["metadata"]
+        timestamp = format_timestamp(now)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata["uid"],
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "agent-identity-operator"},
+            "reportingComponent": "agentidentity.dev/operator",
+            "reportingInstance": "agent-identity-operator",
+            "firstTimestamp": timestamp,
+            "lastTimestamp": timestamp,
+            "count": 1,
+        }
+        self._request("POST", f"/api/v1/namespaces/{metadata['namespace']}/events", body=event)

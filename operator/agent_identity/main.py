@@ -1,0 +1,153 @@
+"""Wiring: kopf watches, settings and the entry point. The only module that imports kopf.
+
+Every handler here is one line that hands the event to the controller; the logic lives below.
+kopf gives us robust list-and-watch streams (reconnects, relists, initial listing on start-up,
+which is how an operator that was down retires overdue identities the moment it starts); the
+controller's single work queue gives deduplicated, deadline-driven reconciles with no per-object
+timers and no state kept in annotations, so an identity costs only the writes it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import kopf
+
+from . import GROUP, PLURAL, VERSION, audit
+from .builders import LABEL_IDENTITY, LABEL_MANAGED_BY, MANAGED_BY, SELECTOR
+from .controller import Controller, utc_now
+from .durations import parse_duration
+from .kube import Kube, load_client_configuration
+from .reconciler import Reconciler, Settings
+
+log = logging.getLogger("agent_identity")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    workers: int = 8
+    retain_for: timedelta = timedelta(hours=1)
+    cluster_server: str | None = None
+    kubeconfig: str | None = None
+    liveness_endpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_CHILD_PLURALS = ("serviceaccounts", "secrets", "roles", "rolebindings")
+
+
+@kopf.on.startup()
+def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo["config"]
+    settings.posting.enabled = False  # our Events are written by the reconciler, one per step
+    settings.peering.standalone = True
+    settings.watching.server_timeout = 300
+    for plural in _CHILD_PLURALS:
+        settings.watching.label_selectors[plural] = SELECTOR  # only our children cross the wire
+    kube = Kube(load_client_configuration(config.kubeconfig), pool_size=config.workers + 4)
+    reconciler_settings = Settings(retain_for=config.retain_for, cluster_server=config.cluster_server)
+    controller = Controller(
+        lambda lookup: Reconciler(kube, settings=reconciler_settings, clock=utc_now, lookup_identity=lookup),
+        workers=config.workers,
+    )
+    controller.start()
+    memo["controller"] = controller
+    log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
+
+
+@kopf.on.cleanup()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].stop()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def identity_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].observe(event["type"], dict(event["object"]))
+
+
+@kopf.on.event("v1", "serviceaccounts", labels={LABEL_MANAGED_BY: MANAGED_BY})
+@kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels={LABEL_MANAGED_BY: MANAGED_BY})
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    if event["type"] in ("MODIFIED", "DELETED"):  # our own creates arrive as ADDED: nothing to do
+        metadata = event["object"]["metadata"]
+        memo["controller"].child_changed(metadata["namespace"], metadata["labels"][LABEL_IDENTITY])
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    config: OperatorConfig = memo["config"]
+    if config.kubeconfig:
+        os.environ["KUBECONFIG"] = config.kubeconfig
+    return kopf.login_with_kubeconfig(**kwargs) if os.environ.get("KUBECONFIG") else kopf.login_via_client(**kwargs)
+
+
+def _configure_audit_log() -> None:
+    """Audit lines go to stdout as bare JSON, one per line, whatever kopf does to other loggers."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    audit_logger = logging.getLogger(audit.LOGGER_NAME)
+    audit_logger.handlers[:] = [handler]
+    audit_logger.setLevel(logging.INFO)
+    audit_logger.propagate = False
+
+
+def parse_args(argv: list[str] | None = None) -> OperatorConfig:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="agent-identity-operator", description="Just-in-time identities for AI agents.")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[n for n in env("AGENT_IDENTITY_NAMESPACES", "").split(",") if n],
+        help="serve only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=int(env("AGENT_IDENTITY_WORKERS", "8")), help="concurrent reconciles (default 8)"
+    )
+    parser.add_argument(
+        "--retain-for",
+        default=env("AGENT_IDENTITY_RETAIN_FOR", "1h"),
+        help="how long expired records are kept for audit (default 1h)",
+    )
+    parser.add_argument(
+        "--cluster-server",
+        default=env("AGENT_IDENTITY_CLUSTER_SERVER"),
+        help="API server URL written into agents' kubeconfigs (default: the operator's own)",
+    )
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig (default: in-cluster, then ~/.kube/config)")
+    parser.add_argument("--liveness", default=env("AGENT_IDENTITY_LIVENESS"), help="e.g. http://0.0.0.0:8080/healthz")
+    args = parser.parse_args(argv)
+    return OperatorConfig(
+        namespaces=tuple(args.namespace),
+        workers=args.workers,
+        retain_for=parse_duration(args.retain_for),
+        cluster_server=args.cluster_server,
+        kubeconfig=args.kubeconfig,
+        liveness_endpoint=args.liveness,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_audit_log()
+    kopf.run(
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        standalone=True,
+        liveness_endpoint=config.liveness_endpoint,
+        memo=kopf.Memo(config=config),
+    )
+
+
+if __name__ == "__main__":
+    main()

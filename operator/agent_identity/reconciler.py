@@ -1,0 +1,438 @@
+"""One level-triggered reconcile of one AgentIdentity: observe, decide (pure), apply.
+
+Run it any number of times, after a crash at any point, and it converges on the same children:
+names are deterministic, creates that meet an existing object compare and converge instead of
+duplicating, and deadlines come from persisted fields (creationTimestamp, the delegator's
+expiresAt, the token Secret's annotations), never from memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import failpoints
+from .api import FINAL_PHASES, RETIRED_PHASES, AgentIdentity
+from .audit import Action, audit_record, emit
+from .builders import (
+    IssuedToken,
+    Provenance,
+    child_name,
+    role,
+    role_binding,
+    service_account,
+    token_annotations,
+    token_request,
+    token_secret,
+    token_secret_data,
+    token_secret_name,
+)
+from .conditions import EXPIRED, READY, Reason, set_condition
+from .durations import (
+    format_timestamp,
+    parse_timestamp,
+    token_expiration_seconds,
+    token_refresh_at,
+)
+from .kube import ChildKind, ClusterAccess, Kube, KubeError
+from .plan import (
+    ChildAction,
+    DelegatorView,
+    Deny,
+    Provision,
+    Retire,
+    TokenVerdict,
+    Wait,
+    decide,
+    decode_secret_data,
+    diff_child,
+    is_owned_by,
+    merged_for_update,
+    parse_identity,
+    token_facts,
+    token_verdict,
+)
+
+log = logging.getLogger(__name__)
+
+# Revocation order: the ServiceAccount first, because its deletion invalidates the token at once.
+RETIRE_ORDER = (ChildKind.SERVICE_ACCOUNT, ChildKind.TOKEN_SECRET, ChildKind.ROLE_BINDING, ChildKind.ROLE)
+CONFLICT_RETRY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Result:
+    """When to look at this identity again (``None``: only when something changes)."""
+
+    requeue_at: datetime | None = None
+
+
+class ChildConflictError(Exception):
+    def __init__(self, kind: ChildKind, name: str) -> None:
+        super().__init__(f"{kind} {name} already exists and is not owned by this AgentIdentity")
+
+
+@dataclass(frozen=True)
+class Settings:
+    retain_for: timedelta = timedelta(hours=1)
+    cluster_server: str | None = None
+
+
+IdentityLookup = Callable[[str, str], dict[str, Any] | None]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        lookup_identity: IdentityLookup | None = None,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self.lookup_identity = lookup_identity or kube.get_identity
+        self._access: ClusterAccess | None = None
+
+    @property
+    def access(self) -> ClusterAccess:
+        if self._access is None:
+            self._access = self.kube.cluster_access(server_override=self.settings.cluster_server)
+        return self._access
+
+    # -- entry points -----------------------------------------------------------------------------
+
+    def reconcile(self, body: dict[str, Any]) -> Result:
+        now = self.clock()
+        parsed = parse_identity(body)
+        if isinstance(parsed, str):
+            self._write_status(body, _phase_status(body, "Denied", Reason.INVALID_SPEC, parsed, now=now))
+            return Result()
+        identity = parsed
+        if identity.metadata.deletion_timestamp:
+            self.revoke(identity)
+            return Result()
+        phase = identity.status.phase
+        if phase in FINAL_PHASES:
+            return self._keep_final(identity, now=now)
+
+        delegator = None
+        if identity.spec.delegator and identity.spec.delegator.kind == "AgentIdentity":
+            parent_body = self.lookup_identity(identity.metadata.namespace, identity.spec.delegator.name)
+            parent = parse_identity(parent_body) if parent_body else None
+            delegator = DelegatorView(parent if isinstance(parent, AgentIdentity) else None)
+
+        decision = decide(identity, delegator=delegator, now=now)
+        try:
+            match decision:
+                case Provision():
+                    return self._provision(identity, decision, now=now)
+                case Retire():
+                    return self._retire(identity, decision, now=now)
+                case Deny(reason=reason, message=message):
+                    self._delete_children(identity)
+                    self._transition(identity, "Denied", reason, message, now=now, chain=(), expires_at=None)
+                    return Result()
+                case Wait(reason=reason, message=message, retry_after=retry_after):
+                    self._write_status(body, _phase_status(body, "Pending", reason, message, now=now))
+                    return Result(requeue_at=now + retry_after)
+        except ChildConflictError as conflict:
+            self._transition(identity, "Failed", Reason.NAME_CONFLICT, str(conflict), now=now, chain=(), expires_at=None)
+            return Result(requeue_at=now + CONFLICT_RETRY)
+        raise AssertionError(f"unhandled decision {decision!r}")
+
+    def revoke(self, identity: AgentIdentity) -> None:
+        """The AgentIdentity is being deleted: remove its credentials now, not when the garbage
+        collector gets to them."""
+        deleted = self._delete_children(identity)
+        if identity.status.phase in FINAL_PHASES and not deleted:
+            return  # a retired record removed after its retention period: nothing was live
+        now = self.clock()
+        chain = tuple(identity.status.delegation_chain or ())
+        expires_at = parse_timestamp(identity.status.expires_at) if identity.status.expires_at else None
+        emit(audit_record(Action.REVOKED, identity, now=now, chain=chain, expires_at=expires_at, reason=Reason.DELETED))
+        self._event(identity, "Normal", Reason.DELETED, "AgentIdentity deleted: credentials revoked", now=now)
+
+    # -- decisions applied ------------------------------------------------------------------------
+
+    def _provision(self, identity: AgentIdentity, decision: Provision, *, now: datetime) -> Result:
+        provenance = decision.provenance
+        if decision.delegator_owner_reference:
+            self._ensure_delegator_owner(identity, decision.delegator_owner_reference)
+        restored = False
+        for kind, desired in (
+            (ChildKind.SERVICE_ACCOUNT, service_account(identity, provenance)),
+            (ChildKind.ROLE, role(identity, provenance)),
+            (ChildKind.ROLE_BINDING, role_binding(identity, provenance)),
+        ):
+            restored |= self._ensure_child(identity, kind, desired)
+            failpoints.hit(f"after-{kind.lower()}")
+        secret = self._ensure_secret(identity, provenance)
+        failpoints.hit("after-secret")
+        issued = self._ensure_token(identity, secret, provenance, now=now)
+        failpoints.hit("after-token")
+
+        facts = token_facts(secret) if issued is None else None
+        token_issued_at = issued.issued_at if issued else facts.issued_at if facts else now
+        token_expires_at = issued.expires_at if issued else facts.expires_at if facts else provenance.expires_at
+        was_ready = identity.status.phase == "Ready"
+        message = f"credentials valid until {format_timestamp(provenance.expires_at)}"
+        status = _phase_status(
+            identity.body,
+            "Ready",
+            Reason.PROVISIONED,
+            message,
+            now=now,
+            ready=True,
+            extra={
+                "serviceAccountName": child_name(identity),
+                "tokenSecretName": token_secret_name(identity),
+                "issuedAt": format_timestamp(token_issued_at),
+                "expiresAt": format_timestamp(provenance.expires_at),
+                "tokenExpiresAt": format_timestamp(token_expires_at),
+                "delegationChain": list(provenance.chain),
+            },
+        )
+        self._write_status(identity.body, status)
+        if not was_ready:
+            self._record(
+                identity,
+                Action.PROVISIONED,
+                Reason.PROVISIONED,
+                provenance,
+                now=now,
+                message=(
+                    f"ServiceAccount, Role, RoleBinding and token Secret {token_secret_name(identity)} ready; "
+                    f"token expires {format_timestamp(token_expires_at)}, "
+                    f"identity retires {format_timestamp(provenance.expires_at)}"
+                ),
+            )
+        elif restored or issued:
+            what = "token re-issued" if issued else "children restored"
+            self._event(identity, "Normal", Reason.RESTORED, f"drift repaired: {what}", now=now)
+
+        next_look = provenance.expires_at
+        if token_expires_at < provenance.expires_at:
+            next_look = min(next_look, token_refresh_at(token_issued_at=token_issued_at, token_expires_at=token_expires_at))
+        return Result(requeue_at=next_look)
+
+    def _retire(self, identity: AgentIdentity, decision: Retire, *, now: datetime) -> Result:
+        self._delete_children(identity)
+        provenance = decision.provenance
+        self._transition(
+            identity,
+            "Expired",
+            decision.reason,
+            decision.message,
+            now=now,
+            chain=provenance.chain,
+            expires_at=provenance.expires_at,
+        )
+        return Result(requeue_at=provenance.expires_at + self.settings.retain_for)
+
+    def _keep_final(self, identity: AgentIdentity, *, now: datetime) -> Result:
+        """Expired, Revoked and Denied identities hold no credentials; retired records go after
+        their retention period (like a Job's ttlSecondsAfterFinished)."""
+        self._delete_children(identity)
+        if identity.status.phase not in RETIRED_PHASES or identity.status.expires_at is None:
+            return Result()
+        remove_at = parse_timestamp(identity.status.expires_at) + self.settings.retain_for
+        if now < remove_at:
+            return Result(requeue_at=remove_at)
+        self.kube.delete_identity(identity.metadata.namespace, identity.metadata.name, uid=identity.metadata.uid)
+        log.info("removed retired AgentIdentity %s/%s after retention", identity.metadata.namespace, identity.metadata.name)
+        return Result()
+
+    # -- children ---------------------------------------------------------------------------------
+
+    def _ensure_child(self, identity: AgentIdentity, kind: ChildKind, desired: dict[str, Any]) -> bool:
+        """Converges one child; True when an existing child had drifted and was repaired."""
+        namespace, name = identity.metadata.namespace, desired["metadata"]["name"]
+        actual = self.kube.get_child(kind, namespace, name)
+        action = diff_child(desired, actual, owner_uid=identity.metadata.uid)
+        if action is ChildAction.KEEP:
+            return False
+        if action is ChildAction.CONFLICT:
+            raise ChildConflictError(kind, name)
+        if action is ChildAction.CREATE:
+            try:
+                self.kube.create_child(kind, desired)
+                return False
+            except KubeError as error:
+                if not error.conflict:
+                    raise
+                # Created by an earlier run we did not see finish: converge on what is there.
+                return self._ensure_child(identity, kind, desired)
+        assert actual is not None
+        if action is ChildAction.RECREATE:
+            self.kube.delete_child(kind, namespace, name, uid=actual["metadata"]["uid"])
+            self.kube.create_child(kind, desired)
+        else:
+            self.kube.replace_child(kind, merged_for_update(desired, actual))
+        log.info("restored %s %s/%s (%s)", kind, namespace, name, action)
+        return True
+
+    def _ensure_secret(self, identity: AgentIdentity, provenance: Provenance) -> dict[str, Any]:
+        desired = token_secret(identity, provenance)
+        self._ensure_child(identity, ChildKind.TOKEN_SECRET, desired)
+        secret = self.kube.get_child(ChildKind.TOKEN_SECRET, identity.metadata.namespace, desired["metadata"]["name"])
+        if secret is None:  # deleted between the two calls; the next reconcile recreates it
+            raise KubeError(
+                method="GET", path=desired["metadata"]["name"], status=404, reason="NotFound", message="token Secret vanished"
+            )
+        return secret
+
+    def _ensure_token(
+        self, identity: AgentIdentity, secret: dict[str, Any], provenance: Provenance, *, now: datetime
+    ) -> IssuedToken | None:
+        """Mints a token bound to ``secret`` unless it already holds a valid one; the new token or None."""
+        current = decode_secret_data(secret).get("token")
+        facts = token_facts(secret)
+        expected = None
+        if current and facts:
+            expected = token_secret_data(
+                identity=identity,
+                issued=IssuedToken(token=current, issued_at=facts.issued_at, expires_at=facts.expires_at),
+                server=self.access.server,
+                ca_cert=self.access.ca_cert,
+            )
+        verdict = token_verdict(secret, expected_data=expected, now=now, identity_expires_at=provenance.expires_at)
+        if verdict is TokenVerdict.VALID:
+            return None
+        namespace = identity.metadata.namespace
+        request = token_request(
+            audiences=list(identity.spec.token.audiences or []) if identity.spec.token else [],
+            expiration_seconds=token_expiration_seconds(now=now, expires_at=provenance.expires_at),
+            secret_name=secret["metadata"]["name"],
+            secret_uid=secret["metadata"]["uid"],
+        )
+        issued = self.kube.request_token(namespace, child_name(identity), request, now=now)
+        failpoints.hit("after-token-request")
+        self.kube.write_token(
+            namespace,
+            secret["metadata"]["name"],
+            data=token_secret_data(identity=identity, issued=issued, server=self.access.server, ca_cert=self.access.ca_cert),
+            annotations=token_annotations(issued),
+        )
+        emit(
+            audit_record(
+                Action.TOKEN_ISSUED,
+                identity,
+                now=now,
+                chain=provenance.chain,
+                expires_at=provenance.expires_at,
+                reason=str(verdict),
+                detail={"tokenExpiresAt": format_timestamp(issued.expires_at)},
+            )
+        )
+        return issued
+
+    def _delete_children(self, identity: AgentIdentity) -> int:
+        """Deletes every child this identity owns; the number that existed."""
+        namespace = identity.metadata.namespace
+        names = {kind: child_name(identity) for kind in RETIRE_ORDER} | {ChildKind.TOKEN_SECRET: token_secret_name(identity)}
+        deleted = 0
+        for kind in RETIRE_ORDER:
+            actual = self.kube.get_child(kind, namespace, names[kind])
+            if actual is not None and is_owned_by(actual, identity.metadata.uid):
+                deleted += self.kube.delete_child(kind, namespace, names[kind], uid=actual["metadata"]["uid"])
+        return deleted
+
+    def _ensure_delegator_owner(self, identity: AgentIdentity, reference: dict[str, Any]) -> None:
+        body = self.lookup_identity(identity.metadata.namespace, identity.metadata.name) or {}
+        references = body.get("metadata", {}).get("ownerReferences") or []
+        if any(ref.get("uid") == reference["uid"] for ref in references):
+            return
+        self.kube.patch_identity_metadata(
+            identity.metadata.namespace, identity.metadata.name, {"ownerReferences": [*references, reference]}
+        )
+
+    # -- status, events, audit ----------------------------------------------------------------------
+
+    def _transition(
+        self,
+        identity: AgentIdentity,
+        phase: str,
+        reason: Reason,
+        message: str,
+        *,
+        now: datetime,
+        chain: tuple[str, ...],
+        expires_at: datetime | None,
+    ) -> None:
+        """Writes a terminal or failed phase; the Event and audit line only on the transition."""
+        body = identity.body
+        extra: dict[str, Any] = {}
+        if expires_at is not None:
+            extra["expiresAt"] = format_timestamp(expires_at)
+        if chain:
+            extra["delegationChain"] = list(chain)
+        self._write_status(body, _phase_status(body, phase, reason, message, now=now, extra=extra))
+        if identity.status.phase == phase:
+            return
+        action = {"Expired": Action.EXPIRED, "Denied": Action.DENIED}.get(phase, Action.FAILED)
+        provenance = Provenance(delegator="", task=identity.spec.task, chain=chain, expires_at=expires_at or now)
+        self._record(identity, action, reason, provenance, now=now, message=message, warning=phase != "Expired")
+
+    def _record(
+        self,
+        identity: AgentIdentity,
+        action: Action,
+        reason: Reason,
+        provenance: Provenance,
+        *,
+        now: datetime,
+        message: str,
+        warning: bool = False,
+    ) -> None:
+        emit(audit_record(action, identity, now=now, chain=provenance.chain, expires_at=provenance.expires_at, reason=reason))
+        self._event(identity, "Warning" if warning else "Normal", reason, message, now=now)
+
+    def _event(self, identity: AgentIdentity, event_type: str, reason: Reason, message: str, *, now: datetime) -> None:
+        try:
+            self.kube.record_event(involved=identity.body, event_type=event_type, reason=str(reason), message=message, now=now)
+        except KubeError as error:  # an Event is worth a warning, never a failed reconcile
+            log.warning(
+                "could not record event %s for %s/%s: %s", reason, identity.metadata.namespace, identity.metadata.name, error
+            )
+
+    def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        current = body.get("status") or {}
+        if all(current.get(key) == value for key, value in status.items()):
+            return
+        metadata = body["metadata"]
+        self.kube.patch_identity_status(metadata["namespace"], metadata["name"], status)
+
+
+def _phase_status(
+    body: dict[str, Any],
+    phase: str,
+    reason: Reason,
+    message: str,
+    *,
+    now: datetime,
+    ready: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The status for ``phase``: Ready and Expired conditions, observedGeneration, and ``extra``."""
+    generation = int(body.get("metadata", {}).get("generation", 1))
+    conditions = (body.get("status") or {}).get("conditions")
+    conditions = set_condition(
+        conditions, type_=READY, status=ready, reason=reason, message=message, generation=generation, now=now
+    )
+    expired = phase == "Expired"
+    conditions = set_condition(
+        conditions,
+        type_=EXPIRED,
+        status=expired,
+        reason=reason if expired else Reason.NOT_EXPIRED,
+        message=message if expired else "within its TTL",
+        generation=generation,
+        now=now,
+    )
+    return {"phase": phase, "observedGeneration": generation, "conditions": conditions, **(extra or {})}

@@ -1,0 +1,183 @@
+"""A thin test client over the real API server: plain dicts, the same shapes as the manifests."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Polls ``probe`` until it returns something truthy; fails with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def make_identity(name: str, namespace: str, **changes: Any) -> dict[str, Any]:
+    """An AgentIdentity manifest; keyword arguments replace spec fields (``None`` removes one)."""
+    spec: dict[str, Any] = {
+        "task": f"test task for {name}",
+        "ttl": "10m",
+        "delegator": {"kind": "User", "name": "alice"},
+        "scopes": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+    }
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentIdentity",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+class Cluster:
+    def __init__(self, *, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(self.api_client)
+        self.rbac = client.RbacAuthorizationV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.auth = client.AuthenticationV1Api(self.api_client)
+        self.host = self.api_client.configuration.host
+        self.ca_file = self.api_client.configuration.ssl_ca_cert
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def install_crds(self) -> None:
+        extensions = client.ApiextensionsV1Api(self.api_client)
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            try:
+                extensions.create_custom_resource_definition(crd)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+                crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+                extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+            wait_for(
+                f"CRD {crd['metadata']['name']} established",
+                lambda name=crd["metadata"]["name"]: any(
+                    c.type == "Established" and c.status == "True"
+                    for c in (extensions.read_custom_resource_definition(name).status.conditions or [])
+                ),
+            )
+
+    def create_test_namespace(self, test_name: str) -> str:
+        stem = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+        name = f"t-{stem}-{uuid.uuid4().hex[:5]}"
+        self.core.create_namespace({"metadata": {"name": name}})
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        try:
+            self.core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # -- AgentIdentities ------------------------------------------------------------------------
+
+    def create_identity(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        namespace = manifest["metadata"]["namespace"]
+        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest))
+
+    def get_identity(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_identity(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch))
+
+    def delete_identity(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    def phase(self, namespace: str, name: str) -> str | None:
+        identity = self.get_identity(namespace, name)
+        return ((identity or {}).get("status") or {}).get("phase")
+
+    def wait_phase(self, namespace: str, name: str, phase: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            identity = self.get_identity(namespace, name)
+            return identity if identity and (identity.get("status") or {}).get("phase") == phase else None
+
+        return wait_for(f"{namespace}/{name} to be {phase}", probe, timeout=timeout)
+
+    # -- children and tokens ----------------------------------------------------------------------
+
+    def children(self, namespace: str, identity_name: str) -> dict[str, list[str]]:
+        """Every labelled child of one identity, by kind (to count duplicates and orphans)."""
+        selector = f"agentidentity.dev/identity={identity_name}"
+        return {
+            "ServiceAccount": [
+                o.metadata.name for o in self.core.list_namespaced_service_account(namespace, label_selector=selector).items
+            ],
+            "Role": [o.metadata.name for o in self.rbac.list_namespaced_role(namespace, label_selector=selector).items],
+            "RoleBinding": [
+                o.metadata.name for o in self.rbac.list_namespaced_role_binding(namespace, label_selector=selector).items
+            ],
+            "Secret": [o.metadata.name for o in self.core.list_namespaced_secret(namespace, label_selector=selector).items],
+        }
+
+    def token_secret(self, namespace: str, identity_name: str) -> dict[str, str]:
+        secret = self.core.read_namespaced_secret(f"aid-{identity_name}-token", namespace)
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    def token_review(self, token: str, audiences: list[str] | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"token": token}
+        if audiences:
+            spec["audiences"] = audiences
+        review = self.auth.create_token_review({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec})
+        status = review.status
+        return {
+            "authenticated": bool(status.authenticated),
+            "username": status.user.username if status.user else None,
+            "error": status.error,
+        }
+
+    def as_token(self, token: str) -> client.CoreV1Api:
+        """A client that authenticates with ``token`` only (no client certificate)."""
+        configuration = client.Configuration()
+        configuration.host = self.host
+        configuration.ssl_ca_cert = self.ca_file
+        configuration.api_key = {"BearerToken": f"Bearer {token}"}
+        configuration.api_key_prefix = {}
+        return client.CoreV1Api(client.ApiClient(configuration))
+
+    def call_status(self, call: Callable[[], object]) -> int:
+        """The HTTP status of one API call: 200 on success, else the error's code."""
+        try:
+            call()
+        except ApiException as error:
+            return int(error.status)
+        return 200
+
+    def events(self, namespace: str, name: str) -> list[str]:
+        events = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+        return [event.reason for event in events]

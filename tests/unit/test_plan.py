@@ -1,0 +1,125 @@
+"""decide(): what an identity should be, table by table, with time injected."""
+
+from datetime import timedelta
+
+import pytest
+
+from agent_identity.conditions import Reason
+from agent_identity.plan import DelegatorView, Deny, Provision, Retire, Wait, decide, parse_identity
+
+from .factories import CREATED, identity, identity_body
+
+AGENT_DELEGATOR = {"kind": "AgentIdentity", "name": "planner"}
+
+
+def ready_planner(*, ttl: str = "60s", chain: list[str] | None = None) -> DelegatorView:
+    expires = (CREATED + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return DelegatorView(
+        identity(
+            "planner",
+            uid="uid-planner",
+            ttl=ttl,
+            status={"phase": "Ready", "expiresAt": expires, "delegationChain": chain or ["user:alice"]},
+        )
+    )
+
+
+def test_a_user_delegated_identity_is_provisioned_until_creation_plus_ttl() -> None:
+    decision = decide(identity(), delegator=None, now=CREATED + timedelta(seconds=1))
+    assert isinstance(decision, Provision)
+    assert decision.provenance.expires_at == CREATED + timedelta(seconds=90)
+    assert decision.provenance.chain == ("user:alice",)
+    assert decision.provenance.delegator == "user:alice"
+    assert decision.delegator_owner_reference is None
+
+
+def test_without_a_delegator_the_chain_is_empty() -> None:
+    decision = decide(identity(delegator=None), delegator=None, now=CREATED)
+    assert isinstance(decision, Provision)
+    assert decision.provenance.chain == ()
+
+
+def test_at_the_deadline_the_identity_retires() -> None:
+    decision = decide(identity(), delegator=None, now=CREATED + timedelta(seconds=90))
+    assert isinstance(decision, Retire)
+    assert decision.reason is Reason.TTL_ELAPSED
+    assert decision.provenance.expires_at == CREATED + timedelta(seconds=90)
+
+
+def test_one_second_before_the_deadline_it_does_not() -> None:
+    assert isinstance(decide(identity(), delegator=None, now=CREATED + timedelta(seconds=89)), Provision)
+
+
+def test_a_delegate_extends_the_chain_is_owned_by_and_capped_by_its_delegator() -> None:
+    delegate = identity(ttl="10m", delegator=AGENT_DELEGATOR)
+    decision = decide(delegate, delegator=ready_planner(), now=CREATED)
+    assert isinstance(decision, Provision)
+    assert decision.provenance.chain == ("user:alice", "agent:support/planner")
+    assert decision.provenance.expires_at == CREATED + timedelta(seconds=60)
+    assert decision.delegator_owner_reference is not None
+    assert decision.delegator_owner_reference["uid"] == "uid-planner"
+    assert decision.delegator_owner_reference["controller"] is False
+
+
+def test_a_three_level_chain_records_every_hop() -> None:
+    sub = identity("sub", ttl="30s", delegator={"kind": "AgentIdentity", "name": "crawler"})
+    crawler = DelegatorView(
+        identity(
+            "crawler",
+            uid="uid-crawler",
+            status={
+                "phase": "Ready",
+                "expiresAt": "2026-11-28T12:01:00Z",
+                "delegationChain": ["user:alice", "agent:support/planner"],
+            },
+        )
+    )
+    decision = decide(sub, delegator=crawler, now=CREATED)
+    assert isinstance(decision, Provision)
+    assert decision.provenance.chain == ("user:alice", "agent:support/planner", "agent:support/crawler")
+
+
+@pytest.mark.parametrize(
+    ("view", "expected", "reason", "words"),
+    [
+        (DelegatorView(None), Wait, Reason.DELEGATOR_NOT_READY, "does not exist"),
+        (DelegatorView(identity("planner", status={"phase": "Pending"})), Wait, Reason.DELEGATOR_NOT_READY, "Pending, not Ready"),
+        (DelegatorView(identity("planner")), Wait, Reason.DELEGATOR_NOT_READY, "Pending, not Ready"),
+        (DelegatorView(identity("planner", status={"phase": "Denied"})), Deny, Reason.INVALID_DELEGATOR, "is Denied"),
+        (DelegatorView(identity("planner", status={"phase": "Failed"})), Deny, Reason.INVALID_DELEGATOR, "is Failed"),
+        (DelegatorView(identity("planner", status={"phase": "Expired"})), Retire, Reason.DELEGATOR_RETIRED, "retire with it"),
+        (DelegatorView(identity("planner", status={"phase": "Revoked"})), Retire, Reason.DELEGATOR_RETIRED, "is Revoked"),
+    ],
+)
+def test_a_delegate_follows_its_delegators_state(view: DelegatorView, expected: type, reason: Reason, words: str) -> None:
+    decision = decide(identity(delegator=AGENT_DELEGATOR), delegator=view, now=CREATED)
+    assert isinstance(decision, expected)
+    assert decision.reason is reason  # type: ignore[union-attr]
+    assert words in decision.message  # type: ignore[union-attr]
+
+
+def test_a_delegator_in_another_namespace_is_denied_naming_the_field() -> None:
+    decision = decide(identity(delegator={**AGENT_DELEGATOR, "namespace": "other"}), delegator=None, now=CREATED)
+    assert isinstance(decision, Deny)
+    assert decision.message.startswith("spec.delegator:")
+    assert "'support'" in decision.message
+
+
+def test_an_identity_cannot_delegate_to_itself() -> None:
+    decision = decide(identity(delegator={"kind": "AgentIdentity", "name": "crawler"}), delegator=None, now=CREATED)
+    assert isinstance(decision, Deny)
+    assert "itself" in decision.message
+
+
+def test_a_ttl_the_schema_should_have_refused_is_denied_not_provisioned() -> None:
+    decision = decide(identity(ttl="48h"), delegator=None, now=CREATED)
+    assert isinstance(decision, Deny)
+    assert decision.reason is Reason.INVALID_SPEC
+    assert decision.message.startswith("spec.ttl:")
+
+
+def test_an_unparseable_object_yields_a_reason_naming_the_field() -> None:
+    body = identity_body(scopes=[{"apiGroups": [""], "resources": ["pods"]}])
+    reason = parse_identity(body)
+    assert isinstance(reason, str)
+    assert reason.startswith("spec.scopes.0.verbs")
