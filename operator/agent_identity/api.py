@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
 
-JsonDict = dict[str, JsonValue]
-
 from .durations import MAX_TTL, MIN_TTL, TTL_PATTERN, format_duration
+
+JsonDict = dict[str, JsonValue]
 
 DelegatorKind = Literal["User", "ServiceAccount", "AgentIdentity"]
 Phase = Literal["Pending", "Ready", "Expired", "Revoked", "Denied", "Failed"]

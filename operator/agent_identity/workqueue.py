@@ -102,6 +102,7 @@ class WorkQueue(Generic[K]):
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
+            self._scheduler_wakeup.notify_all()
         for thread in self._threads:
             thread.join(timeout)
 
