@@ -144,7 +144,42 @@ class Reconciler:
         except ChildConflictError as conflict:
             self._transition(identity, "Failed", Reason.NAME_CONFLICT, str(conflict), now=now, chain=(), expires_at=None)
             return Result(requeue_at=now + CONFLICT_RETRY)
+        except KubeError as error:
+            self._report_api_error(identity, error, now=now)
+            raise  # the work queue retries with backoff
         raise AssertionError(f"unhandled decision {decision!r}")
+
+    def _report_api_error(self, identity: AgentIdentity, error: KubeError, *, now: datetime) -> None:
+        """Says why in the Ready condition, with an Event and an audit line when the failure is new.
+        A Ready identity keeps its phase: its credentials still work while we retry."""
+        previous = next((c for c in identity.status.conditions or [] if c.type == READY), None)
+        if previous is not None and previous.reason == Reason.API_ERROR:
+            return
+        message = f"{error}; retrying"
+        if identity.status.phase != "Ready":
+            body = identity.body
+            try:
+                self._write_status(body, _phase_status(body, "Pending", Reason.API_ERROR, message, now=now))
+            except KubeError as status_error:
+                log.warning(
+                    "could not report %s on %s/%s: %s",
+                    Reason.API_ERROR,
+                    identity.metadata.namespace,
+                    identity.metadata.name,
+                    status_error,
+                )
+        emit(
+            audit_record(
+                Action.FAILED,
+                identity,
+                now=now,
+                chain=tuple(identity.status.delegation_chain or ()),
+                expires_at=None,
+                reason=Reason.API_ERROR,
+                detail={"error": str(error)},
+            )
+        )
+        self._event(identity, "Warning", Reason.API_ERROR, message, now=now)
 
     def revoke(self, identity: AgentIdentity) -> None:
         """The AgentIdentity is being deleted: remove its credentials now, not when the garbage

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import yaml
 from kubernetes import client, config
+
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 

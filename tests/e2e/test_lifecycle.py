@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from support.cluster import Cluster, make_identity, wait_for
-from support.operator_process import OperatorProcess
 
 from agent_identity import failpoints
+from support.cluster import Cluster, make_identity, wait_for
+from support.operator_process import OperatorProcess
 
 REVOCATION_WINDOW_S = 15  # the API server caches a successful token authentication for 10 s
 
@@ -50,7 +50,7 @@ def test_at_its_ttl_the_identity_expires_and_its_token_stops_working(
     assert cluster.token_review(token)["authenticated"] is True
 
     expired = cluster.wait_phase(namespace, "short", "Expired", timeout=20)
-    retired_at = datetime.now(timezone.utc)
+    retired_at = datetime.now(UTC)
     deadline = parse(ready["status"]["expiresAt"])
     assert (retired_at - deadline).total_seconds() < 3, "retired late"
     assert no_children(cluster, namespace, "short")
@@ -70,7 +70,9 @@ def test_deleting_an_identity_revokes_at_once(cluster: Cluster, namespace: str, 
     wait_rejected(cluster, token)
     assert any(
         line["action"] == "revoked" and line["name"] == "revoked"
-        for line in wait_for("the revoked audit line", lambda: [l for l in operator.audit_lines() if l["action"] == "revoked"])
+        for line in wait_for(
+            "the revoked audit line", lambda: [entry for entry in operator.audit_lines() if entry["action"] == "revoked"]
+        )
     )
 
 
@@ -159,7 +161,7 @@ def test_killed_mid_provisioning_the_operator_converges_with_one_of_each_child(
     }
     token = cluster.token_secret(namespace, "crashy")["token"]
     assert cluster.token_review(token)["authenticated"] is True
-    provisioned = [l for l in operator.audit_lines() if l["action"] == "provisioned" and l["name"] == "crashy"]
+    provisioned = [entry for entry in operator.audit_lines() if entry["action"] == "provisioned" and entry["name"] == "crashy"]
     assert len(provisioned) == 1
 
 
@@ -211,7 +213,7 @@ def test_an_operator_that_was_down_past_a_deadline_retires_at_start(
     ready = cluster.wait_phase(namespace, "overdue", "Ready")
     operator.stop()
     deadline = parse(ready["status"]["expiresAt"])
-    time.sleep(max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds()) + 2)
+    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 2)
     assert cluster.phase(namespace, "overdue") == "Ready"  # nobody retired it while the operator was down
     restarted = time.monotonic()
     operator.start()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
+
 from support.cluster import Cluster, make_identity
 
 SCOPE = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
