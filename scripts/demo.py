@@ -76,29 +76,37 @@ def render(items: list[dict[str, Any]], audit_tail: list[str], token_check: list
     return "\x1b[2J\x1b[H" + "\n".join(lines)
 
 
-def check_token(api: client.ApiClient, namespace: str) -> list[str]:
-    """Calls the API with the agent's own token: what its scopes allow, and what they don't."""
-    try:
-        secret = client.CoreV1Api(api).read_namespaced_secret("aid-summarizer-token", namespace)
-    except ApiException:
-        return ["  (no token: the identity is not provisioned, or it has been retired)"]
-    token = base64.b64decode(secret.data["token"]).decode()
-    configuration = client.Configuration()
-    configuration.host = api.configuration.host
-    configuration.ssl_ca_cert = api.configuration.ssl_ca_cert
-    configuration.api_key = {"BearerToken": f"Bearer {token}"}
-    agent = client.CoreV1Api(client.ApiClient(configuration))
-    results = []
-    for what, call in (
-        ("list configmaps (in scope)", lambda: agent.list_namespaced_config_map(namespace)),
-        ("list secrets (out of scope)", lambda: agent.list_namespaced_secret(namespace)),
-    ):
-        try:
-            call()
-            results.append(f"  {what:<30} -> allowed")
-        except ApiException as error:
-            results.append(f"  {what:<30} -> {error.status} {error.reason}")
-    return results
+class TokenProbe:
+    """Calls the API with the summarizer's own token: what its scopes allow, what they don't, and,
+    once it has been retired, that the very same token is refused."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.token: str | None = None
+
+    def lines(self) -> list[str]:
+        if self.token is None:
+            try:
+                secret = client.CoreV1Api(self.api).read_namespaced_secret("aid-summarizer-token", self.namespace)
+                self.token = base64.b64decode((secret.data or {})["token"]).decode()
+            except (ApiException, KeyError):
+                return ["  (waiting for the token)"]
+        configuration = client.Configuration()
+        configuration.host = self.api.configuration.host
+        configuration.ssl_ca_cert = self.api.configuration.ssl_ca_cert
+        configuration.api_key = {"BearerToken": f"Bearer {self.token}"}
+        agent = client.CoreV1Api(client.ApiClient(configuration))
+        results = []
+        for what, call in (
+            ("list configmaps (in scope)", lambda: agent.list_namespaced_config_map(self.namespace)),
+            ("list secrets (out of scope)", lambda: agent.list_namespaced_secret(self.namespace)),
+        ):
+            try:
+                call()
+                results.append(f"  {what:<30} -> allowed")
+            except ApiException as error:
+                results.append(f"  {what:<30} -> {error.status} {error.reason}")
+        return results
 
 
 def main() -> None:
@@ -140,15 +148,17 @@ def main() -> None:
 
 def watch(api: client.ApiClient, *, exit_when_done: bool) -> None:
     custom = client.CustomObjectsApi(api)
+    probe = TokenProbe(api, "support")
     while True:
         items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
         audit = [json.loads(line) for line in (WORK / "operator.log").read_text().splitlines() if line.startswith('{"audit"')]
         audit_tail = [
             f"  {a['time']} {a['action']:<13} {a['namespace']}/{a['name']} chain={a['delegationChain']}" for a in audit[-8:]
         ]
-        print(render(items, audit_tail, check_token(api, "support")), flush=True)
-        if exit_when_done and items and all((i.get("status") or {}).get("phase") == "Expired" for i in items):
-            print("\nEvery identity has expired and holds no credentials.")
+        print(render(items, audit_tail, probe.lines()), flush=True)
+        expired = items and all((i.get("status") or {}).get("phase") == "Expired" for i in items)
+        if exit_when_done and expired and all("401" in line for line in probe.lines()):
+            print("\nEvery identity has expired, holds no credentials, and the old token is refused.")
             return
         time.sleep(1)
 
