@@ -18,6 +18,7 @@ JsonDict = dict[str, JsonValue]
 
 DelegatorKind = Literal["User", "ServiceAccount", "AgentIdentity"]
 Phase = Literal["Pending", "Ready", "Expired", "Revoked", "Denied", "Failed"]
+RiskLevel = Literal["low", "medium", "high", "critical"]
 RETIRED_PHASES: frozenset[str] = frozenset({"Expired", "Revoked"})
 FINAL_PHASES: frozenset[str] = RETIRED_PHASES | {"Denied"}
 
@@ -45,6 +46,7 @@ class PolicyRule(_Model):
             "x-kubernetes-validations": [
                 _cel("size(self.resources) > 0", "each scope must name at least one resource"),
                 _cel("size(self.verbs) > 0", "each scope must name at least one verb"),
+                _cel("size(self.apiGroups) > 0", 'each scope must name at least one API group ("" is the core group)'),
             ]
         }
     )
@@ -105,6 +107,17 @@ _TTL_BOUNDS = (
 )
 
 
+def _duration_rules(field: str) -> list[JsonValue]:
+    """CEL rules for a TTL-like field: the syntax ``durations.parse_ttl`` accepts, and its bounds."""
+    return [
+        _cel(f"self.matches('{TTL_PATTERN}') && self != ''", f"{field} must be a duration such as 90s, 10m or 1h30m"),
+        _cel(
+            f"!self.matches('{TTL_PATTERN}') || self == '' || ({_TTL_BOUNDS})",
+            f"{field} must be between {format_duration(MIN_TTL)} and {format_duration(MAX_TTL)}",
+        ),
+    ]
+
+
 class AgentIdentitySpec(_Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -125,6 +138,11 @@ class AgentIdentitySpec(_Model):
                     "token is immutable",
                     fieldPath=".token",
                 ),
+                _cel(
+                    "has(self.ttl) == has(oldSelf.ttl) && (!has(self.ttl) || self.ttl == oldSelf.ttl)",
+                    "ttl is immutable",
+                    fieldPath=".ttl",
+                ),
             ]
         }
     )
@@ -135,22 +153,14 @@ class AgentIdentitySpec(_Model):
         description="What the agent is for, recorded with every action.",
         json_schema_extra={"x-kubernetes-validations": [_cel("self == oldSelf", "task is immutable")]},
     )
-    ttl: str = Field(
+    ttl: str | None = Field(
+        default=None,
         max_length=24,
         description=(
             f"How long the identity lives from creation, {format_duration(MIN_TTL)} to {format_duration(MAX_TTL)}"
-            " (e.g. 90s, 10m, 1h30m)."
+            " (e.g. 90s, 10m, 1h30m); defaults to the profile's defaultTTL."
         ),
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(f"self.matches('{TTL_PATTERN}') && self != ''", "ttl must be a duration such as 90s, 10m or 1h30m"),
-                _cel(
-                    f"!self.matches('{TTL_PATTERN}') || self == '' || ({_TTL_BOUNDS})",
-                    f"ttl must be between {format_duration(MIN_TTL)} and {format_duration(MAX_TTL)}",
-                ),
-                _cel("self == oldSelf", "ttl is immutable"),
-            ]
-        },
+        json_schema_extra={"x-kubernetes-validations": _duration_rules("ttl")},
     )
     profile: Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_NAME)] | None = Field(
         default=None, description="AgentProfile that bounds this identity."
@@ -176,6 +186,8 @@ class Condition(_Model):
 
 class AgentIdentityStatus(_Model):
     phase: Phase | None = None
+    profile: str | None = Field(default=None, max_length=253)
+    risk_level: RiskLevel | None = Field(default=None, alias="riskLevel")
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     service_account_name: str | None = Field(default=None, alias="serviceAccountName", max_length=253)
     token_secret_name: str | None = Field(default=None, alias="tokenSecretName", max_length=253)
@@ -188,6 +200,70 @@ class AgentIdentityStatus(_Model):
         default=None, alias="delegationChain", max_length=32
     )
     conditions: list[Condition] | None = Field(default=None, max_length=16)
+
+
+class AgentProfileSpec(_Model):
+    """A standard, enforceable identity profile: the most any agent of this kind may be."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.defaultTTL) || duration(self.defaultTTL) <= duration(self.maxTTL)",
+                    "defaultTTL must not exceed maxTTL",
+                    fieldPath=".defaultTTL",
+                ),
+            ]
+        }
+    )
+
+    risk_level: RiskLevel = Field(alias="riskLevel", description="Recorded on every identity of this profile.")
+    max_ttl: str = Field(
+        alias="maxTTL",
+        max_length=24,
+        description="Longest TTL allowed.",
+        json_schema_extra={"x-kubernetes-validations": _duration_rules("maxTTL")},
+    )
+    default_ttl: str | None = Field(
+        default=None,
+        alias="defaultTTL",
+        max_length=24,
+        description="TTL for identities that set none.",
+        json_schema_extra={"x-kubernetes-validations": _duration_rules("defaultTTL")},
+    )
+    max_delegation_depth: int = Field(
+        default=1, alias="maxDelegationDepth", ge=0, le=16, description="Longest delegation chain above an identity."
+    )
+    permission_ceiling: list[PolicyRule] = Field(
+        alias="permissionCeiling", min_length=1, max_length=64, description="The most any identity of this profile may hold."
+    )
+    audiences: list[ShortText] | None = Field(
+        default=None, max_length=16, description="Token audiences allowed besides the API server's own."
+    )
+    require_delegator: bool = Field(default=False, alias="requireDelegator", description="Refuse identities without a delegator.")
+    retain_for: str | None = Field(
+        default=None,
+        alias="retainFor",
+        max_length=24,
+        pattern=TTL_PATTERN,
+        description="How long expired records are kept (default: the operator's --retain-for).",
+    )
+    namespaces: list[Annotated[str, Field(min_length=1, max_length=63, pattern=_DNS_NAME)]] | None = Field(
+        default=None, max_length=256, description="Namespaces that may use this profile (default: all)."
+    )
+
+
+class AgentProfile(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: dict[str, Any]
+    spec: AgentProfileSpec
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
 
 
 class ObjectMeta(BaseModel):

@@ -37,6 +37,8 @@ def audit_record(
     chain: tuple[str, ...] | list[str],
     expires_at: datetime | None,
     reason: str,
+    profile: str | None = None,
+    risk_level: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
@@ -54,6 +56,8 @@ def audit_record(
         "delegationChain": list(chain),
         "createdAt": identity.metadata.creation_timestamp,
         "expiresAt": format_timestamp(expires_at) if expires_at else None,
+        "profile": profile or identity.status.profile,
+        "riskLevel": risk_level or identity.status.risk_level,
     }
     if detail:
         record.update(detail)

@@ -29,6 +29,9 @@ ANNOTATION_TASK = f"{GROUP}/task"
 ANNOTATION_DELEGATOR = f"{GROUP}/delegator"
 ANNOTATION_CHAIN = f"{GROUP}/delegation-chain"
 ANNOTATION_EXPIRES_AT = f"{GROUP}/expires-at"
+ANNOTATION_CREATOR = f"{GROUP}/creator"  # on the AgentIdentity, stamped by the mutating webhook
+LABEL_PROFILE = f"{GROUP}/profile"
+LABEL_RISK_LEVEL = f"{GROUP}/risk-level"
 # On the token Secret only: facts about the token that must survive a crash between minting it
 # and writing status. A digest, never the token, so drift in the Secret's data is detectable.
 ANNOTATION_TOKEN_ISSUED_AT = f"{GROUP}/token-issued-at"
@@ -47,6 +50,14 @@ class Provenance:
     task: str
     chain: tuple[str, ...]
     expires_at: datetime
+    profile: str | None = None
+    risk_level: str | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The profile and risk level as labels, so fleets can be selected by them."""
+        labels = {LABEL_PROFILE: self.profile} if self.profile else {}
+        return labels | ({LABEL_RISK_LEVEL: self.risk_level} if self.risk_level else {})
 
 
 def child_name(identity: AgentIdentity) -> str:
@@ -80,7 +91,7 @@ def _metadata(identity: AgentIdentity, provenance: Provenance, *, name: str) -> 
     return {
         "name": name,
         "namespace": identity.metadata.namespace,
-        "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_IDENTITY: identity.metadata.name},
+        "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_IDENTITY: identity.metadata.name} | provenance.labels,
         "annotations": {
             ANNOTATION_IDENTITY_UID: identity.metadata.uid,
             ANNOTATION_DELEGATOR: provenance.delegator,

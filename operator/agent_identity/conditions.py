@@ -27,6 +27,7 @@ class Reason(StrEnum):
     DELEGATOR_RETIRED = "DelegatorRetired"
     INVALID_SPEC = "InvalidSpec"
     INVALID_DELEGATOR = "InvalidDelegator"
+    POLICY_VIOLATION = "PolicyViolation"
     NAME_CONFLICT = "NameConflict"
     API_ERROR = "APIError"
     TTL_ELAPSED = "TTLElapsed"

@@ -50,7 +50,9 @@ def key_of(body: dict[str, Any]) -> Key:
 class Controller:
     def __init__(
         self,
-        make_reconciler: Callable[[Callable[[str, str], dict[str, Any] | None]], Reconciler],
+        make_reconciler: Callable[
+            [Callable[[str, str], dict[str, Any] | None], Callable[[str], dict[str, Any] | None]], Reconciler
+        ],
         *,
         workers: int,
     ) -> None:
@@ -58,7 +60,8 @@ class Controller:
         self._cache: dict[Key, _Entry] = {}
         # delegator key -> its delegates' keys, so a delegator's change reaches them at once
         self._delegates: dict[Key, set[Key]] = {}
-        self.reconciler = make_reconciler(self.lookup)
+        self._profiles: dict[str, dict[str, Any]] = {}
+        self.reconciler = make_reconciler(self.lookup, self.lookup_profile)
         self.reconciler.kube.on_identity_written = self._remember
         self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, name="agentidentity")
 
@@ -99,6 +102,19 @@ class Controller:
                 self._delegates.pop(parent, None)
         else:
             self._delegates.setdefault(parent, set()).add(key)
+
+    def observe_profile(self, event_type: str | None, body: dict[str, Any]) -> None:
+        name = str(body["metadata"]["name"])
+        with self._lock:
+            if event_type == "DELETED":
+                self._profiles.pop(name, None)
+            else:
+                self._profiles[name] = body
+
+    def lookup_profile(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            body = self._profiles.get(name)
+        return body if body is not None else self.reconciler.kube.get_profile(name)
 
     def child_changed(self, namespace: str, identity_name: str) -> None:
         """A child was altered or deleted: look at its owner again."""

@@ -1,8 +1,7 @@
-"""Generates the AgentIdentity CustomResourceDefinition from the pydantic models in ``api``.
+"""Generates the AgentIdentity and AgentProfile CustomResourceDefinitions from the pydantic models in ``api``.
 
-Run ``python -m agent_identity.crd > crds/agentidentity.dev_agentidentities.yaml`` (``make crds``);
-``tests/unit/test_crd.py`` fails when the committed file differs from what this prints, so the
-schema the API server enforces and the models the operator parses cannot drift apart.
+Run ``python -m agent_identity.crd crds`` (``make crds``); a unit test fails when a committed
+file differs from what this writes, so the schema the API server enforces and the models the operator parses cannot drift apart.
 
 Kubernetes wants a *structural* schema: no ``$ref``, no ``anyOf`` with null, no
 ``additionalProperties: false`` beside ``properties``. This module rewrites pydantic's JSON Schema
@@ -12,12 +11,14 @@ into that form and nothing else.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import GROUP, KIND, PLURAL, VERSION
-from .api import AgentIdentity, AgentIdentitySpec, AgentIdentityStatus
+from .api import AgentIdentity, AgentIdentitySpec, AgentIdentityStatus, AgentProfile, AgentProfileSpec
 
 _DROPPED_KEYS = {"title", "additionalProperties"}
 
@@ -57,56 +58,98 @@ def _schema_of(model: type[Any]) -> dict[str, Any]:
     return dict(_structural(raw, definitions))
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The openAPIV3Schema of the AgentIdentity custom resource."""
-    root_rules = AgentIdentity.model_config.get("json_schema_extra", {})
+@dataclass(frozen=True)
+class Resource:
+    """One custom resource: its names, scope, schema sources and printer columns."""
+
+    kind: str
+    plural: str
+    short_name: str
+    scope: str
+    spec: type[Any]
+    status: type[Any] | None
+    root: type[Any]
+    columns: tuple[tuple[str, str, str], ...]  # (name, type, jsonPath)
+
+    @property
+    def file_name(self) -> str:
+        return f"{GROUP}_{self.plural}.yaml"
+
+
+AGENT_IDENTITY = Resource(
+    kind=KIND,
+    plural=PLURAL,
+    short_name="aid",  # another project's AgentIdentity already uses "agid"
+    scope="Namespaced",
+    spec=AgentIdentitySpec,
+    status=AgentIdentityStatus,
+    root=AgentIdentity,
+    columns=(
+        ("Phase", "string", ".status.phase"),
+        ("Profile", "string", ".status.profile"),
+        ("Risk", "string", ".status.riskLevel"),
+        ("Delegator", "string", ".spec.delegator.name"),
+        ("Expires", "string", ".status.expiresAt"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ),
+)
+AGENT_PROFILE = Resource(
+    kind="AgentProfile",
+    plural="agentprofiles",
+    short_name="aprof",
+    scope="Cluster",
+    spec=AgentProfileSpec,
+    status=None,
+    root=AgentProfile,
+    columns=(
+        ("Risk", "string", ".spec.riskLevel"),
+        ("Max TTL", "string", ".spec.maxTTL"),
+        ("Depth", "integer", ".spec.maxDelegationDepth"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ),
+)
+RESOURCES = (AGENT_IDENTITY, AGENT_PROFILE)
+
+
+def openapi_schema(resource: Resource) -> dict[str, Any]:
+    """The openAPIV3Schema of one custom resource."""
+    root_rules = resource.root.model_config.get("json_schema_extra") or {}
     assert isinstance(root_rules, dict)
-    return {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": _schema_of(AgentIdentitySpec),
-            "status": _schema_of(AgentIdentityStatus),
-        },
-        **root_rules,
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": _schema_of(resource.spec),
     }
+    if resource.status is not None:
+        properties["status"] = _schema_of(resource.status)
+    return {"type": "object", "required": ["spec"], "properties": properties, **root_rules}
 
 
-def custom_resource_definition() -> dict[str, Any]:
+def custom_resource_definition(resource: Resource) -> dict[str, Any]:
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if resource.status is not None:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = [
+        {"name": name, "type": type_, "jsonPath": path} for name, type_, path in resource.columns
+    ]
+    version["schema"] = {"openAPIV3Schema": openapi_schema(resource)}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{resource.plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": resource.scope,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": ["aid"],
+                "kind": resource.kind,
+                "listKind": f"{resource.kind}List",
+                "plural": resource.plural,
+                "singular": resource.kind.lower(),
+                "shortNames": [resource.short_name],
                 "categories": ["agentidentity"],
             },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Profile", "type": "string", "jsonPath": ".spec.profile"},
-                        {"name": "Delegator", "type": "string", "jsonPath": ".spec.delegator.name"},
-                        {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                }
-            ],
+            "versions": [version],
         },
     }
 
@@ -114,9 +157,16 @@ def custom_resource_definition() -> dict[str, Any]:
 HEADER = "# Generated by `python -m agent_identity.crd` from operator/agent_identity/api.py. DO NOT EDIT.\n"
 
 
-def render() -> str:
-    return HEADER + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=120)
+def render(resource: Resource) -> str:
+    return HEADER + yaml.safe_dump(custom_resource_definition(resource), sort_keys=False, width=120)
+
+
+def main() -> None:
+    """Writes every CRD into the directory given as the only argument (``crds/``)."""
+    directory = Path(sys.argv[1])
+    for resource in RESOURCES:
+        (directory / resource.file_name).write_text(render(resource))
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    main()

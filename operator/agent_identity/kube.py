@@ -173,6 +173,35 @@ class Kube:
     def delete_identity(self, namespace: str, name: str, *, uid: str) -> None:
         self._delete(f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}", uid=uid)
 
+    def get_profile(self, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"/apis/{GROUP}/{VERSION}/agentprofiles/{quote(name)}")
+
+    # -- authorization ----------------------------------------------------------------------------
+
+    def may(
+        self,
+        *,
+        user: str,
+        groups: tuple[str, ...],
+        uid: str,
+        extra: dict[str, tuple[str, ...]],
+        attributes: dict[str, str],
+    ) -> bool:
+        """SubjectAccessReview: may this user do what ``attributes`` (resourceAttributes) say?"""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": list(groups),
+                "uid": uid,
+                "extra": {key: list(values) for key, values in extra.items()},
+                "resourceAttributes": attributes,
+            },
+        }
+        answer = self._request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
+        return bool(answer.get("status", {}).get("allowed"))
+
     # -- children -------------------------------------------------------------------------------
 
     def _child_path(self, kind: ChildKind, namespace: str, name: str | None = None) -> str:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -33,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import certs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-control-plane.sh"
@@ -52,100 +50,28 @@ class ControlPlaneError(RuntimeError):
 # Certificates and keys (cryptography only)
 
 
-@dataclass(frozen=True)
-class _KeyPair:
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def _certificate(
-    *,
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    usages: list[x509.ObjectIdentifier],
-    sans: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is None:
-        builder = builder.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-    else:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def _issue(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
-    *,
-    common_name: str,
-    organization: str | None = None,
-    server: bool = False,
-) -> _KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    sans: list[x509.GeneralName] | None = None
-    if server:
-        sans = [
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes.default.svc"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-        ]
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = _certificate(subject=x509.Name(attributes), key=key, issuer=ca, usages=[usage], sans=sans)
-    return _KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
-
-
 def write_pki(directory: Path) -> dict[str, Path]:
     """CA, apiserver serving cert, admin client cert, service-account signing key pair."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _certificate(
-        subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agent-identity-local-ca")]),
-        key=ca_key,
-        issuer=None,
-        usages=[],
-    )
-    ca = (ca_cert, ca_key)
+    ca = certs.new_authority("agent-identity-local-ca")
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    apiserver = certs.issue(
+        ca, common_name="kube-apiserver", server_names=["localhost", "kubernetes.default.svc", "127.0.0.1", "10.0.0.1"]
+    )
+    admin = certs.issue(ca, common_name="admin", organization="system:masters")
     files = {
-        "ca.crt": ca_cert.public_bytes(serialization.Encoding.PEM),
-        "ca.key": _pem_key(ca_key),
-        "sa.key": _pem_key(sa_key),
+        "ca.crt": ca.cert_pem,
+        "ca.key": ca.key_pem,
+        "sa.key": sa_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
         "sa.pub": sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "apiserver.crt": apiserver.cert_pem,
+        "apiserver.key": apiserver.key_pem,
+        "admin.crt": admin.cert_pem,
+        "admin.key": admin.key_pem,
     }
-    for stem, pair in {
-        "apiserver": _issue(ca, common_name="kube-apiserver", server=True),
-        "admin": _issue(ca, common_name="admin", organization="system:masters"),
-    }.items():
-        files[f"{stem}.crt"] = pair.cert_pem
-        files[f"{stem}.key"] = pair.key_pem
-    paths = {}
-    for name, content in files.items():
-        path = directory / name
-        path.write_bytes(content)
-        path.chmod(0o600)
-        paths[name] = path
-    return paths
+    return {name: certs.write_private(directory / name, content) for name, content in files.items()}
 
 
 def admin_kubeconfig(*, server: str, pki: dict[str, Path]) -> dict[str, object]:

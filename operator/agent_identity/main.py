@@ -13,16 +13,20 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import kopf
 
-from . import GROUP, PLURAL, VERSION, audit
+from . import GROUP, PLURAL, VERSION, admission, audit
 from .builders import LABEL_IDENTITY, LABEL_MANAGED_BY, MANAGED_BY, SELECTOR
+from .certs import ensure_serving_certificate
 from .controller import Controller, utc_now
 from .durations import parse_duration
+from .facts import load_profile
 from .kube import Kube, load_client_configuration
 from .reconciler import Reconciler, Settings
 
@@ -37,7 +41,15 @@ class OperatorConfig:
     cluster_server: str | None = None
     kubeconfig: str | None = None
     liveness_endpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    default_profile: str | None = None
+    webhook_port: int = 0  # 0: no webhooks (and no creator stamps to require)
+    webhook_host: str = "127.0.0.1"
+    webhook_listen: str | None = None
+    webhook_cert_dir: str | None = None  # default: a fresh private temporary directory
+
+    @property
+    def webhooks(self) -> bool:
+        return self.webhook_port > 0
 
 
 _CHILD_PLURALS = ("serviceaccounts", "secrets", "roles", "rolebindings")
@@ -51,10 +63,30 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 300
     for plural in _CHILD_PLURALS:
         settings.watching.label_selectors[plural] = SELECTOR  # only our children cross the wire
+    if config.webhooks:
+        certfile, pkeyfile, cafile = ensure_serving_certificate(
+            Path(config.webhook_cert_dir or tempfile.mkdtemp(prefix="aio-webhook-")),
+            server_names=[config.webhook_host, "localhost"],
+        )
+        settings.admission.server = kopf.WebhookServer(
+            addr=config.webhook_listen or config.webhook_host,
+            port=config.webhook_port,
+            host=config.webhook_host,
+            certfile=str(certfile),
+            pkeyfile=str(pkeyfile),
+            cafile=str(cafile),
+        )
     kube = Kube(load_client_configuration(config.kubeconfig), pool_size=config.workers + 4)
-    reconciler_settings = Settings(retain_for=config.retain_for, cluster_server=config.cluster_server)
+    reconciler_settings = Settings(
+        retain_for=config.retain_for,
+        cluster_server=config.cluster_server,
+        default_profile=config.default_profile,
+        require_creator=config.webhooks,
+    )
     controller = Controller(
-        lambda lookup: Reconciler(kube, settings=reconciler_settings, clock=utc_now, lookup_identity=lookup),
+        lambda lookup_identity, lookup_profile: Reconciler(
+            kube, settings=reconciler_settings, clock=utc_now, lookup_identity=lookup_identity, lookup_profile=lookup_profile
+        ),
         workers=config.workers,
     )
     controller.start()
@@ -70,6 +102,45 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def identity_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].observe(event["type"], dict(event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "agentprofiles")
+async def profile_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].observe_profile(event["type"], dict(event["object"]))
+
+
+def mutate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    old, operation = kwargs.get("old"), str(kwargs.get("operation"))
+    config: OperatorConfig = memo["config"]
+    profile = load_profile(memo["controller"].lookup_profile, body.spec.get("profile") or config.default_profile)
+    result = admission.stamp(
+        operation=operation,
+        body=body,
+        old=old,
+        userinfo=userinfo,
+        default_profile=config.default_profile,
+        profile_risk=profile.spec.risk_level if profile else None,
+    )
+    patch.metadata.annotations.update(result.annotations)
+    patch.metadata.labels.update(result.labels)
+    if result.profile:
+        patch.spec["profile"] = result.profile
+
+
+def validate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
+    old, operation = kwargs.get("old"), str(kwargs.get("operation"))
+    config: OperatorConfig = memo["config"]
+    violations = admission.review(
+        memo["controller"].reconciler.kube,
+        operation=operation,
+        body=body,
+        old=old,
+        userinfo=userinfo,
+        default_profile=config.default_profile,
+        now=utc_now(),
+    )
+    if violations:
+        raise kopf.AdmissionError(admission.denial_message(violations), code=403)
 
 
 @kopf.on.event("v1", "serviceaccounts", labels={LABEL_MANAGED_BY: MANAGED_BY})
@@ -88,6 +159,13 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     if config.kubeconfig:
         os.environ["KUBECONFIG"] = config.kubeconfig
     return kopf.login_with_kubeconfig(**kwargs) if os.environ.get("KUBECONFIG") else kopf.login_via_client(**kwargs)
+
+
+def register_webhooks() -> None:
+    """Admission handlers exist only when the operator serves webhooks: kopf refuses to start
+    with handlers and no server."""
+    kopf.on.mutate(GROUP, VERSION, PLURAL, id=admission.MUTATE_PATH, operations=["CREATE", "UPDATE"])(mutate_identity)
+    kopf.on.validate(GROUP, VERSION, PLURAL, id=admission.VALIDATE_PATH, operations=["CREATE", "UPDATE"])(validate_identity)
 
 
 def _configure_audit_log() -> None:
@@ -125,6 +203,28 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
     )
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig (default: in-cluster, then ~/.kube/config)")
     parser.add_argument("--liveness", default=env("AGENT_IDENTITY_LIVENESS"), help="e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--default-profile", default=env("AGENT_IDENTITY_DEFAULT_PROFILE"), help="AgentProfile for identities that name none"
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=int(env("AGENT_IDENTITY_WEBHOOK_PORT", "0")),
+        help="serve the admission webhooks on this port (default 0: off)",
+    )
+    parser.add_argument(
+        "--webhook-host",
+        default=env("AGENT_IDENTITY_WEBHOOK_HOST", "127.0.0.1"),
+        help="the name or IP the API server reaches the webhooks at (in the serving certificate)",
+    )
+    parser.add_argument(
+        "--webhook-listen", default=env("AGENT_IDENTITY_WEBHOOK_LISTEN"), help="address to listen on (default: --webhook-host)"
+    )
+    parser.add_argument(
+        "--webhook-cert-dir",
+        default=env("AGENT_IDENTITY_WEBHOOK_CERT_DIR"),
+        help="tls.crt, tls.key and ca.crt: used if present, else generated here",
+    )
     args = parser.parse_args(argv)
     return OperatorConfig(
         namespaces=tuple(args.namespace),
@@ -133,6 +233,11 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         cluster_server=args.cluster_server,
         kubeconfig=args.kubeconfig,
         liveness_endpoint=args.liveness,
+        default_profile=args.default_profile,
+        webhook_port=args.webhook_port,
+        webhook_host=args.webhook_host,
+        webhook_listen=args.webhook_listen,
+        webhook_cert_dir=args.webhook_cert_dir,
     )
 
 
@@ -140,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _configure_audit_log()
+    if config.webhooks:
+        register_webhooks()
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,

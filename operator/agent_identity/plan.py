@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .api import FINAL_PHASES, RETIRED_PHASES, AgentIdentity
+from .api import FINAL_PHASES, RETIRED_PHASES, AgentIdentity, AgentProfile
 from .builders import (
     ANNOTATION_TOKEN_EXPIRES_AT,
     ANNOTATION_TOKEN_ISSUED_AT,
@@ -83,13 +83,25 @@ class DelegatorView:
     identity: AgentIdentity | None
 
 
-def decide(identity: AgentIdentity, *, delegator: DelegatorView | None, now: datetime) -> Decision:
-    """What ``identity`` should be at ``now``. ``delegator`` is given only for AgentIdentity delegators."""
+def decide(
+    identity: AgentIdentity,
+    *,
+    delegator: DelegatorView | None,
+    now: datetime,
+    profile: AgentProfile | None = None,
+    ttl: timedelta | None = None,
+) -> Decision:
+    """What ``identity`` should be at ``now``. ``delegator`` is given only for AgentIdentity
+    delegators; ``ttl`` is the effective TTL when it is not ``spec.ttl`` (a profile's default)."""
     spec = identity.spec
-    try:
-        ttl = parse_ttl(spec.ttl)
-    except InvalidTTLError as error:  # the CRD's CEL rule refuses this; a missing CRD update might not
-        return Deny(Reason.INVALID_SPEC, f"spec.ttl: {error}")
+    if ttl is None:
+        if spec.ttl is None:
+            return Deny(Reason.INVALID_SPEC, "spec.ttl: required (no profile defaultTTL applies)")
+        try:
+            ttl = parse_ttl(spec.ttl)
+        except InvalidTTLError as error:  # the CRD's CEL rule refuses this; a missing CRD update might not
+            return Deny(Reason.INVALID_SPEC, f"spec.ttl: {error}")
+    profile_name, risk_level = (profile.name, profile.spec.risk_level) if profile else (None, None)
 
     namespace = identity.metadata.namespace
     principal = spec.delegator.principal(identity_namespace=namespace) if spec.delegator else NO_DELEGATOR
@@ -120,6 +132,8 @@ def decide(identity: AgentIdentity, *, delegator: DelegatorView | None, now: dat
                 task=spec.task,
                 chain=(*(parent.status.delegation_chain or ()), f"agent:{namespace}/{parent.metadata.name}"),
                 expires_at=min(created_at + ttl, now),
+                profile=profile_name,
+                risk_level=risk_level,
             )
             return Retire(
                 Reason.DELEGATOR_RETIRED,
@@ -157,6 +171,8 @@ def decide(identity: AgentIdentity, *, delegator: DelegatorView | None, now: dat
         task=spec.task,
         chain=chain,
         expires_at=expires_at,
+        profile=profile_name,
+        risk_level=risk_level,
     )
     if now >= expires_at:
         return Retire(Reason.TTL_ELAPSED, f"ttl {spec.ttl} elapsed at {format_timestamp(expires_at)}", provenance)

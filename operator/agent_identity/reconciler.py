@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import failpoints
-from .api import FINAL_PHASES, RETIRED_PHASES, AgentIdentity
+from .api import FINAL_PHASES, RETIRED_PHASES, AgentIdentity, AgentProfile
 from .audit import Action, audit_record, emit
 from .builders import (
     IssuedToken,
@@ -33,10 +33,12 @@ from .builders import (
 from .conditions import EXPIRED, READY, Reason, set_condition
 from .durations import (
     format_timestamp,
+    parse_duration,
     parse_timestamp,
     token_expiration_seconds,
     token_refresh_at,
 )
+from .facts import ProfileLookup, gather, load_profile
 from .kube import ChildKind, ClusterAccess, Kube, KubeError
 from .plan import (
     ChildAction,
@@ -55,6 +57,7 @@ from .plan import (
     token_facts,
     token_verdict,
 )
+from .policy import Creator, Facts, effective_ttl, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class ChildConflictError(Exception):
 class Settings:
     retain_for: timedelta = timedelta(hours=1)
     cluster_server: str | None = None
+    default_profile: str | None = None  # for identities that name none
+    require_creator: bool = False  # True when the operator serves its webhooks (they stamp the creator)
 
 
 IdentityLookup = Callable[[str, str], dict[str, Any] | None]
@@ -92,11 +97,13 @@ class Reconciler:
         settings: Settings,
         clock: Callable[[], datetime],
         lookup_identity: IdentityLookup | None = None,
+        lookup_profile: ProfileLookup | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock
         self.lookup_identity = lookup_identity or kube.get_identity
+        self.lookup_profile = lookup_profile or kube.get_profile
         self._access: ClusterAccess | None = None
 
     @property
@@ -118,8 +125,9 @@ class Reconciler:
             self.revoke(identity)
             return Result()
         phase = identity.status.phase
+        profile = load_profile(self.lookup_profile, identity.spec.profile or self.settings.default_profile)
         if phase in FINAL_PHASES:
-            return self._keep_final(identity, now=now)
+            return self._keep_final(identity, profile, now=now)
 
         delegator = None
         if identity.spec.delegator and identity.spec.delegator.kind == "AgentIdentity":
@@ -127,13 +135,18 @@ class Reconciler:
             parent = parse_identity(parent_body) if parent_body else None
             delegator = DelegatorView(parent if isinstance(parent, AgentIdentity) else None)
 
-        decision = decide(identity, delegator=delegator, now=now)
+        decision = decide(identity, delegator=delegator, now=now, profile=profile, ttl=self._ttl(identity, profile))
+        if isinstance(decision, Provision) and phase != "Ready":
+            # Defence in depth: the webhook's checks again, before anything is provisioned.
+            violations = evaluate(self._facts(identity, profile, delegator))
+            if violations:
+                decision = Deny(Reason.POLICY_VIOLATION, "; ".join(str(v) for v in violations))
         try:
             match decision:
                 case Provision():
                     return self._provision(identity, decision, now=now)
                 case Retire():
-                    return self._retire(identity, decision, now=now)
+                    return self._retire(identity, decision, profile, now=now)
                 case Deny(reason=reason, message=message):
                     self._delete_children(identity)
                     self._transition(identity, "Denied", reason, message, now=now, chain=(), expires_at=None)
@@ -148,6 +161,25 @@ class Reconciler:
             self._report_api_error(identity, error, now=now)
             raise  # the work queue retries with backoff
         raise AssertionError(f"unhandled decision {decision!r}")
+
+    def _ttl(self, identity: AgentIdentity, profile: AgentProfile | None) -> timedelta | None:
+        """The effective TTL; for a live identity whose profile has gone, the one it was given."""
+        ttl = effective_ttl(identity.spec, profile)
+        if ttl is None and identity.status.expires_at and not identity.spec.delegator:
+            created = parse_timestamp(identity.metadata.creation_timestamp)
+            ttl = parse_timestamp(identity.status.expires_at) - created
+        return ttl
+
+    def _facts(self, identity: AgentIdentity, profile: AgentProfile | None, delegator: DelegatorView | None) -> Facts:
+        return gather(
+            self.kube,
+            identity,
+            profile=profile,
+            delegator=delegator.identity if delegator else None,
+            creator=Creator.from_identity(identity),
+            require_creator=self.settings.require_creator,
+            created_at=parse_timestamp(identity.metadata.creation_timestamp),
+        )
 
     def _report_api_error(self, identity: AgentIdentity, error: KubeError, *, now: datetime) -> None:
         """Says why in the Ready condition, with an Event and an audit line when the failure is new.
@@ -231,6 +263,7 @@ class Reconciler:
                 "expiresAt": format_timestamp(provenance.expires_at),
                 "tokenExpiresAt": format_timestamp(token_expires_at),
                 "delegationChain": list(provenance.chain),
+                **({"profile": provenance.profile, "riskLevel": provenance.risk_level} if provenance.profile else {}),
             },
         )
         self._write_status(identity.body, status)
@@ -256,7 +289,7 @@ class Reconciler:
             next_look = min(next_look, token_refresh_at(token_issued_at=token_issued_at, token_expires_at=token_expires_at))
         return Result(requeue_at=next_look)
 
-    def _retire(self, identity: AgentIdentity, decision: Retire, *, now: datetime) -> Result:
+    def _retire(self, identity: AgentIdentity, decision: Retire, profile: AgentProfile | None, *, now: datetime) -> Result:
         self._delete_children(identity)
         provenance = decision.provenance
         self._transition(
@@ -268,15 +301,21 @@ class Reconciler:
             chain=provenance.chain,
             expires_at=provenance.expires_at,
         )
-        return Result(requeue_at=provenance.expires_at + self.settings.retain_for)
+        return Result(requeue_at=provenance.expires_at + self._retain_for(profile))
 
-    def _keep_final(self, identity: AgentIdentity, *, now: datetime) -> Result:
+    def _retain_for(self, profile: AgentProfile | None) -> timedelta:
+        """The profile's retainFor, else the operator's --retain-for."""
+        if profile and profile.spec.retain_for:
+            return parse_duration(profile.spec.retain_for)
+        return self.settings.retain_for
+
+    def _keep_final(self, identity: AgentIdentity, profile: AgentProfile | None, *, now: datetime) -> Result:
         """Expired, Revoked and Denied identities hold no credentials; retired records go after
         their retention period (like a Job's ttlSecondsAfterFinished)."""
         self._delete_children(identity)
         if identity.status.phase not in RETIRED_PHASES or identity.status.expires_at is None:
             return Result()
-        remove_at = parse_timestamp(identity.status.expires_at) + self.settings.retain_for
+        remove_at = parse_timestamp(identity.status.expires_at) + self._retain_for(profile)
         if now < remove_at:
             return Result(requeue_at=remove_at)
         self.kube.delete_identity(identity.metadata.namespace, identity.metadata.name, uid=identity.metadata.uid)
@@ -362,6 +401,8 @@ class Reconciler:
                 chain=provenance.chain,
                 expires_at=provenance.expires_at,
                 reason=str(verdict),
+                profile=provenance.profile,
+                risk_level=provenance.risk_level,
                 detail={"tokenExpiresAt": format_timestamp(issued.expires_at)},
             )
         )
@@ -425,7 +466,18 @@ class Reconciler:
         message: str,
         warning: bool = False,
     ) -> None:
-        emit(audit_record(action, identity, now=now, chain=provenance.chain, expires_at=provenance.expires_at, reason=reason))
+        emit(
+            audit_record(
+                action,
+                identity,
+                now=now,
+                chain=provenance.chain,
+                expires_at=provenance.expires_at,
+                reason=reason,
+                profile=provenance.profile,
+                risk_level=provenance.risk_level,
+            )
+        )
         self._event(identity, "Warning" if warning else "Normal", reason, message, now=now)
 
     def _event(self, identity: AgentIdentity, event_type: str, reason: Reason, message: str, *, now: datetime) -> None:

@@ -79,6 +79,9 @@ def test_deleting_an_identity_revokes_at_once(cluster: Cluster, namespace: str, 
 def test_a_delegates_chain_extends_its_delegators_and_it_retires_with_it(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
+    # Same TTL, created within one second: the delegates end exactly when the planner does (a
+    # later end would be denied: a delegate never outlives its delegator).
+    wait_for("the start of a second", lambda: datetime.now(UTC).microsecond < 100_000, interval=0.01)
     cluster.create_identity(
         make_identity(
             "planner",
@@ -88,13 +91,13 @@ def test_a_delegates_chain_extends_its_delegators_and_it_retires_with_it(
         )
     )
     cluster.create_identity(
-        make_identity("crawler", namespace, ttl="10m", delegator={"kind": "AgentIdentity", "name": "planner"})
+        make_identity("crawler", namespace, ttl="15s", delegator={"kind": "AgentIdentity", "name": "planner"})
     )
     cluster.create_identity(
         make_identity(
             "fetcher",
             namespace,
-            ttl="10m",
+            ttl="15s",
             delegator={"kind": "AgentIdentity", "name": "crawler"},
             scopes=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
         )
@@ -104,7 +107,6 @@ def test_a_delegates_chain_extends_its_delegators_and_it_retires_with_it(
     fetcher = cluster.wait_phase(namespace, "fetcher", "Ready")
     assert crawler["status"]["delegationChain"] == ["user:alice", f"agent:{namespace}/planner"]
     assert fetcher["status"]["delegationChain"] == ["user:alice", f"agent:{namespace}/planner", f"agent:{namespace}/crawler"]
-    # a delegate never outlives its delegator, whatever TTL it asked for
     assert crawler["status"]["expiresAt"] == fetcher["status"]["expiresAt"] == planner["status"]["expiresAt"]
     owners = cluster.get_identity(namespace, "crawler")["metadata"]["ownerReferences"]  # type: ignore[index]
     assert [(o["kind"], o["uid"]) for o in owners] == [("AgentIdentity", planner["metadata"]["uid"])]

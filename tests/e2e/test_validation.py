@@ -9,6 +9,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from support.cluster import Cluster, make_identity
+from support.operator_process import OperatorProcess
 
 SCOPE = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
 
@@ -19,7 +20,6 @@ SCOPE = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
         ({"ttl": "ten minutes"}, "spec.ttl", "ttl must be a duration such as 90s, 10m or 1h30m"),
         ({"ttl": "5s"}, "spec.ttl", "ttl must be between 10s and 24h"),
         ({"ttl": "25h"}, "spec.ttl", "ttl must be between 10s and 24h"),
-        ({"ttl": None}, "spec.ttl", "Required value"),
         ({"task": None}, "spec.task", "Required value"),
         ({"task": ""}, "spec.task", "should be at least 1 chars long"),
         ({"scopes": []}, "spec.scopes", "should have at least 1 items"),
@@ -50,6 +50,16 @@ def test_invalid_specs_are_refused_naming_the_field(
     assert refused.value.status == 422
     assert field in refused.value.body and words in refused.value.body, refused.value.body
     assert cluster.get_identity(namespace, "bad") is None
+
+
+def test_without_a_ttl_or_a_profile_default_the_identity_is_denied(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.create_identity(make_identity("ageless", namespace, ttl=None))
+    denied = cluster.wait_phase(namespace, "ageless", "Denied")
+    ready = {c["type"]: c for c in denied["status"]["conditions"]}["Ready"]
+    assert ready["message"] == "spec.ttl: required (no profile defaultTTL applies)"
+    assert not any(cluster.children(namespace, "ageless").values())
 
 
 def test_unknown_fields_such_as_non_resource_urls_are_refused(cluster: Cluster, namespace: str) -> None:

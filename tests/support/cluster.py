@@ -181,3 +181,12 @@ class Cluster:
     def events(self, namespace: str, name: str) -> list[str]:
         events = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
         return [event.reason for event in events]
+
+
+def impersonating(cluster: Cluster, user: str, groups: tuple[str, ...] = ("system:authenticated",)) -> client.CustomObjectsApi:
+    """A client acting as ``user`` (the admin impersonates it), to create identities as that user."""
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api.set_default_header("Impersonate-User", user)
+    for group in groups:
+        api.set_default_header("Impersonate-Group", group)
+    return client.CustomObjectsApi(api)

@@ -45,6 +45,8 @@ def test_an_audit_line_says_who_what_for_whom_and_when(caplog: pytest.LogCapture
         chain=("user:alice",),
         expires_at=CREATED + timedelta(seconds=90),
         reason="TTLElapsed",
+        profile="standard",
+        risk_level="low",
     )
     with caplog.at_level(logging.INFO, logger=audit.LOGGER_NAME):
         audit.emit(record)
@@ -62,12 +64,15 @@ def test_an_audit_line_says_who_what_for_whom_and_when(caplog: pytest.LogCapture
         "delegationChain": ["user:alice"],
         "createdAt": "2026-11-28T12:00:00Z",
         "expiresAt": "2026-11-28T12:01:30Z",
+        "profile": "standard",
+        "riskLevel": "low",
     }
 
 
-def test_the_committed_crd_is_what_the_models_generate() -> None:
-    committed = (REPO / "crds" / "agentidentity.dev_agentidentities.yaml").read_text()
-    assert committed == crd.render(), "crds/ is stale: run `make crds`"
+@pytest.mark.parametrize("resource", crd.RESOURCES, ids=lambda r: r.kind)
+def test_the_committed_crds_are_what_the_models_generate(resource: crd.Resource) -> None:
+    committed = (REPO / "crds" / resource.file_name).read_text()
+    assert committed == crd.render(resource), "crds/ is stale: run `make crds`"
 
 
 def test_the_crd_schema_is_structural() -> None:
@@ -81,4 +86,5 @@ def test_the_crd_schema_is_structural() -> None:
             for index, value in enumerate(node):
                 walk(value, f"{path}[{index}]")
 
-    walk(crd.openapi_schema(), "openAPIV3Schema")
+    for resource in crd.RESOURCES:
+        walk(crd.openapi_schema(resource), "openAPIV3Schema")
