@@ -60,6 +60,9 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo["config"]
     settings.posting.enabled = False  # our Events are written by the reconciler, one per step
     settings.peering.standalone = True
+    # No cluster-wide namespace/CRD scanning: exact namespaces and the CRDs present at start-up
+    # are all we serve, and the operator needs no list/watch on namespaces or CRDs (least privilege).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     for plural in _CHILD_PLURALS:
         settings.watching.label_selectors[plural] = SELECTOR  # only our children cross the wire

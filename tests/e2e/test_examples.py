@@ -49,3 +49,17 @@ def test_example_becomes_ready_with_its_chain(cluster: Cluster, namespace: str, 
 
 def test_the_examples_cover_a_single_agent_and_a_delegation_chain() -> None:
     assert {"single-agent.yaml", "delegation-chain.yaml"} <= set(IDENTITY_EXAMPLES)
+
+
+def test_the_example_profiles_are_accepted_by_the_api_server(cluster: Cluster) -> None:
+    documents = [d for d in yaml.safe_load_all((EXAMPLES / "profiles.yaml").read_text()) if d]
+    assert len(documents) >= 3
+    try:
+        for document in documents:
+            created = cluster.custom.create_cluster_custom_object("agentidentity.dev", "v1alpha1", "agentprofiles", document)
+            assert created["spec"]["riskLevel"] == document["spec"]["riskLevel"]
+    finally:
+        for document in documents:
+            cluster.custom.delete_cluster_custom_object(
+                "agentidentity.dev", "v1alpha1", "agentprofiles", document["metadata"]["name"]
+            )

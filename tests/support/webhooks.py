@@ -52,12 +52,20 @@ def unregister(cluster: Cluster) -> None:
 
 @contextmanager
 def operator_with_webhooks(
-    cluster: Cluster, namespace: str, log_dir: Path, *, registered: bool = True, extra_args: list[str] | None = None
+    cluster: Cluster,
+    namespace: str,
+    log_dir: Path,
+    *,
+    registered: bool = True,
+    extra_args: list[str] | None = None,
+    kubeconfig: Path | None = None,
 ) -> Iterator[OperatorProcess]:
+    """The operator serving ``namespace`` with its webhooks registered (as ``kubeconfig``'s user,
+    the admin by default)."""
     port = free_port()
     cert_dir = log_dir / "webhook-certs"
     process = OperatorProcess(
-        kubeconfig=cluster.kubeconfig,
+        kubeconfig=kubeconfig or cluster.kubeconfig,
         namespace=namespace,
         log_dir=log_dir,
         extra_args=["--webhook-port", str(port), "--webhook-cert-dir", str(cert_dir), *(extra_args or [])],

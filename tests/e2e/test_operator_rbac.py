@@ -1,0 +1,129 @@
+"""The operator runs with exactly the RBAC that ``agent_identity.deploy`` documents: no escalate,
+no bind, no impersonate, no cluster-wide wildcards, tokens only in the namespaces it serves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, utils
+
+from agent_identity.api import PolicyRule
+from agent_identity.deploy import NAME, operator_rbac
+from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
+from support.webhooks import operator_with_webhooks
+
+CEILING = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
+
+
+@pytest.fixture
+def operator_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = cluster.create_test_namespace("operator-home")
+    yield name
+    cluster.delete_namespace(name)
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Path:
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
+    token = cluster.core.create_namespaced_service_account_token(NAME, namespace, request).status.token
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": cluster.host, "certificate-authority": cluster.ca_file}}],
+        "users": [{"name": NAME, "user": {"token": token}}],
+        "contexts": [{"name": NAME, "context": {"cluster": "c", "user": NAME}}],
+        "current-context": NAME,
+    }
+    path = directory / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def may(cluster: Cluster, operator_namespace: str, attributes: dict[str, Any]) -> bool:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{operator_namespace}:{NAME}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{operator_namespace}", "system:authenticated"],
+            "resourceAttributes": attributes,
+        },
+    }
+    return bool(client.AuthorizationV1Api(cluster.api_client).create_subject_access_review(review).status.allowed)
+
+
+FORBIDDEN = [  # (namespace placeholder "SERVED" is replaced by the served namespace)
+    {"namespace": "SERVED", "verb": "escalate", "group": "rbac.authorization.k8s.io", "resource": "roles"},
+    {"namespace": "SERVED", "verb": "bind", "group": "rbac.authorization.k8s.io", "resource": "roles"},
+    {"verb": "impersonate", "group": "", "resource": "users"},
+    {"namespace": "default", "verb": "create", "group": "", "resource": "serviceaccounts", "subresource": "token"},
+    {"namespace": "default", "verb": "list", "group": "", "resource": "secrets"},
+    {"namespace": "SERVED", "verb": "get", "group": "", "resource": "pods"},
+    {"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "clusterroles"},
+    {"verb": "update", "group": "admissionregistration.k8s.io", "resource": "validatingwebhookconfigurations"},
+    {"namespace": "SERVED", "verb": "*", "group": "*", "resource": "*"},
+]
+
+
+def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
+    cluster: Cluster, namespace: str, operator_namespace: str, tmp_path: Path
+) -> None:
+    objects = operator_rbac(
+        operator_namespace=operator_namespace,
+        served_namespaces=[namespace],
+        ceilings=[PolicyRule.model_validate(rule) for rule in CEILING],
+    )
+    utils.create_from_yaml(cluster.api_client, yaml_objects=objects)
+    profile_name = f"ceiling-{namespace}"[:63]
+    cluster.custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "agentprofiles",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AgentProfile",
+            "metadata": {"name": profile_name},
+            "spec": {"riskLevel": "low", "maxTTL": "10m", "permissionCeiling": CEILING},
+        },
+    )
+    try:
+        kubeconfig = service_account_kubeconfig(cluster, operator_namespace, tmp_path)
+        with operator_with_webhooks(cluster, namespace, tmp_path, kubeconfig=kubeconfig):
+            cluster.create_identity(
+                make_identity("scoped", namespace, profile=profile_name, ttl="10m", delegator={"kind": "User", "name": "admin"})
+            )
+            cluster.create_identity(
+                make_identity("brief", namespace, profile=profile_name, ttl="10s", delegator={"kind": "User", "name": "admin"})
+            )
+            ready = cluster.wait_phase(namespace, "scoped", "Ready")
+            assert ready["status"]["riskLevel"] == "low"
+            token = cluster.token_secret(namespace, "scoped")["token"]
+            assert cluster.token_review(token)["authenticated"] is True
+            cluster.wait_phase(namespace, "brief", "Expired", timeout=25)
+            assert not any(cluster.children(namespace, "brief").values())
+            cluster.delete_identity(namespace, "scoped")
+            wait_for("revoked by the restricted operator", lambda: not any(cluster.children(namespace, "scoped").values()))
+
+        allowed = [a for a in FORBIDDEN if may(cluster, operator_namespace, _in(a, namespace))]
+        assert allowed == []
+        token_here = {
+            "namespace": namespace,
+            "verb": "create",
+            "group": "",
+            "resource": "serviceaccounts",
+            "subresource": "token",
+        }
+        assert may(cluster, operator_namespace, token_here)
+    finally:
+        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "agentprofiles", profile_name)
+        rbac = client.RbacAuthorizationV1Api(cluster.api_client)
+        for role in (NAME, f"{NAME}:namespace", f"{NAME}:ceilings"):
+            rbac.delete_cluster_role(role)
+        rbac.delete_cluster_role_binding(NAME)
+
+
+def _in(attributes: dict[str, str], namespace: str) -> dict[str, str]:
+    return {key: namespace if value == "SERVED" else value for key, value in attributes.items()}
