@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,15 +226,23 @@ class LocalControlPlane:
                 tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise ControlPlaneError(f"{name} exited with {process.returncode}; last log lines:\n{tail}")
 
-    def _wait_http(self, url: str, what: str) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool]) -> None:
+        """Polls ``ready`` (connection errors count as not ready) while every process stays alive."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             self._check_alive()
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
+            with contextlib.suppress(OSError):
+                if ready():
                     return
             time.sleep(0.2)
-        raise ControlPlaneError(f"{what} did not become ready within {READY_TIMEOUT_S:.0f}s")
+        raise ControlPlaneError(f"{what} within {READY_TIMEOUT_S:.0f}s")
+
+    def _wait_http(self, url: str, what: str) -> None:
+        def healthy() -> bool:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                return bool(response.status == 200)
+
+        self._wait(f"{what} did not become ready", healthy)
 
     def _admin_ssl_context(self) -> ssl.SSLContext:
         pki = self.work_dir / "pki"
@@ -251,26 +259,15 @@ class LocalControlPlane:
             return error.code, b""
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self._check_alive()
-            with contextlib.suppress(OSError):
-                if self._get("/readyz")[0] == 200:
-                    return
-            time.sleep(0.3)
-        raise ControlPlaneError(f"kube-apiserver was not ready within {READY_TIMEOUT_S:.0f}s")
+        self._wait("kube-apiserver was not ready", lambda: self._get("/readyz")[0] == 200)
 
     def _wait_controllers(self) -> None:
         """The ServiceAccount controller creating ``default/default`` proves the controller manager
         runs; the garbage collector starts with it."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self._check_alive()
-            with contextlib.suppress(OSError):
-                if self._get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200:
-                    return
-            time.sleep(0.3)
-        raise ControlPlaneError(f"kube-controller-manager did not start its controllers within {READY_TIMEOUT_S:.0f}s")
+        self._wait(
+            "kube-controller-manager did not start its controllers",
+            lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+        )
 
     def stop(self) -> None:
         """Stops in reverse order, SIGTERM then SIGKILL; removes the work directory."""

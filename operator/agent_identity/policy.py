@@ -107,6 +107,11 @@ def delegator_username(delegator: Delegator, namespace: str) -> str:
     return f"system:serviceaccount:{delegator.namespace or namespace}:{delegator.name}"
 
 
+def _within(owner: list[PolicyRule], facts: Facts, rule: str, whose: str) -> Violation | None:
+    beyond = uncovered(owner, facts.spec.scopes)
+    return Violation(rule, f"spec.scopes: {_list(beyond)} exceed {whose}") if beyond else None
+
+
 def _list(permissions: list[Permission] | tuple[Permission, ...]) -> str:
     shown = [p.describe() for p in permissions[:5]]
     more = f" and {len(permissions) - 5} more" if len(permissions) > 5 else ""
@@ -159,13 +164,12 @@ def scopes_within_ceiling(facts: Facts) -> Violation | None:
     # Never more than the profile allows any agent of its kind.
     if facts.profile is None:
         return None
-    beyond = uncovered(facts.profile.spec.permission_ceiling, facts.spec.scopes)
-    if beyond:
-        return Violation(
-            "scopes-within-ceiling",
-            f"spec.scopes: {_list(beyond)} exceed the permissionCeiling of profile {facts.profile.name!r}",
-        )
-    return None
+    return _within(
+        facts.profile.spec.permission_ceiling,
+        facts,
+        "scopes-within-ceiling",
+        f"the permissionCeiling of profile {facts.profile.name!r}",
+    )
 
 
 def audiences_allowed(facts: Facts) -> Violation | None:
@@ -222,13 +226,12 @@ def delegate_within_delegator(facts: Facts) -> Violation | None:
     # Delegation only narrows: a delegate holds a subset of its delegator's scopes.
     if facts.delegator is None:
         return None
-    beyond = uncovered(facts.delegator.spec.scopes, facts.spec.scopes)
-    if beyond:
-        return Violation(
-            "delegate-within-delegator",
-            f"spec.scopes: {_list(beyond)} exceed the scopes of delegator {facts.delegator.metadata.name!r}",
-        )
-    return None
+    return _within(
+        facts.delegator.spec.scopes,
+        facts,
+        "delegate-within-delegator",
+        f"the scopes of delegator {facts.delegator.metadata.name!r}",
+    )
 
 
 def delegate_not_outliving(facts: Facts) -> Violation | None:
