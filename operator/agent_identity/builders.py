@@ -183,10 +183,13 @@ def kubeconfig(*, server: str, ca_cert: str, namespace: str, user: str, token: s
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def token_secret_data(*, identity: AgentIdentity, issued: IssuedToken, server: str, ca_cert: str) -> dict[str, str]:
-    """The Secret's stringData: the token and what an agent needs to use it."""
+def token_secret_data(
+    *, identity: AgentIdentity, issued: IssuedToken, server: str, ca_cert: str, assertion: str | None = None
+) -> dict[str, str]:
+    """The Secret's data: the token, what an agent needs to use it, and its signed delegation
+    assertion for services outside Kubernetes (when the operator signs them)."""
     namespace = identity.metadata.namespace
-    return {
+    return ({"assertion": assertion} if assertion else {}) | {
         "token": issued.token,
         "ca.crt": ca_cert,
         "namespace": namespace,

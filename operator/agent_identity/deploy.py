@@ -17,6 +17,8 @@ from typing import Any
 
 from . import GROUP, PLURAL
 from .api import PolicyRule
+from .keystore import CONFIGMAP_NAME as JWKS_CONFIGMAP
+from .keystore import SECRET_NAME as SIGNING_SECRET
 
 NAME = "agent-identity-operator"
 RBAC_API = "rbac.authorization.k8s.io"
@@ -40,6 +42,14 @@ NAMESPACE_RULES = [
     _rule([""], ["serviceaccounts/token"], ["create"]),
     _rule([RBAC_API], ["roles", "rolebindings"], ["get", "list", "watch", "create", "update", "delete"]),
     _rule([""], ["events"], ["create"]),
+]
+
+
+# In the operator's own namespace: the signing-key Secret and the JWKS ConfigMap, by name.
+OWN_NAMESPACE_RULES = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"], "resourceNames": [JWKS_CONFIGMAP]},
+    _rule([""], ["secrets", "configmaps"], ["create"]),  # create cannot be limited by name
 ]
 
 
@@ -77,6 +87,20 @@ def operator_rbac(
         cluster_role(f"{NAME}:namespace", NAMESPACE_RULES),
         cluster_role(f"{NAME}:ceilings", ceiling_rules),
         _binding("ClusterRoleBinding", NAME, role_kind="ClusterRole", role=NAME, account=operator_namespace, namespace=None),
+        {
+            "apiVersion": f"{RBAC_API}/v1",
+            "kind": "Role",
+            "metadata": {"name": f"{NAME}-signing", "namespace": operator_namespace, "labels": {"app.kubernetes.io/name": NAME}},
+            "rules": OWN_NAMESPACE_RULES,
+        },
+        _binding(
+            "RoleBinding",
+            f"{NAME}-signing",
+            role_kind="Role",
+            role=f"{NAME}-signing",
+            account=operator_namespace,
+            namespace=operator_namespace,
+        ),
     ]
     for namespace in served_namespaces:
         for role in (f"{NAME}:namespace", f"{NAME}:ceilings"):

@@ -44,6 +44,7 @@ _COLLECTIONS = {
 }
 _IDENTITIES = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
 _MERGE_PATCH = "application/merge-patch+json"
+_STORED = {"Secret": "/api/v1/namespaces/{namespace}/secrets", "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps"}
 
 
 class KubeError(Exception):
@@ -158,6 +159,15 @@ class Kube:
         query = {"labelSelector": label_selector} if label_selector else None
         return list(self._request("GET", path, query=query).get("items", []))
 
+    def create_identity(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", _IDENTITIES.format(namespace=body["metadata"]["namespace"]), body=body)
+
+    def token_review(self, token: str, audiences: list[str] | None = None) -> dict[str, Any]:
+        """TokenReview: is this token valid now, and whose is it? (the status part)"""
+        spec: dict[str, Any] = {"token": token, **({"audiences": audiences} if audiences else {})}
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        return dict(self._request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=review).get("status", {}))
+
     def patch_identity_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}/status"
         written = self._request("PATCH", path, body={"status": status}, content_type=_MERGE_PATCH)
@@ -175,6 +185,20 @@ class Kube:
 
     def get_profile(self, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"/apis/{GROUP}/{VERSION}/agentprofiles/{quote(name)}")
+
+    # -- the operator's own state (signing keys, the JWKS mirror) --------------------------------------
+
+    def get_stored(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"{_STORED[kind].format(namespace=namespace)}/{quote(name)}")
+
+    def store(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Creates ``body``, or replaces it when it carries the resourceVersion it was read at
+        (a 409 then means someone else wrote first: the caller re-reads)."""
+        metadata = body["metadata"]
+        collection = _STORED[body["kind"]].format(namespace=metadata["namespace"])
+        if metadata.get("resourceVersion"):
+            return self._request("PUT", f"{collection}/{quote(metadata['name'])}", body=body)
+        return self._request("POST", collection, body=body)
 
     # -- authorization ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,8 @@ from .certs import ensure_serving_certificate
 from .controller import Controller, utc_now
 from .durations import parse_duration
 from .facts import load_profile
+from .keystore import KeyStore, Signer
+from .keystore import serve as serve_jwks
 from .kube import Kube, load_client_configuration
 from .reconciler import Reconciler, Settings
 
@@ -46,6 +49,12 @@ class OperatorConfig:
     webhook_host: str = "127.0.0.1"
     webhook_listen: str | None = None
     webhook_cert_dir: str | None = None  # default: a fresh private temporary directory
+    signing_namespace: str | None = None  # where the signing keys live; None: no assertions
+    issuer: str = "https://agent-identity-operator"
+    trust_domain: str = "cluster.local"
+    key_rotation: timedelta = timedelta(hours=24)
+    http_port: int = 0  # JWKS and discovery; 0: off
+    http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
 
     @property
     def webhooks(self) -> bool:
@@ -80,6 +89,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             cafile=str(cafile),
         )
     kube = Kube(load_client_configuration(config.kubeconfig), pool_size=config.workers + 4)
+    signer = _start_signing(config, kube, memo) if config.signing_namespace else None
     reconciler_settings = Settings(
         retain_for=config.retain_for,
         cluster_server=config.cluster_server,
@@ -88,7 +98,12 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     )
     controller = Controller(
         lambda lookup_identity, lookup_profile: Reconciler(
-            kube, settings=reconciler_settings, clock=utc_now, lookup_identity=lookup_identity, lookup_profile=lookup_profile
+            kube,
+            settings=reconciler_settings,
+            clock=utc_now,
+            lookup_identity=lookup_identity,
+            lookup_profile=lookup_profile,
+            signer=signer,
         ),
         workers=config.workers,
     )
@@ -97,9 +112,37 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
 
 
+def _start_signing(config: OperatorConfig, kube: Kube, memo: kopf.Memo) -> Signer:
+    """Signing keys from their Secret (rotated on schedule), and the JWKS served over HTTP."""
+    assert config.signing_namespace is not None
+    store = KeyStore(
+        kube,
+        namespace=config.signing_namespace,
+        period=config.key_rotation,
+        publish_ahead=min(config.key_rotation / 10, timedelta(minutes=10)),
+        clock=utc_now,
+    )
+    store.sync()
+    memo["stopping"] = threading.Event()
+    threading.Thread(
+        target=store.run_rotation,
+        args=(memo["stopping"],),
+        kwargs={"every": min(config.key_rotation / 10, timedelta(minutes=1))},
+        name="key-rotation",
+        daemon=True,
+    ).start()
+    if config.http_port:
+        memo["http"] = serve_jwks(store, issuer=config.issuer, address=config.http_listen, port=config.http_port)
+    return Signer(store, issuer=config.issuer, trust_domain=config.trust_domain)
+
+
 @kopf.on.cleanup()
 def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].stop()
+    if "stopping" in memo:
+        memo["stopping"].set()
+    if "http" in memo:
+        memo["http"].shutdown()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -224,6 +267,33 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         "--webhook-listen", default=env("AGENT_IDENTITY_WEBHOOK_LISTEN"), help="address to listen on (default: --webhook-host)"
     )
     parser.add_argument(
+        "--signing-namespace",
+        default=env("AGENT_IDENTITY_SIGNING_NAMESPACE") or env("POD_NAMESPACE"),
+        help="namespace of the signing-key Secret and JWKS ConfigMap; unset: no assertions",
+    )
+    parser.add_argument(
+        "--issuer",
+        default=env("AGENT_IDENTITY_ISSUER", "https://agent-identity-operator"),
+        help="iss of delegation assertions (where /.well-known/jwks.json is served)",
+    )
+    parser.add_argument(
+        "--trust-domain",
+        default=env("AGENT_IDENTITY_TRUST_DOMAIN", "cluster.local"),
+        help="trust domain of agent URIs (spiffe://<domain>/ns/<ns>/agent/<name>)",
+    )
+    parser.add_argument("--key-rotation", default=env("AGENT_IDENTITY_KEY_ROTATION", "24h"), help="signing key lifetime")
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=int(env("AGENT_IDENTITY_HTTP_PORT", "0")),
+        help="serve /.well-known/jwks.json and openid-configuration here (default 0: off)",
+    )
+    parser.add_argument(
+        "--http-listen",
+        default=env("AGENT_IDENTITY_HTTP_LISTEN", "0.0.0.0"),  # noqa: S104
+        help="address for --http-port",
+    )
+    parser.add_argument(
         "--webhook-cert-dir",
         default=env("AGENT_IDENTITY_WEBHOOK_CERT_DIR"),
         help="tls.crt, tls.key and ca.crt: used if present, else generated here",
@@ -241,6 +311,12 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         webhook_host=args.webhook_host,
         webhook_listen=args.webhook_listen,
         webhook_cert_dir=args.webhook_cert_dir,
+        signing_namespace=args.signing_namespace,
+        issuer=args.issuer,
+        trust_domain=args.trust_domain,
+        key_rotation=parse_duration(args.key_rotation),
+        http_port=args.http_port,
+        http_listen=args.http_listen,
     )
 
 

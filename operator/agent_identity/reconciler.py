@@ -87,6 +87,7 @@ class Settings:
 
 
 IdentityLookup = Callable[[str, str], dict[str, Any] | None]
+Signer = Callable[[AgentIdentity, Provenance, datetime], str]
 
 
 class Reconciler:
@@ -98,7 +99,9 @@ class Reconciler:
         clock: Callable[[], datetime],
         lookup_identity: IdentityLookup | None = None,
         lookup_profile: ProfileLookup | None = None,
+        signer: Signer | None = None,
     ) -> None:
+        self.signer = signer
         self.kube = kube
         self.settings = settings
         self.clock = clock
@@ -365,7 +368,8 @@ class Reconciler:
         self, identity: AgentIdentity, secret: dict[str, Any], provenance: Provenance, *, now: datetime
     ) -> IssuedToken | None:
         """Mints a token bound to ``secret`` unless it already holds a valid one; the new token or None."""
-        current = decode_secret_data(secret).get("token")
+        data = decode_secret_data(secret)
+        current, assertion = data.get("token"), data.get("assertion")
         facts = token_facts(secret)
         expected = None
         if current and facts:
@@ -374,8 +378,11 @@ class Reconciler:
                 issued=IssuedToken(token=current, issued_at=facts.issued_at, expires_at=facts.expires_at),
                 server=self.access.server,
                 ca_cert=self.access.ca_cert,
+                assertion=assertion,
             )
         verdict = token_verdict(secret, expected_data=expected, now=now, identity_expires_at=provenance.expires_at)
+        if verdict is TokenVerdict.VALID and self.signer is not None and not assertion:
+            verdict = TokenVerdict.MISSING  # signing was switched on after this token was minted
         if verdict is TokenVerdict.VALID:
             return None
         namespace = identity.metadata.namespace
@@ -390,7 +397,13 @@ class Reconciler:
         self.kube.write_token(
             namespace,
             secret["metadata"]["name"],
-            data=token_secret_data(identity=identity, issued=issued, server=self.access.server, ca_cert=self.access.ca_cert),
+            data=token_secret_data(
+                identity=identity,
+                issued=issued,
+                server=self.access.server,
+                ca_cert=self.access.ca_cert,
+                assertion=self.signer(identity, provenance, now) if self.signer else None,
+            ),
             annotations=token_annotations(issued),
         )
         emit(

@@ -1,0 +1,86 @@
+{{/*
+Names, labels and shared values. Resource names follow agent_identity.deploy when the release is
+named "agent-identity-operator" (or fullnameOverride is): ClusterRoles <fullname>,
+<fullname>:namespace and <fullname>:ceilings, RoleBindings <fullname>-namespace and
+<fullname>-ceilings.
+*/}}
+
+{{- define "aio.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* <release>-<chart>, or the release name alone when it already contains the chart name. */}}
+{{- define "aio.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "aio.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aio.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aio.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "aio.labels" -}}
+{{ include "aio.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: agent-identity-operator
+helm.sh/chart: {{ include "aio.chart" . }}
+{{- end -}}
+
+{{- define "aio.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The webhook Service and the name the API server reaches it at (in the serving certificate). */}}
+{{- define "aio.webhookService" -}}
+{{- printf "%s-webhook" (include "aio.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aio.webhookHost" -}}
+{{- printf "%s.%s.svc" (include "aio.webhookService" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "aio.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "aio.fullname" .) -}}
+{{- end -}}
+
+{{- define "aio.metricsService" -}}
+{{- printf "%s-metrics" (include "aio.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The union (concatenation) of the profiles' permission ceilings, plus rbac.extraCeilingRules. */}}
+{{- define "aio.ceilingRules" -}}
+{{- $rules := list -}}
+{{- range .Values.profiles -}}
+{{- $rules = concat $rules .spec.permissionCeiling -}}
+{{- end -}}
+{{- $rules = concat $rules .Values.rbac.extraCeilingRules -}}
+{{- toYaml $rules -}}
+{{- end -}}
+
+{{/* Refuse configurations that cannot work, with a message that says why. */}}
+{{- define "aio.validate" -}}
+{{- if has .Release.Namespace .Values.watchNamespaces -}}
+{{- fail (printf "watchNamespaces must not include the release namespace %q: the webhooks exclude it (so a broken operator can always be repaired), so identities there could not be stamped with their creator and would be Denied" .Release.Namespace) -}}
+{{- end -}}
+{{- if and (or .Values.metrics.serviceMonitor.enabled .Values.metrics.prometheusRule.enabled) (not .Values.metrics.enabled) -}}
+{{- fail "metrics.serviceMonitor and metrics.prometheusRule need metrics.enabled=true" -}}
+{{- end -}}
+{{- end -}}
