@@ -43,4 +43,24 @@ test: $(STAMP) control-plane lint ## Everything: lint, unit and end-to-end tests
 demo: $(STAMP) control-plane ## Start the local control plane and the operator, apply examples/, watch identities live
 	$(BIN)/python scripts/demo.py
 
-.PHONY: help venv control-plane crds lint test-unit test-e2e test demo
+HELM_VERSION ?= v3.19.0
+CHART := charts/agent-identity-operator
+HELM = $$(HELM_VERSION=$(HELM_VERSION) bash scripts/install-helm.sh | tail -n 1)
+
+helm: ## Build (or reuse the cached) pinned Helm from the Go module proxy; prints its path
+	@HELM_VERSION=$(HELM_VERSION) bash scripts/install-helm.sh
+
+chart-crds: crds ## Refresh the Helm chart's crds/ from the generated crds/
+	rm -f $(CHART)/crds/*.yaml
+	cp crds/*.yaml $(CHART)/crds/
+
+chart-lint: ## helm lint --strict the chart, then render it with default values
+	@helm=$(HELM) && $$helm lint --strict $(CHART) && $$helm template agent-identity-operator $(CHART) --namespace agent-identity-system >/dev/null && echo "chart renders"
+
+image: ## Build the operator image (needs a container engine)
+	docker build -t agent-identity-operator:$$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml) .
+
+.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench helm chart-crds chart-lint image
+
+bench: $(STAMP) control-plane ## Benchmarks against the local control plane (figures, no assertions; sizes via BENCH_* env)
+	$(BIN)/python scripts/bench.py

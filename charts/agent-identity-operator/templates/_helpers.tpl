@@ -65,6 +65,19 @@ helm.sh/chart: {{ include "aio.chart" . }}
 {{- printf "%s-metrics" (include "aio.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "aio.jwksService" -}}
+{{- printf "%s-jwks" (include "aio.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* --issuer: signing.issuer, else the JWKS Service's in-cluster URL when it is served, else none. */}}
+{{- define "aio.issuer" -}}
+{{- if .Values.signing.issuer -}}
+{{- .Values.signing.issuer -}}
+{{- else if .Values.signing.jwks.enabled -}}
+{{- printf "http://%s.%s.svc" (include "aio.jwksService" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The union (concatenation) of the profiles' permission ceilings, plus rbac.extraCeilingRules. */}}
 {{- define "aio.ceilingRules" -}}
 {{- $rules := list -}}
@@ -72,7 +85,7 @@ helm.sh/chart: {{ include "aio.chart" . }}
 {{- $rules = concat $rules .spec.permissionCeiling -}}
 {{- end -}}
 {{- $rules = concat $rules .Values.rbac.extraCeilingRules -}}
-{{- toYaml $rules -}}
+{{- if $rules }}{{ toYaml $rules }}{{ else }}[]{{ end -}}
 {{- end -}}
 
 {{/* Refuse configurations that cannot work, with a message that says why. */}}

@@ -1,0 +1,285 @@
+"""`make bench`: how fast the operator provisions and retires, against the local control plane.
+
+Prints figures; asserts nothing (targets are judged by people reading the numbers). Sizes come
+from the environment so a quick run and a full run use the same code:
+
+    BENCH_BURST=1000 BENCH_STEADY_RATE=20 BENCH_STEADY_SECONDS=30 BENCH_EXPIRING=1000 make bench
+
+- baseline: a bare client making the operator's API calls per identity (ServiceAccount, Role,
+  RoleBinding, Secret, TokenRequest, Secret write, status patch, Event), at the same concurrency;
+- burst: BENCH_BURST identities created at once: seconds until all Ready, rate, ratio to baseline;
+- API writes per provisioned identity, counted from the API server's own metrics;
+- steady: create-to-Ready latency p50/p99 at BENCH_STEADY_RATE per second;
+- expiry: BENCH_EXPIRING identities expiring together: retirement lag (credentials deleted minus
+  expiresAt) p50/p99/max;
+- operator resident memory with the burst's identities live.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config, watch
+
+from agent_identity.localcluster import running
+
+REPO = Path(__file__).resolve().parents[1]
+GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
+BURST = int(os.environ.get("BENCH_BURST", "1000"))
+RATE = float(os.environ.get("BENCH_STEADY_RATE", "20"))
+STEADY_S = float(os.environ.get("BENCH_STEADY_SECONDS", "30"))
+EXPIRING = int(os.environ.get("BENCH_EXPIRING", "1000"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "8"))
+SCOPES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def write_requests(api: client.ApiClient) -> int:
+    """Mutating requests the API server has served so far (apiserver_request_total)."""
+    serialized = api.param_serialize(
+        method="GET", resource_path="/metrics", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
+    )
+    response = api.call_api(*serialized)
+    total = 0
+    for line in response.read().decode().splitlines():
+        if line.startswith("apiserver_request_total{") and any(f'verb="{v}"' in line for v in ("POST", "PUT", "PATCH", "DELETE")):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def identity(name: str, namespace: str, ttl: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentIdentity",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"task": "bench", "ttl": ttl, "delegator": {"kind": "User", "name": "bench"}, "scopes": SCOPES},
+    }
+
+
+class ReadyWatcher:
+    """Watches identities and records when each was first seen Ready (wall clock)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.ready: dict[str, float] = {}
+        self._custom = client.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            stream = watch.Watch().stream(
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, self._namespace, PLURAL, timeout_seconds=60
+            )
+            for event in stream:
+                obj = event["object"]
+                if (obj.get("status") or {}).get("phase") == "Ready":
+                    self.ready.setdefault(obj["metadata"]["name"], time.time())
+
+    def wait(self, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(n in self.ready for n in names):
+            time.sleep(0.05)
+
+
+def baseline(api: client.ApiClient, namespace: str, count: int) -> float:
+    """Identities per second a bare client achieves doing the operator's calls itself."""
+    core, rbac, custom = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api), client.CustomObjectsApi(api)
+
+    def one(index: int) -> None:
+        name = f"base-{index}"
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, identity(name, namespace, "1h"))
+        meta = {"name": name, "namespace": namespace}
+        core.create_namespaced_service_account(namespace, {"metadata": meta, "automountServiceAccountToken": False})
+        rbac.create_namespaced_role(namespace, {"metadata": meta, "rules": SCOPES})
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": meta,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            },
+        )
+        secret = core.create_namespaced_secret(namespace, {"metadata": {**meta, "name": f"{name}-token"}})
+        token = core.create_namespaced_service_account_token(
+            name,
+            namespace,
+            {
+                "spec": {
+                    "expirationSeconds": 600,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": f"{name}-token", "uid": secret.metadata.uid},
+                }
+            },
+        )
+        core.patch_namespaced_secret(f"{name}-token", namespace, {"stringData": {"token": token.status.token}})
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": {"phase": "Ready"}})
+        core.create_namespaced_event(
+            namespace,
+            {
+                "metadata": {"generateName": f"{name}."},
+                "involvedObject": {"kind": "AgentIdentity", "name": name, "namespace": namespace},
+                "reason": "Provisioned",
+                "message": "bench",
+                "type": "Normal",
+            },
+        )
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.monotonic() - started)
+
+
+def operator_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    with running() as plane:
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
+        extensions, core = client.ApiextensionsV1Api(api), client.CoreV1Api(api)
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        time.sleep(2)
+        for namespace in ("bench-baseline", "bench"):
+            core.create_namespace({"metadata": {"name": namespace}})
+        print(
+            f"agent-identity-operator bench: {os.cpu_count()} cores, burst {BURST}, steady {RATE}/s for {STEADY_S:.0f}s, "
+            f"expiring {EXPIRING}, {WORKERS} workers"
+        )
+
+        base_rate = baseline(api, "bench-baseline", BURST)
+        print(f"baseline (bare client, same calls, {WORKERS} threads): {base_rate:.1f} identities/s")
+
+        log = open(REPO / ".demo-bench-operator.log", "w")  # noqa: SIM115
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "agent_identity", "--namespace", "bench", "--workers", str(WORKERS)],
+            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig_path)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(3)
+            watcher = ReadyWatcher(api, "bench")
+            custom = client.CustomObjectsApi(api)
+            writes_before = write_requests(api)
+            names = [f"burst-{i}" for i in range(BURST)]
+            started = time.time()
+            with ThreadPoolExecutor(16) as pool:
+                list(
+                    pool.map(
+                        lambda n: custom.create_namespaced_custom_object(
+                            GROUP, VERSION, "bench", PLURAL, identity(n, "bench", "1h")
+                        ),
+                        names,
+                    )
+                )
+            created = time.time()
+            watcher.wait(names, timeout=600)
+            last_ready = max(watcher.ready[n] for n in names if n in watcher.ready)
+            ready_count = sum(1 for n in names if n in watcher.ready)
+            elapsed = last_ready - started
+            time.sleep(3)  # let trailing writes (Events) land before counting
+            writes = write_requests(api) - writes_before
+            burst_rate = ready_count / elapsed
+            print(
+                f"burst: {ready_count}/{BURST} Ready in {elapsed:.1f}s (creates took {created - started:.1f}s): "
+                f"{burst_rate:.1f} identities/s, {burst_rate / base_rate:.2f} of baseline"
+            )
+            print(
+                f"API writes per provisioned identity: {(writes - BURST) / BURST:.2f} by the operator "
+                f"(+1 create by the client; {writes} mutating requests in all)"
+            )
+            print(f"operator resident memory with {BURST} live identities: {operator_rss_mb(operator.pid):.0f} MB")
+
+            latencies = []
+            steady = [f"steady-{i}" for i in range(int(RATE * STEADY_S))]
+            submitted: dict[str, float] = {}
+            start = time.monotonic()
+            for index, name in enumerate(steady):
+                time.sleep(max(0.0, start + index / RATE - time.monotonic()))
+                submitted[name] = time.time()
+                custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(name, "bench", "1h"))
+            watcher.wait(steady, timeout=120)
+            latencies = [watcher.ready[n] - submitted[n] for n in steady if n in watcher.ready]
+            print(
+                f"steady {RATE:.0f}/s: create-to-Ready p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies)}/{len(steady)} Ready)"
+            )
+
+            retirement_lag(api, custom)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+
+
+def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi) -> None:
+    """EXPIRING identities due at the same second: when were their ServiceAccounts deleted?"""
+    deleted: dict[str, float] = {}
+    core = client.CoreV1Api(api)
+
+    def watch_deletions() -> None:
+        for event in watch.Watch().stream(
+            core.list_namespaced_service_account,
+            "bench",
+            timeout_seconds=300,
+            label_selector="app.kubernetes.io/managed-by=agent-identity-operator",
+        ):
+            if event["type"] == "DELETED":
+                deleted.setdefault(event["object"].metadata.labels["agentidentity.dev/identity"], time.time())
+
+    threading.Thread(target=watch_deletions, daemon=True).start()
+    names = [f"expiring-{i}" for i in range(EXPIRING)]
+    ttl = 40 + EXPIRING // 50  # long enough for all to be provisioned first
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda n: custom.create_namespaced_custom_object(
+                    GROUP, VERSION, "bench", PLURAL, identity(n, "bench", f"{ttl}s")
+                ),
+                names,
+            )
+        )
+    expires = {}
+    deadline = time.monotonic() + ttl + 60
+    while time.monotonic() < deadline and len(deleted) < EXPIRING:
+        time.sleep(1)
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"]:
+        if item["metadata"]["name"].startswith("expiring-") and (item.get("status") or {}).get("expiresAt"):
+            expires[item["metadata"]["name"]] = datetime.fromisoformat(
+                item["status"]["expiresAt"].replace("Z", "+00:00")
+            ).timestamp()
+    lags = [deleted[n] - expires[n] for n in names if n in deleted and n in expires]
+    print(
+        f"retirement lag ({len(lags)}/{EXPIRING} retired): p50 {percentile(lags, 0.5):.2f}s, p99 {percentile(lags, 0.99):.2f}s, "
+        f"max {max(lags):.2f}s"
+        if lags
+        else "retirement lag: nothing retired"
+    )
+    print(
+        f"  (expiresAt has second precision; a lag of -0.99..0 s means retired within the due second; "
+        f"mean {statistics.mean(lags):.2f}s)"
+        if lags
+        else ""
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,609 @@
+"""The Helm chart (charts/agent-identity-operator), rendered by a real Helm and checked against the
+operator's own sources of truth: ``deploy`` for the RBAC, ``admission.webhook_configurations`` for
+the webhooks, ``main.parse_args`` for the flags, examples/profiles.yaml and crds/.
+
+Helm comes from scripts/install-helm.sh, which builds a pinned Helm from the Go module proxy once
+(about a minute and a half on a cold Go cache) and reuses it from then on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import ssl
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from agent_identity import deploy
+from agent_identity.admission import CONFIGURATION_NAME, MUTATE_PATH, VALIDATE_PATH, webhook_configurations
+from agent_identity.api import AgentProfile, PolicyRule
+from agent_identity.certs import ensure_serving_certificate
+from agent_identity.main import parse_args
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "agent-identity-operator"
+RELEASE = deploy.NAME
+NAMESPACE = "agent-identity-system"
+WATCHED = ["support", "production"]
+WEBHOOK_SERVICE = f"{deploy.NAME}-webhook"
+WEBHOOK_HOST = f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"
+METRIC_NAMES = {
+    "agentidentity_identities",
+    "agentidentity_retirement_lag_seconds",
+    "agentidentity_reconcile_errors_total",
+    "agentidentity_tokens_issued_total",
+    "agentidentity_token_failures_total",
+    "agentidentity_webhook_requests_total",
+}
+
+# Everything off by default switched on: namespaced mode, cert-manager, monitoring.
+CUSTOM_VALUES = {
+    "watchNamespaces": WATCHED,
+    "defaultProfile": "read-only",
+    "workers": 4,
+    "retainFor": "30m",
+    "webhook": {"certManager": {"enabled": True}},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}, "prometheusRule": {"enabled": True}},
+}
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The pinned Helm binary, built by scripts/install-helm.sh on first use."""
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "install-helm.sh")], check=False, capture_output=True, text=True, timeout=1800
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/install-helm.sh could not provide helm:\n{result.stderr[-4000:]}")
+    path = result.stdout.strip().splitlines()[-1]
+    assert Path(path).is_file(), f"install-helm.sh printed {path!r}, which is not a file"
+    return path
+
+
+def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm, *args], check=False, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def values_file(tmp_path_factory: pytest.TempPathFactory, values: dict[str, Any]) -> str:
+    path = tmp_path_factory.mktemp("values") / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def render(helm: str, *args: str, chart: Path = CHART) -> list[dict[str, Any]]:
+    result = run_helm(helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, *args)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(objects: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def example_profiles() -> list[dict[str, Any]]:
+    docs = yaml.safe_load_all((ROOT / "examples" / "profiles.yaml").read_text())
+    return [{"name": d["metadata"]["name"], "spec": d["spec"]} for d in docs if d]
+
+
+def ceilings(profiles: list[dict[str, Any]]) -> list[PolicyRule]:
+    return [PolicyRule.model_validate(rule) for p in profiles for rule in p["spec"]["permissionCeiling"]]
+
+
+def rbac_view(objects: Iterable[dict[str, Any]]) -> set[str]:
+    """The parts of RBAC objects that grant anything, as comparable strings."""
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    return {
+        json.dumps(
+            {
+                "kind": o["kind"],
+                "name": o["metadata"]["name"],
+                "namespace": o["metadata"].get("namespace"),
+                "rules": o.get("rules"),
+                "roleRef": o.get("roleRef"),
+                "subjects": o.get("subjects"),
+            },
+            sort_keys=True,
+        )
+        for o in objects
+        if o["kind"] in kinds
+    }
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = one(objects, "Deployment", deploy.NAME)["spec"]["template"]["spec"]
+    (operator,) = pod["containers"]
+    assert isinstance(operator, dict)
+    return operator
+
+
+@pytest.fixture(scope="module")
+def default_objects(helm: str) -> list[dict[str, Any]]:
+    return render(helm)
+
+
+@pytest.fixture(scope="module")
+def custom_objects(helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return render(helm, "-f", values_file(tmp_path_factory, CUSTOM_VALUES))
+
+
+# --- lint, metadata, CRDs --------------------------------------------------------------------------
+
+
+def test_helm_lint_passes_strict_with_default_and_custom_values(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    for extra in ([], ["-f", values_file(tmp_path_factory, CUSTOM_VALUES)]):
+        result = run_helm(helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *extra)
+        assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_chart_versions_and_default_image_follow_the_package(default_objects: list[dict[str, Any]]) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert project
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == project.group(1) == "0.1.0"
+    assert container(default_objects)["image"] == f"ghcr.io/agent-identity/agent-identity-operator:{chart['appVersion']}"
+
+
+def test_chart_crds_are_byte_for_byte_copies_of_the_generated_ones() -> None:
+    generated = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    assert generated, "crds/ is empty"
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == generated, "run `make chart-crds`"
+    for name in generated:
+        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), f"{name} is stale: `make chart-crds`"
+
+
+# --- RBAC: exactly agent_identity.deploy ------------------------------------------------------------
+
+
+def test_cluster_roles_hold_exactly_the_deploy_rules(default_objects: list[dict[str, Any]]) -> None:
+    assert one(default_objects, "ClusterRole", deploy.NAME)["rules"] == deploy.CLUSTER_RULES
+    assert one(default_objects, "ClusterRole", f"{deploy.NAME}:namespace")["rules"] == deploy.NAMESPACE_RULES
+    expected = [rule.model_dump(by_alias=True, exclude_none=True) for rule in ceilings(example_profiles())]
+    assert one(default_objects, "ClusterRole", f"{deploy.NAME}:ceilings")["rules"] == expected
+    assert len(by_kind(default_objects, "ClusterRole")) == 3
+
+
+def test_watched_namespaces_get_the_same_rbac_as_operator_rbac(custom_objects: list[dict[str, Any]]) -> None:
+    expected = deploy.operator_rbac(
+        operator_namespace=NAMESPACE, served_namespaces=WATCHED, ceilings=ceilings(example_profiles())
+    )
+    assert rbac_view(custom_objects) == rbac_view(expected)
+    bindings = [b for b in by_kind(custom_objects, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
+    assert sorted((b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings) == sorted(
+        (ns, f"{deploy.NAME}:{role}") for ns in WATCHED for role in ("namespace", "ceilings")
+    )
+    # Nothing namespaced is granted cluster-wide in this mode.
+    assert [b["roleRef"]["name"] for b in by_kind(custom_objects, "ClusterRoleBinding")] == [deploy.NAME]
+    rendered = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o for o in custom_objects}
+    for obj in expected:
+        twin = rendered[(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))]
+        assert twin["metadata"]["labels"].items() >= obj["metadata"].get("labels", {}).items()
+
+
+def test_all_namespaces_mode_binds_namespace_rules_and_ceilings_cluster_wide(default_objects: list[dict[str, Any]]) -> None:
+    # operator_rbac() with no served namespace, plus the two bindings that make "all namespaces".
+    expected = deploy.operator_rbac(operator_namespace=NAMESPACE, served_namespaces=[], ceilings=ceilings(example_profiles()))
+    subjects = [{"kind": "ServiceAccount", "name": deploy.NAME, "namespace": NAMESPACE}]
+    for role in ("namespace", "ceilings"):
+        expected.append(
+            {
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"{deploy.NAME}-{role}"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{deploy.NAME}:{role}"},
+                "subjects": subjects,
+            }
+        )
+    assert rbac_view(default_objects) == rbac_view(expected)
+    # The only namespaced grant is the signing Role in the operator's own namespace.
+    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(default_objects, "RoleBinding")] == [
+        (NAMESPACE, f"{deploy.NAME}-signing")
+    ]
+    assert one(default_objects, "Role", f"{deploy.NAME}-signing")["rules"] == deploy.OWN_NAMESPACE_RULES
+    assert not [arg for arg in container(default_objects)["args"] if arg.startswith(("--namespace", "-n"))]
+
+
+def test_ceilings_are_the_concatenation_of_the_given_profiles(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    narrow = {
+        "riskLevel": "low",
+        "maxTTL": "5m",
+        "permissionCeiling": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+    }
+    named = {
+        "riskLevel": "medium",
+        "maxTTL": "10m",
+        "permissionCeiling": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"], "resourceNames": ["web"]}],
+    }
+    extra = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}
+    values = {
+        "profiles": [{"name": "narrow", "spec": narrow}, {"name": "named", "spec": named}],
+        "rbac": {"extraCeilingRules": [extra]},
+    }
+    objects = render(helm, "-f", values_file(tmp_path_factory, values))
+    rules = one(objects, "ClusterRole", f"{deploy.NAME}:ceilings")["rules"]
+    assert rules == [*narrow["permissionCeiling"], *named["permissionCeiling"], extra]
+    assert [p["metadata"]["name"] for p in by_kind(objects, "AgentProfile")] == ["narrow", "named"]
+
+    empty = render(helm, "-f", values_file(tmp_path_factory, {"profiles": []}))
+    assert one(empty, "ClusterRole", f"{deploy.NAME}:ceilings")["rules"] == []
+    assert by_kind(empty, "AgentProfile") == []
+
+
+def test_default_profiles_are_the_examples(default_objects: list[dict[str, Any]]) -> None:
+    rendered = [{"name": p["metadata"]["name"], "spec": p["spec"]} for p in by_kind(default_objects, "AgentProfile")]
+    assert rendered == example_profiles()
+    for profile in by_kind(default_objects, "AgentProfile"):
+        AgentProfile.model_validate(profile)  # what the operator will parse
+    assert all(
+        p["apiVersion"] == "agentidentity.dev/v1alpha1" and "namespace" not in p["metadata"]
+        for p in by_kind(default_objects, "AgentProfile")
+    )
+
+
+# --- Deployment --------------------------------------------------------------------------------------
+
+
+def test_deployment_is_pod_security_restricted(default_objects: list[dict[str, Any]]) -> None:
+    deployment = one(default_objects, "Deployment", deploy.NAME)
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 1
+    assert pod["serviceAccountName"] == deploy.NAME
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(default_objects)["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container(default_objects)["resources"]["requests"] and container(default_objects)["resources"]["limits"]["memory"]
+
+
+def test_deployment_probes_volumes_and_flags(default_objects: list[dict[str, Any]]) -> None:
+    operator = container(default_objects)
+    pod = one(default_objects, "Deployment", deploy.NAME)["spec"]["template"]["spec"]
+    config = parse_args(operator["args"])
+    assert config.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    assert ports == {"webhook": 9443, "health": 8080, "metrics": 9090, "jwks": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"]["path"] == "/healthz"
+        assert ports[operator[probe]["httpGet"]["port"]] == 8080
+    assert config.namespaces == ()
+    assert (config.workers, config.retain_for.total_seconds(), config.default_profile) == (8, 3600, None)
+    assert (config.webhook_port, config.webhook_listen, config.webhook_host) == (9443, "0.0.0.0", WEBHOOK_HOST)
+    assert config.webhook_cert_dir == "/certs"
+    mounts = {m["mountPath"]: m for m in operator["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    assert mounts["/certs"]["readOnly"] is True
+    assert volumes[mounts["/certs"]["name"]]["secret"]["secretName"] == f"{deploy.NAME}-webhook-tls"
+
+
+def test_custom_values_reach_the_operator_flags(custom_objects: list[dict[str, Any]]) -> None:
+    config = parse_args(container(custom_objects)["args"])
+    assert config.namespaces == tuple(WATCHED)
+    assert (config.workers, config.retain_for.total_seconds(), config.default_profile) == (4, 1800, "read-only")
+    assert config.webhook_host == WEBHOOK_HOST
+
+
+def test_signing_keys_live_in_the_release_namespace_and_the_jwks_is_served(default_objects: list[dict[str, Any]]) -> None:
+    config = parse_args(container(default_objects)["args"])
+    jwks = one(default_objects, "Service", f"{deploy.NAME}-jwks")
+    assert config.signing_namespace == NAMESPACE
+    assert config.issuer == f"http://{deploy.NAME}-jwks.{NAMESPACE}.svc"  # verifiers find <issuer>/.well-known/jwks.json
+    assert (config.trust_domain, config.key_rotation.total_seconds()) == ("cluster.local", 86400)
+    assert (config.http_port, config.http_listen) == (8081, "0.0.0.0")
+    (port,) = jwks["spec"]["ports"]
+    container_ports = {p["name"]: p["containerPort"] for p in container(default_objects)["ports"]}
+    assert port["port"] == 80 and container_ports[port["targetPort"]] == config.http_port
+
+
+def test_signing_can_be_turned_off_and_takes_its_rbac_with_it(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    objects = render(helm, "-f", values_file(tmp_path_factory, {"signing": {"enabled": False}}))
+    config = parse_args(container(objects)["args"])
+    assert config.signing_namespace is None and config.http_port == 0
+    assert by_kind(objects, "Role") == []
+    assert [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"] == []
+    assert f"{deploy.NAME}-jwks" not in [s["metadata"]["name"] for s in by_kind(objects, "Service")]
+    assert "jwks" not in [p["name"] for p in container(objects)["ports"]]
+    issuer = render(helm, "-f", values_file(tmp_path_factory, {"signing": {"issuer": "https://agents.example.test"}}))
+    assert parse_args(container(issuer)["args"]).issuer == "https://agents.example.test"
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+
+def webhooks_by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objects if o["kind"].endswith("WebhookConfiguration")}
+
+
+def expected_webhooks(ca_bundle: bytes) -> dict[str, dict[str, Any]]:
+    service = {"name": WEBHOOK_SERVICE, "namespace": NAMESPACE, "port": 443}
+    return {c["kind"]: c for c in webhook_configurations(ca_bundle=ca_bundle, service=service, exclude_namespace=NAMESPACE)}
+
+
+def test_webhooks_mirror_admission_webhook_configurations(default_objects: list[dict[str, Any]]) -> None:
+    secret = one(default_objects, "Secret", f"{deploy.NAME}-webhook-tls")
+    ca = base64.b64decode(secret["data"]["ca.crt"])
+    rendered, expected = webhooks_by_kind(default_objects), expected_webhooks(ca)
+    assert set(rendered) == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+    for kind, configuration in rendered.items():
+        assert configuration["metadata"]["name"] == CONFIGURATION_NAME
+        assert configuration["webhooks"] == expected[kind]["webhooks"]
+    (mutate,) = rendered["MutatingWebhookConfiguration"]["webhooks"]
+    (validate,) = rendered["ValidatingWebhookConfiguration"]["webhooks"]
+    assert mutate["clientConfig"]["service"]["path"] == f"/{MUTATE_PATH}" == "/mutate-identity"
+    assert validate["clientConfig"]["service"]["path"] == f"/{VALIDATE_PATH}" == "/validate-identity"
+    for hook in (mutate, validate):
+        assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == ("Fail", 5, "None")
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["rules"][0]["resources"] == ["agentidentities"]
+        assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+        assert hook["namespaceSelector"]["matchExpressions"] == [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE]}
+        ]
+
+
+def test_webhook_service_reaches_the_operator(default_objects: list[dict[str, Any]]) -> None:
+    service = one(default_objects, "Service", WEBHOOK_SERVICE)
+    pod_labels = one(default_objects, "Deployment", deploy.NAME)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    container_ports = {p["name"]: p["containerPort"] for p in container(default_objects)["ports"]}
+    assert port["port"] == 443 and container_ports[port["targetPort"]] == 9443
+    metrics = one(default_objects, "Service", f"{deploy.NAME}-metrics")
+    (metrics_port,) = metrics["spec"]["ports"]
+    assert metrics_port["port"] == 9090 and container_ports[metrics_port["targetPort"]] == 9090
+
+
+def test_generated_certificate_is_what_the_operator_serves_and_the_api_server_trusts(
+    default_objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    secret = one(default_objects, "Secret", f"{deploy.NAME}-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    files = {key: base64.b64decode(value) for key, value in secret["data"].items()}
+    assert set(files) == {"tls.crt", "tls.key", "ca.crt"}
+    ca = x509.load_pem_x509_certificate(files["ca.crt"])
+    cert = x509.load_pem_x509_certificate(files["tls.crt"])
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert WEBHOOK_HOST in names  # the name the API server dials (service.namespace.svc)
+    assert WEBHOOK_SERVICE in names
+    # The operator reuses the mounted files as they are, and they load as a TLS server identity.
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    certfile, keyfile, cafile = ensure_serving_certificate(tmp_path, server_names=[WEBHOOK_HOST])
+    assert certfile.read_bytes() == files["tls.crt"] and keyfile.read_bytes() == files["tls.key"]
+    assert cafile.read_bytes() == files["ca.crt"]
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    for configuration in webhooks_by_kind(default_objects).values():
+        assert base64.b64decode(configuration["webhooks"][0]["clientConfig"]["caBundle"]) == files["ca.crt"]
+    assert by_kind(default_objects, "Certificate") == []
+
+
+def test_cert_manager_mode_injects_the_ca_from_the_serving_certificate(custom_objects: list[dict[str, Any]]) -> None:
+    assert by_kind(custom_objects, "Secret") == []  # cert-manager writes it
+    certificate = one(custom_objects, "Certificate", f"{deploy.NAME}-webhook")
+    pod = one(custom_objects, "Deployment", deploy.NAME)["spec"]["template"]["spec"]
+    cert_volume = next(v for v in pod["volumes"] if "secret" in v)
+    assert certificate["spec"]["secretName"] == cert_volume["secret"]["secretName"]
+    assert WEBHOOK_HOST in certificate["spec"]["dnsNames"]
+    issuer = one(custom_objects, "Issuer", certificate["spec"]["issuerRef"]["name"])
+    ca_certificate = one(custom_objects, "Certificate", f"{deploy.NAME}-webhook-ca")
+    assert issuer["spec"]["ca"]["secretName"] == ca_certificate["spec"]["secretName"]
+    assert ca_certificate["spec"]["isCA"] is True
+    assert one(custom_objects, "Issuer", ca_certificate["spec"]["issuerRef"]["name"])["spec"] == {"selfSigned": {}}
+    expected = expected_webhooks(b"")
+    for kind, configuration in webhooks_by_kind(custom_objects).items():
+        assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{deploy.NAME}-webhook"
+        for hook in expected[kind]["webhooks"]:
+            del hook["clientConfig"]["caBundle"]  # filled in by cert-manager's CA injector
+        assert configuration["webhooks"] == expected[kind]["webhooks"]
+
+
+def test_cert_manager_mode_can_use_an_existing_issuer(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    values = {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}}
+    objects = render(helm, "-f", values_file(tmp_path_factory, values))
+    assert by_kind(objects, "Issuer") == []
+    (certificate,) = by_kind(objects, "Certificate")
+    assert certificate["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+# --- monitoring --------------------------------------------------------------------------------------
+
+
+def test_monitoring_is_off_by_default(default_objects: list[dict[str, Any]]) -> None:
+    assert by_kind(default_objects, "ServiceMonitor") == []
+    assert by_kind(default_objects, "PrometheusRule") == []
+
+
+def test_service_monitor_scrapes_the_metrics_service(custom_objects: list[dict[str, Any]]) -> None:
+    monitor = one(custom_objects, "ServiceMonitor")
+    metrics = one(custom_objects, "Service", f"{deploy.NAME}-metrics")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics["metadata"]["labels"].items()
+    # ... and only it: the webhook Service lacks the component label.
+    webhook = one(custom_objects, "Service", WEBHOOK_SERVICE)
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= webhook["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == metrics["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_prometheus_rule_alerts_on_the_operator_metrics(custom_objects: list[dict[str, Any]]) -> None:
+    rule = one(custom_objects, "PrometheusRule")
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {
+        "AgentIdentityPastExpiryNotRetired",
+        "AgentIdentityReconcileErrors",
+        "AgentIdentityWebhookUnavailable",
+        "AgentIdentityTokenIssuanceFailures",
+    }
+    used = set()
+    for alert in alerts.values():
+        used |= {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"agentidentity_[a-z_]+", alert["expr"])}
+        assert f'job="{deploy.NAME}-metrics", namespace="{NAMESPACE}"' in alert["expr"]
+        assert alert["expr"].count("(") == alert["expr"].count(")")
+        assert alert["labels"]["severity"] in {"warning", "critical"}
+    assert used <= METRIC_NAMES
+    assert "agentidentity_retirement_lag_seconds_bucket" in alerts["AgentIdentityPastExpiryNotRetired"]["expr"]
+    assert "agentidentity_token_failures_total" in alerts["AgentIdentityTokenIssuanceFailures"]["expr"]
+    assert "agentidentity_webhook_requests_total" in alerts["AgentIdentityWebhookUnavailable"]["expr"]
+
+
+# --- values: documented, validated, refused ----------------------------------------------------------
+
+KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][\w.-]*):(?P<rest>.*)$")
+
+
+def documented_keys(text: str) -> dict[str, bool]:
+    """Every key path of values.yaml outside lists, and whether a comment line stands right above it."""
+    keys: dict[str, bool] = {}
+    stack: list[tuple[int, str]] = []
+    list_under: int | None = None  # indentation of the key whose value is a list being skipped
+    previous = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip(" "))
+        if stripped and not stripped.startswith("#") and list_under is not None and indent <= list_under:
+            list_under = None
+        if list_under is not None or not stripped:
+            previous = previous if not stripped else line
+            continue
+        if stripped.startswith("- "):
+            list_under = stack[-1][0] if stack else 0
+            continue
+        match = KEY_LINE.match(line)
+        if match:
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            path = ".".join([*(k for _, k in stack), match["key"]])
+            keys[path] = previous.strip().startswith("#")
+            stack.append((indent, match["key"]))
+        previous = line
+    return keys
+
+
+def schema_node(schema: dict[str, Any], root: dict[str, Any], path: list[str]) -> dict[str, Any] | None:
+    node = schema
+    for key in path:
+        while "$ref" in node:
+            node = root["definitions"][node["$ref"].split("/")[-1]]
+        if key in node.get("properties", {}):
+            node = node["properties"][key]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return None
+    return node
+
+
+def test_every_values_key_is_documented_and_has_a_schema_entry() -> None:
+    text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+
+    def walk(node: dict[str, Any], prefix: str = "") -> Iterable[str]:
+        for key, value in node.items():
+            yield f"{prefix}{key}"
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+
+    keys = documented_keys(text)
+    assert set(keys) == set(walk(values)), "the values.yaml scanner disagrees with PyYAML"
+    assert [key for key, documented in keys.items() if not documented] == []
+    assert [key for key in keys if schema_node(schema, schema, key.split(".")) is None] == []
+    assert set(schema["properties"]) - {"global"} == set(values), "schema keys without a default in values.yaml"
+    readme = (CHART / "README.md").read_text()
+    table = {key for key in keys if not isinstance(dict_get(values, key), dict) or not dict_get(values, key)}
+    assert [key for key in sorted(table) if f"| `{key}` |" not in readme] == [], "values missing from the README's table"
+
+
+def dict_get(values: dict[str, Any], path: str) -> Any:
+    node: Any = values
+    for key in path.split("."):
+        node = node[key]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"bogus": 1}, "additional properties 'bogus' not allowed"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"workers": 0}, "/workers"),
+        ({"retainFor": "one hour"}, "/retainFor"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+        ({"webhook": {"certManager": {"enabled": "yes"}}}, "/webhook/certManager/enabled"),
+        ({"profiles": [{"name": "p", "spec": {"riskLevel": "low", "maxTTL": "5m", "permissionCeiling": []}}]}, "/profiles/0"),
+    ],
+)
+def test_schema_refuses_bad_values(
+    helm: str, tmp_path_factory: pytest.TempPathFactory, values: dict[str, Any], error: str
+) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "-f", values_file(tmp_path_factory, values), check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert error in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"watchNamespaces": [NAMESPACE]}, "must not include the release namespace"),
+        ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "need metrics.enabled=true"),
+    ],
+)
+def test_configurations_that_cannot_work_are_refused(
+    helm: str, tmp_path_factory: pytest.TempPathFactory, values: dict[str, Any], error: str
+) -> None:
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "-n", NAMESPACE, "-f", values_file(tmp_path_factory, values), check=False
+    )
+    assert result.returncode != 0
+    assert error in result.stderr
+
+
+def test_notes_tell_the_user_what_to_do_next(helm: str, tmp_path: Path) -> None:
+    # `helm template` skips NOTES.txt and `helm install --dry-run` needs a cluster: render the same
+    # text through a throwaway copy of the chart that wraps it in a ConfigMap.
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "_notes_probe.tpl").write_text('{{- define "notes.probe" -}}\n' + notes + "{{- end -}}\n")
+    (chart / "templates" / "notes_probe.yaml").write_text(
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  text: {{ include "notes.probe" . | toJson }}\n'
+    )
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"watchNamespaces": WATCHED}))
+    (configmap,) = render(helm, "--show-only", "templates/notes_probe.yaml", "-f", str(values), chart=chart)
+    text = configmap["data"]["text"]
+    assert f"rollout status deployment/{deploy.NAME}" in text
+    assert "kubectl get aid" in text
+    assert "kubectl apply -f -" in text
+    document = text.split("<<YAML\n", 1)[1].split("YAML\n", 1)[0]
+    example = yaml.safe_load(re.sub(r"(?m)^ {5}", "", document))
+    assert example["kind"] == "AgentIdentity"
+    assert example["metadata"]["namespace"] == WATCHED[0]
+    assert example["spec"]["profile"] == "read-only"
+    assert "support, production" in text
