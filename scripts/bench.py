@@ -17,6 +17,7 @@ from the environment so a quick run and a full run use the same code:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -81,6 +82,10 @@ class ReadyWatcher:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
+        with contextlib.suppress(Exception):  # the control plane goes away at the end of the run
+            self._watch()
+
+    def _watch(self) -> None:
         while not self._stop:
             stream = watch.Watch().stream(
                 self._custom.list_namespaced_custom_object, GROUP, VERSION, self._namespace, PLURAL, timeout_seconds=60
@@ -236,6 +241,10 @@ def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi) -> No
     core = client.CoreV1Api(api)
 
     def watch_deletions() -> None:
+        with contextlib.suppress(Exception):  # the control plane goes away at the end of the run
+            record_deletions()
+
+    def record_deletions() -> None:
         for event in watch.Watch().stream(
             core.list_namespaced_service_account,
             "bench",

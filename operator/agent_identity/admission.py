@@ -94,7 +94,15 @@ def review(
         return []
     profile = load_profile(kube.get_profile, identity.spec.profile or default_profile)
     delegator = None
-    if identity.spec.delegator and identity.spec.delegator.kind == "AgentIdentity":
+    if (
+        identity.spec.delegator
+        and identity.spec.delegator.kind == "AgentIdentity"
+        and identity.spec.delegator.namespace
+        in (
+            None,
+            identity.metadata.namespace,
+        )
+    ):
         parent = kube.get_identity(identity.metadata.namespace, identity.spec.delegator.name)
         parsed = parse_identity(parent) if parent else None
         delegator = parsed if isinstance(parsed, AgentIdentity) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -64,5 +65,15 @@ def audit_record(
     return record
 
 
+_listeners: list[Callable[[dict[str, Any]], None]] = []
+
+
+def subscribe(listener: Callable[[dict[str, Any]], None]) -> None:
+    """Also hand every record to ``listener`` (the metrics count lifecycle actions this way)."""
+    _listeners.append(listener)
+
+
 def emit(record: dict[str, Any]) -> None:
     _logger.info(json.dumps(record, sort_keys=False, separators=(",", ":")))
+    for listener in _listeners:
+        listener(record)

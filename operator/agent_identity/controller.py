@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .kube import KubeError
+from .metrics import Metrics
 from .plan import parse_identity
-from .reconciler import Reconciler
+from .reconciler import Reconciler, SigningFailed
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,10 @@ class Controller:
         ],
         *,
         workers: int,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
+        self._first_seen: dict[Key, float] = {}
         self._lock = threading.Lock()
         self._cache: dict[Key, _Entry] = {}
         # delegator key -> its delegates' keys, so a delegator's change reaches them at once
@@ -82,6 +88,10 @@ class Controller:
             if current and not deleted and _resource_version(current.body) >= _resource_version(body):
                 return  # our own write, already cached from its response, or an older event
             delegates = self._store_locked(key, _Entry(dict(body), deleted=deleted), previous=current)
+            if deleted:
+                self._first_seen.pop(key, None)
+            else:
+                self._first_seen.setdefault(key, time.time())
         for affected in (key, *delegates):
             self.queue.add(affected)
 
@@ -151,8 +161,27 @@ class Controller:
             if not isinstance(identity, str):
                 self.reconciler.revoke(identity)
             return None
-        result = self.reconciler.reconcile(entry.body)
+        try:
+            result = self.reconciler.reconcile(entry.body)
+        except Exception as error:
+            self._count_failure(error)
+            raise  # the work queue retries with backoff
         return result.requeue_at.timestamp() if result.requeue_at else None
+
+    def _count_failure(self, error: Exception) -> None:
+        if self.metrics is None:
+            return
+        reason = error.reason if isinstance(error, KubeError) else type(error).__name__
+        self.metrics.reconcile_errors.labels(reason).inc()
+        if isinstance(error, KubeError) and error.path.endswith("/token"):
+            self.metrics.token_failures.inc()
+        if isinstance(error, SigningFailed):
+            self.metrics.assertion_failures.inc()
+
+    def first_seen(self, namespace: str, name: str) -> float | None:
+        """When the operator first saw this identity (the start of its create-to-Ready latency)."""
+        with self._lock:
+            return self._first_seen.get((namespace, name))
 
     def _remember(self, body: dict[str, Any]) -> None:
         """Cache what our own write returned so the next reconcile never sees a stale status."""

@@ -52,6 +52,7 @@ class KubeError(Exception):
 
     def __init__(self, *, method: str, path: str, status: int, reason: str, message: str) -> None:
         super().__init__(f"{method} {path}: {status} {reason}: {message}")
+        self.path = path
         self.status = status
         self.reason = reason
         self.message = message

@@ -31,6 +31,7 @@ from .facts import load_profile
 from .keystore import KeyStore, Signer
 from .keystore import serve as serve_jwks
 from .kube import Kube, load_client_configuration
+from .metrics import Metrics
 from .reconciler import Reconciler, Settings
 
 log = logging.getLogger("agent_identity")
@@ -55,6 +56,7 @@ class OperatorConfig:
     key_rotation: timedelta = timedelta(hours=24)
     http_port: int = 0  # JWKS and discovery; 0: off
     http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
+    metrics_port: int = 0  # Prometheus /metrics; 0: off
 
     @property
     def webhooks(self) -> bool:
@@ -96,6 +98,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         default_profile=config.default_profile,
         require_creator=config.webhooks,
     )
+    metrics = Metrics()
     controller = Controller(
         lambda lookup_identity, lookup_profile: Reconciler(
             kube,
@@ -106,7 +109,13 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             signer=signer,
         ),
         workers=config.workers,
+        metrics=metrics,
     )
+    metrics.first_seen = controller.first_seen
+    metrics.watch(controller.bodies)
+    audit.subscribe(metrics.on_audit)
+    if config.metrics_port:
+        metrics.serve(port=config.metrics_port, address=config.http_listen)
     controller.start()
     memo["controller"] = controller
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
@@ -171,6 +180,7 @@ def mutate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Pat
     patch.metadata.labels.update(result.labels)
     if result.profile:
         patch.spec["profile"] = result.profile
+    memo["controller"].metrics.webhook_requests.labels("mutate", "mutated").inc()
 
 
 def validate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -185,6 +195,8 @@ def validate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Me
         default_profile=config.default_profile,
         now=utc_now(),
     )
+    outcome = "denied" if violations else "allowed"
+    memo["controller"].metrics.webhook_requests.labels("validate", outcome).inc()
     if violations:
         raise kopf.AdmissionError(admission.denial_message(violations), code=403)
 
@@ -294,6 +306,12 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         help="address for --http-port",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("AGENT_IDENTITY_METRICS_PORT", "0")),
+        help="serve Prometheus /metrics here, on --http-listen (default 0: off)",
+    )
+    parser.add_argument(
         "--webhook-cert-dir",
         default=env("AGENT_IDENTITY_WEBHOOK_CERT_DIR"),
         help="tls.crt, tls.key and ca.crt: used if present, else generated here",
@@ -317,6 +335,7 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         key_rotation=parse_duration(args.key_rotation),
         http_port=args.http_port,
         http_listen=args.http_listen,
+        metrics_port=args.metrics_port,
     )
 
 

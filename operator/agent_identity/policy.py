@@ -222,6 +222,17 @@ def delegator_is_creator(facts: Facts) -> Violation | None:
     return None
 
 
+def delegator_same_namespace(facts: Facts) -> Violation | None:
+    # An agent delegates only within its own namespace.
+    delegator = facts.spec.delegator
+    if delegator is not None and delegator.kind == "AgentIdentity" and delegator.namespace not in (None, facts.namespace):
+        return Violation(
+            "delegator-same-namespace",
+            f"spec.delegator: an AgentIdentity delegator must be in namespace {facts.namespace!r}, not {delegator.namespace!r}",
+        )
+    return None
+
+
 def delegate_within_delegator(facts: Facts) -> Violation | None:
     # Delegation only narrows: a delegate holds a subset of its delegator's scopes.
     if facts.delegator is None:
@@ -273,6 +284,7 @@ CHECKS: tuple[Check, ...] = (
     creator_known,
     creator_holds_scopes,
     delegator_is_creator,
+    delegator_same_namespace,
     delegate_within_delegator,
     delegate_not_outliving,
     delegation_depth_allowed,

@@ -73,6 +73,10 @@ class Result:
     requeue_at: datetime | None = None
 
 
+class SigningFailed(Exception):
+    """The delegation assertion could not be signed (key store unreachable, key unreadable)."""
+
+
 class ChildConflictError(Exception):
     def __init__(self, kind: ChildKind, name: str) -> None:
         super().__init__(f"{kind} {name} already exists and is not owned by this AgentIdentity")
@@ -402,7 +406,7 @@ class Reconciler:
                 issued=issued,
                 server=self.access.server,
                 ca_cert=self.access.ca_cert,
-                assertion=self.signer(identity, provenance, now) if self.signer else None,
+                assertion=self._sign(identity, provenance, now),
             ),
             annotations=token_annotations(issued),
         )
@@ -416,10 +420,18 @@ class Reconciler:
                 reason=str(verdict),
                 profile=provenance.profile,
                 risk_level=provenance.risk_level,
-                detail={"tokenExpiresAt": format_timestamp(issued.expires_at)},
+                detail={"tokenExpiresAt": format_timestamp(issued.expires_at), "assertion": self.signer is not None},
             )
         )
         return issued
+
+    def _sign(self, identity: AgentIdentity, provenance: Provenance, now: datetime) -> str | None:
+        if self.signer is None:
+            return None
+        try:
+            return self.signer(identity, provenance, now)
+        except Exception as error:  # any signing failure is one kind of failure here
+            raise SigningFailed(f"signing the delegation assertion failed: {type(error).__name__}") from error
 
     def _delete_children(self, identity: AgentIdentity) -> int:
         """Deletes every child this identity owns; the number that existed."""

@@ -165,3 +165,10 @@ def test_a_creator_stamp_round_trips_and_garbage_is_no_creator() -> None:
     assert Creator.from_identity(AgentIdentity.from_body(body)) == creator
     body["metadata"]["annotations"]["agentidentity.dev/creator"] = "{not json"
     assert Creator.from_identity(AgentIdentity.from_body(body)) is None
+
+
+def test_an_agent_delegator_must_be_in_the_same_namespace() -> None:
+    agent = identity(scopes=[CM_GET], delegator={"kind": "AgentIdentity", "name": "planner", "namespace": "other"})
+    found = evaluate(facts(agent))
+    assert rules(found) == ["delegator-same-namespace"]
+    assert "must be in namespace 'support', not 'other'" in found[0].message
