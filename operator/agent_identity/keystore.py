@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .api import AgentIdentity
@@ -126,34 +125,6 @@ def discovery_document(issuer: str) -> dict[str, Any]:
         "subject_types_supported": ["public"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "act", "scope", "task", "profile", "risk_level"],
     }
-
-
-def serve(store: KeyStore, *, issuer: str, address: str, port: int) -> ThreadingHTTPServer:
-    """Serves the JWKS and discovery document on a daemon thread; returns the server (to shut down)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            documents = {
-                "/.well-known/jwks.json": lambda: store.current().jwks(),
-                "/.well-known/openid-configuration": lambda: discovery_document(issuer),
-            }
-            if self.path not in documents:
-                self.send_error(404)
-                return
-            payload = json.dumps(documents[self.path]()).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Cache-Control", "max-age=60")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
-
-    server = ThreadingHTTPServer((address, port), Handler)
-    threading.Thread(target=server.serve_forever, name="jwks-http", daemon=True).start()
-    return server
 
 
 class Signer:

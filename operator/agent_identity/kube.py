@@ -155,9 +155,13 @@ class Kube:
     def get_identity(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}")
 
-    def list_identities(self, namespace: str | None = None, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list_identities(
+        self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         path = _IDENTITIES.format(namespace=namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-        query = {"labelSelector": label_selector} if label_selector else None
+        query = {"labelSelector": label_selector} if label_selector else {}
+        if limit:
+            query["limit"] = str(limit)
         return list(self._request("GET", path, query=query).get("items", []))
 
     def create_identity(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -17,21 +17,22 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import kopf
 
-from . import GROUP, PLURAL, VERSION, admission, audit
+from . import GROUP, PLURAL, VERSION, admission, audit, ops
 from .builders import LABEL_IDENTITY, LABEL_MANAGED_BY, MANAGED_BY, SELECTOR
 from .certs import ensure_serving_certificate
 from .controller import Controller, utc_now
 from .durations import parse_duration
 from .facts import load_profile
-from .keystore import KeyStore, Signer
-from .keystore import serve as serve_jwks
+from .keystore import KeyStore, Signer, discovery_document
 from .kube import Kube, load_client_configuration
 from .metrics import Metrics
+from .ops import Readiness
 from .reconciler import Reconciler, Settings
 
 log = logging.getLogger("agent_identity")
@@ -54,9 +55,8 @@ class OperatorConfig:
     issuer: str = "https://agent-identity-operator"
     trust_domain: str = "cluster.local"
     key_rotation: timedelta = timedelta(hours=24)
-    http_port: int = 0  # JWKS and discovery; 0: off
+    http_port: int = 0  # /metrics, /healthz, /readyz and the JWKS; 0: off
     http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
-    metrics_port: int = 0  # Prometheus /metrics; 0: off
 
     @property
     def webhooks(self) -> bool:
@@ -114,11 +114,27 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     metrics.first_seen = controller.first_seen
     metrics.watch(controller.bodies)
     audit.subscribe(metrics.on_audit)
-    if config.metrics_port:
-        metrics.serve(port=config.metrics_port, address=config.http_listen)
     controller.start()
+    if config.http_port:
+        memo["http"] = _serve_http(config, kube, controller, metrics, memo.get("keystore"))
     memo["controller"] = controller
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
+
+
+def _serve_http(
+    config: OperatorConfig, kube: Kube, controller: Controller, metrics: Metrics, store: KeyStore | None
+) -> ThreadingHTTPServer:
+    namespace = config.namespaces[0] if config.namespaces else None
+    readiness = Readiness(lambda: kube.list_identities(namespace, limit=1), alive=lambda: controller.queue.alive)
+    routes: dict[str, ops.Route] = {
+        "/metrics": ops.metrics_route(metrics.registry),
+        "/healthz": readiness.healthz,
+        "/readyz": readiness.readyz,
+    }
+    if store is not None:
+        routes["/.well-known/jwks.json"] = ops.json_route(lambda: store.current().jwks())
+        routes["/.well-known/openid-configuration"] = ops.json_route(lambda: discovery_document(config.issuer))
+    return ops.serve(routes, address=config.http_listen, port=config.http_port)
 
 
 def _start_signing(config: OperatorConfig, kube: Kube, memo: kopf.Memo) -> Signer:
@@ -140,8 +156,7 @@ def _start_signing(config: OperatorConfig, kube: Kube, memo: kopf.Memo) -> Signe
         name="key-rotation",
         daemon=True,
     ).start()
-    if config.http_port:
-        memo["http"] = serve_jwks(store, issuer=config.issuer, address=config.http_listen, port=config.http_port)
+    memo["keystore"] = store
     return Signer(store, issuer=config.issuer, trust_domain=config.trust_domain)
 
 
@@ -298,18 +313,12 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         "--http-port",
         type=int,
         default=int(env("AGENT_IDENTITY_HTTP_PORT", "0")),
-        help="serve /.well-known/jwks.json and openid-configuration here (default 0: off)",
+        help="serve /metrics, /healthz, /readyz (and the JWKS when signing) here (default 0: off)",
     )
     parser.add_argument(
         "--http-listen",
         default=env("AGENT_IDENTITY_HTTP_LISTEN", "0.0.0.0"),  # noqa: S104
         help="address for --http-port",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(env("AGENT_IDENTITY_METRICS_PORT", "0")),
-        help="serve Prometheus /metrics here, on --http-listen (default 0: off)",
     )
     parser.add_argument(
         "--webhook-cert-dir",
@@ -335,7 +344,6 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         key_rotation=parse_duration(args.key_rotation),
         http_port=args.http_port,
         http_listen=args.http_listen,
-        metrics_port=args.metrics_port,
     )
 
 

@@ -13,13 +13,14 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .durations import parse_timestamp
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+OVERDUE_GRACE_S = 5.0
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -30,6 +31,8 @@ class _LiveIdentities(Collector):
     def collect(self) -> Iterator[Metric]:
         by_phase: Tally[tuple[str, str, str, str]] = Tally()
         depths: Tally[int] = Tally()
+        overdue = 0
+        now = time.time()
         for body in self.bodies():
             status = body.get("status") or {}
             profile = status.get("profile") or (body.get("spec") or {}).get("profile") or ""
@@ -38,6 +41,8 @@ class _LiveIdentities(Collector):
             ] += 1
             if status.get("phase") == "Ready":
                 depths[sum(1 for p in status.get("delegationChain") or [] if p.startswith("agent:"))] += 1
+                expires = status.get("expiresAt")
+                overdue += bool(expires and parse_timestamp(expires).timestamp() + OVERDUE_GRACE_S < now)
         identities = GaugeMetricFamily(
             "agentidentity_identities",
             "AgentIdentities known to the operator",
@@ -46,6 +51,11 @@ class _LiveIdentities(Collector):
         for (phase, namespace, profile, risk), count in sorted(by_phase.items()):
             identities.add_metric([phase, namespace, profile, risk], count)
         yield identities
+        yield GaugeMetricFamily(
+            "agentidentity_overdue_identities",
+            f"Ready identities more than {OVERDUE_GRACE_S:.0f}s past expiresAt (should always be 0)",
+            value=overdue,
+        )
         depth = GaugeMetricFamily("agentidentity_delegation_depth", "Ready identities by agents above them", labels=["depth"])
         for level, count in sorted(depths.items()):
             depth.add_metric([str(level)], count)
@@ -101,6 +111,3 @@ class Metrics:
             self.tokens.inc()
             if record.get("assertion"):
                 self.assertions.inc()
-
-    def serve(self, *, port: int, address: str) -> None:
-        start_http_server(port, addr=address, registry=self.registry)

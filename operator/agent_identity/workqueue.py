@@ -111,6 +111,10 @@ class WorkQueue(Generic[K]):
             return len(self._queue) + len(self._processing)
 
     @property
+    def alive(self) -> bool:
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+
+    @property
     def pending_deadlines(self) -> int:
         with self._lock:
             return len(self._due)

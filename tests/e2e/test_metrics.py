@@ -30,7 +30,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 
 def test_metrics_match_a_scripted_scenario(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     port = free_port()
-    args = ["--metrics-port", str(port), "--http-listen", "127.0.0.1", "--signing-namespace", namespace]
+    args = ["--http-port", str(port), "--http-listen", "127.0.0.1", "--signing-namespace", namespace]
     with operator_with_webhooks(cluster, namespace, tmp_path, extra_args=args):
         wait_for("metrics served", lambda: _try_scrape(port))
         cluster.create_identity(make_identity("lead", namespace, ttl="10m"))
@@ -50,6 +50,9 @@ def test_metrics_match_a_scripted_scenario(cluster: Cluster, namespace: str, tmp
         wait_for("the revocation counted", lambda: value(scrape(port), "agentidentity_revoked_total") == 1)
 
         samples = scrape(port)
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
+        assert value(samples, "agentidentity_overdue_identities") == 0
         assert value(samples, "agentidentity_provisioned_total", namespace=namespace) == 4
         assert value(samples, "agentidentity_expired_total", namespace=namespace) == 1
         assert value(samples, "agentidentity_revoked_total", namespace=namespace) == 1
