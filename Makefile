@@ -57,10 +57,13 @@ chart-crds: crds ## Refresh the Helm chart's crds/ from the generated crds/
 chart-lint: ## helm lint --strict the chart, then render it with default values
 	@helm=$(HELM) && $$helm lint --strict $(CHART) && $$helm template agent-identity-operator $(CHART) --namespace agent-identity-system >/dev/null && echo "chart renders"
 
+kind-e2e: $(STAMP) ## The e2e suite on a kind cluster with the chart-installed operator (needs Docker and images)
+	bash scripts/kind-e2e.sh
+
 image: ## Build the operator image (needs a container engine)
 	docker build -t agent-identity-operator:$$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml) .
 
-.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench helm chart-crds chart-lint image
+.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench helm chart-crds chart-lint image kind-e2e
 
 bench: $(STAMP) control-plane ## Benchmarks against the local control plane (figures, no assertions; sizes via BENCH_* env)
 	$(BIN)/python scripts/bench.py
