@@ -24,6 +24,7 @@ KIND="$CACHE/kind-$KIND_VERSION/kind"
 KUBECONFIG_OUT="$(pwd)/.kind-kubeconfig"
 
 die() { printf '[kind-e2e] ERROR: %s\n' "$*" >&2; exit 1; }
+command -v kubectl >/dev/null || die "kubectl is missing: install it (e.g. apt-get install kubectl from the Kubernetes packages)"
 command -v docker >/dev/null || die "docker is missing: kind needs a Docker engine (apt-get install docker.io, then start dockerd)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers: start it (e.g. 'dockerd &') and retry"
 
