@@ -44,7 +44,11 @@ _COLLECTIONS = {
 }
 _IDENTITIES = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
 _MERGE_PATCH = "application/merge-patch+json"
-_STORED = {"Secret": "/api/v1/namespaces/{namespace}/secrets", "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps"}
+_STORED = {
+    "Secret": "/api/v1/namespaces/{namespace}/secrets",
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
+    "Lease": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+}
 
 
 class KubeError(Exception):
@@ -191,7 +195,7 @@ class Kube:
     def get_profile(self, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"/apis/{GROUP}/{VERSION}/agentprofiles/{quote(name)}")
 
-    # -- the operator's own state (signing keys, the JWKS mirror) --------------------------------------
+    # -- the operator's own state (signing keys, the JWKS mirror, the leader lease) --------------------
 
     def get_stored(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"{_STORED[kind].format(namespace=namespace)}/{quote(name)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -31,6 +32,7 @@ from .durations import parse_duration
 from .facts import load_profile
 from .keystore import KeyStore, Signer, discovery_document
 from .kube import Kube, load_client_configuration
+from .leader import LeaderElector
 from .metrics import Metrics
 from .ops import Readiness
 from .reconciler import Reconciler, Settings
@@ -56,6 +58,11 @@ class OperatorConfig:
     trust_domain: str = "cluster.local"
     key_rotation: timedelta = timedelta(hours=24)
     http_port: int = 0  # /metrics, /healthz, /readyz and the JWKS; 0: off
+    leader_election: bool = False
+    leader_election_namespace: str = "default"
+    lease_name: str = "agent-identity-operator"
+    lease_duration: timedelta = timedelta(seconds=15)
+    shard_selector: str | None = None  # label selector: this replica serves only matching identities
     http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
 
     @property
@@ -75,6 +82,8 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # are all we serve, and the operator needs no list/watch on namespaces or CRDs (least privilege).
     settings.scanning.disabled = True
     settings.watching.server_timeout = 300
+    if config.shard_selector:
+        settings.watching.label_selectors[PLURAL] = config.shard_selector
     for plural in _CHILD_PLURALS:
         settings.watching.label_selectors[plural] = SELECTOR  # only our children cross the wire
     if config.webhooks:
@@ -114,6 +123,19 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     metrics.first_seen = controller.first_seen
     metrics.watch(controller.bodies)
     audit.subscribe(metrics.on_audit)
+    if config.leader_election:
+        controller.queue.pause()  # a standby until it holds the lease: watching, caching, not acting
+        memo["elector"] = LeaderElector(
+            kube,
+            namespace=config.leader_election_namespace,
+            name=config.lease_name,
+            identity=f"{socket.gethostname()}-{os.getpid()}",
+            clock=utc_now,
+            lease_duration=config.lease_duration,
+            on_started_leading=controller.queue.resume,
+            on_stopped_leading=controller.queue.pause,
+        )
+        memo["elector"].start()
     controller.start()
     if config.http_port:
         memo["http"] = _serve_http(config, kube, controller, metrics, memo.get("keystore"))
@@ -165,6 +187,8 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].stop()
     if "stopping" in memo:
         memo["stopping"].set()
+    if "elector" in memo:
+        memo["elector"].stop()
     if "http" in memo:
         memo["http"].shutdown()
 
@@ -321,6 +345,32 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         help="address for --http-port",
     )
     parser.add_argument(
+        "--leader-election",
+        action="store_true",
+        default=env("AGENT_IDENTITY_LEADER_ELECTION") == "true",
+        help="active/standby replicas: only the holder of the Lease reconciles",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=env("AGENT_IDENTITY_LEADER_ELECTION_NAMESPACE") or env("POD_NAMESPACE"),
+        help="namespace of the Lease (default: POD_NAMESPACE, else default)",
+    )
+    parser.add_argument(
+        "--lease-name",
+        default=env("AGENT_IDENTITY_LEASE_NAME", "agent-identity-operator"),
+        help="Lease name; give each shard its own",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        default=env("AGENT_IDENTITY_LEASE_DURATION", "15s"),
+        help="a standby takes over once the lease has not been renewed for this long",
+    )
+    parser.add_argument(
+        "--shard-selector",
+        default=env("AGENT_IDENTITY_SHARD_SELECTOR"),
+        help="label selector: serve only AgentIdentities matching it (e.g. shard=a)",
+    )
+    parser.add_argument(
         "--webhook-cert-dir",
         default=env("AGENT_IDENTITY_WEBHOOK_CERT_DIR"),
         help="tls.crt, tls.key and ca.crt: used if present, else generated here",
@@ -344,6 +394,11 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         key_rotation=parse_duration(args.key_rotation),
         http_port=args.http_port,
         http_listen=args.http_listen,
+        leader_election=args.leader_election,
+        leader_election_namespace=args.leader_election_namespace or "default",
+        lease_name=args.lease_name,
+        lease_duration=parse_duration(args.lease_duration),
+        shard_selector=args.shard_selector,
     )
 
 

@@ -54,6 +54,7 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._scheduler_wakeup = threading.Condition(mutex)  # the scheduler waits here for deadlines
         self._stopping = False
+        self._paused = False
         self._threads: list[threading.Thread] = []
 
     # -- producers ------------------------------------------------------------------------------
@@ -98,6 +99,16 @@ class WorkQueue(Generic[K]):
         for thread in self._threads:
             thread.start()
 
+    def pause(self) -> None:
+        """Keep queueing and scheduling, but process nothing (a standby replica)."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._lock.notify_all()
+
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._stopping = True
@@ -136,7 +147,7 @@ class WorkQueue(Generic[K]):
     def _work_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._stopping:
+                while (not self._queue or self._paused) and not self._stopping:
                     self._lock.wait()
                 if self._stopping:
                     return
