@@ -63,7 +63,10 @@ kind-e2e: $(STAMP) ## The e2e suite on a kind cluster with the chart-installed o
 image: ## Build the operator image (needs a container engine)
 	docker build -t agent-identity-operator:$$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml) .
 
-.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench helm chart-crds chart-lint image kind-e2e
+.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench helm chart-crds chart-lint image kind-e2e chaos
+
+chaos: $(STAMP) control-plane ## The full chaos scenarios (make test runs the short ones)
+	CHAOS_SCALE=full $(BIN)/pytest tests/chaos -q -s
 
 bench: $(STAMP) control-plane ## Benchmarks against the local control plane (figures, no assertions; sizes via BENCH_* env)
 	$(BIN)/python scripts/bench.py

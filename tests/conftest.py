@@ -38,7 +38,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield cluster
         return
     with running(log_dir=tmp_path_factory.mktemp("control-plane-logs")) as plane:
-        cluster = Cluster(kubeconfig=plane.kubeconfig_path)
+        cluster = Cluster(kubeconfig=plane.kubeconfig_path, plane=plane)
         cluster.install_crds()
         yield cluster
 

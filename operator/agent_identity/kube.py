@@ -154,6 +154,13 @@ class Kube:
         ca_cert = Path(ca_file).read_text() if ca_file else ""
         return ClusterAccess(server=server_override or self._configuration.host, ca_cert=ca_cert)
 
+    def served_resources(self) -> set[str]:
+        """The resources the API server currently serves in our group/version (discovery)."""
+        try:
+            return {str(r["name"]) for r in self._request("GET", f"/apis/{GROUP}/{VERSION}").get("resources", [])}
+        except (KubeError, OSError):
+            return set()
+
     # -- AgentIdentities ------------------------------------------------------------------------
 
     def get_identity(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -14,8 +14,10 @@ control plane, writes an admin kubeconfig and runs until interrupted.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -29,6 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -138,6 +141,8 @@ class LocalControlPlane:
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aio-cp-")))
     log_dir: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    arguments: dict[str, list[str]] = field(default_factory=dict)
+    etcd_url: str = field(init=False, default="")
     kubeconfig_path: Path = field(init=False)
     server: str = field(init=False)
 
@@ -150,7 +155,7 @@ class LocalControlPlane:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pki = write_pki(self.work_dir / "pki")
         etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.server = f"https://127.0.0.1:{api_port}"
         self.kubeconfig_path.write_text(yaml.safe_dump(admin_kubeconfig(server=self.server, pki=pki)))
         self.kubeconfig_path.chmod(0o600)
@@ -210,7 +215,8 @@ class LocalControlPlane:
 
     def _spawn(self, binary: str, args: list[str]) -> None:
         assert self.log_dir is not None
-        log = open(self.log_dir / f"{binary}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.arguments[binary] = args
+        log = open(self.log_dir / f"{binary}.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.processes[binary] = subprocess.Popen(
             [str(self.bin_dir / binary), *args],
             stdout=log,
@@ -218,6 +224,34 @@ class LocalControlPlane:
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - one async-signal-safe syscall, library preloaded
         )
+
+    def restart(self, binary: str) -> None:
+        """Stops one component and starts it again with the same arguments (chaos scenarios)."""
+        process = self.processes[binary]
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self._spawn(binary, self.arguments[binary])
+        if binary == "kube-apiserver":
+            self._wait_ready()
+
+    def compact_etcd(self) -> int:
+        """Compacts etcd to its current revision, so watches resuming from older resourceVersions
+        get 410 Gone and must relist; returns the revision."""
+
+        def post(path: str, body: dict[str, object]) -> dict[str, Any]:
+            request = urllib.request.Request(  # noqa: S310 - our own loopback etcd
+                f"{self.etcd_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback etcd
+                return dict(json.loads(response.read()))
+
+        revision = int(post("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        post("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():

@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import ThreadingHTTPServer
@@ -100,6 +101,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             cafile=str(cafile),
         )
     kube = Kube(load_client_configuration(config.kubeconfig), pool_size=config.workers + 4)
+    _wait_for_crds(kube)
     signer = _start_signing(config, kube, memo) if config.signing_namespace else None
     reconciler_settings = Settings(
         retain_for=config.retain_for,
@@ -141,6 +143,18 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         memo["http"] = _serve_http(config, kube, controller, metrics, memo.get("keystore"))
     memo["controller"] = controller
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
+
+
+def _wait_for_crds(kube: Kube, timeout: float = 120.0) -> None:
+    """kopf resolves the resources it serves once, at start-up (no CRD scanning, for least
+    privilege): starting while the API server (re)starts could resolve nothing and serve nothing
+    for good. So wait until discovery lists our resources, or fail loudly (and get restarted)."""
+    wanted = {PLURAL, "agentprofiles"}
+    deadline = time.monotonic() + timeout
+    while not wanted <= kube.served_resources():
+        if time.monotonic() > deadline:
+            raise kopf.PermanentError(f"the API server does not serve {sorted(wanted)} in {GROUP}/{VERSION}: install the CRDs")
+        time.sleep(1)
 
 
 def _serve_http(

@@ -14,6 +14,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from agent_identity.localcluster import LocalControlPlane
+
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
 T = TypeVar("T")
@@ -53,8 +55,9 @@ def make_identity(name: str, namespace: str, **changes: Any) -> dict[str, Any]:
 
 
 class Cluster:
-    def __init__(self, *, kubeconfig: Path) -> None:
+    def __init__(self, *, kubeconfig: Path, plane: LocalControlPlane | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.plane = plane  # the local control plane, when the suite started it (chaos restarts its parts)
         self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
         self.core = client.CoreV1Api(self.api_client)
         self.rbac = client.RbacAuthorizationV1Api(self.api_client)
