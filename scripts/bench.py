@@ -24,6 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -173,13 +175,7 @@ def main() -> None:
         base_rate = baseline(api, "bench-baseline", BURST)
         print(f"baseline (bare client, same calls, {WORKERS} threads): {base_rate:.1f} identities/s")
 
-        log = open(REPO / ".demo-bench-operator.log", "w")  # noqa: SIM115
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "agent_identity", "--namespace", "bench", "--workers", str(WORKERS)],
-            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig_path)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        operator = start_operator(plane.kubeconfig_path)
         try:
             time.sleep(3)
             watcher = ReadyWatcher(api, "bench")
@@ -230,9 +226,101 @@ def main() -> None:
             )
 
             retirement_lag(api, custom)
+            operator = restart(custom, operator, plane.kubeconfig_path)
         finally:
             operator.terminate()
             operator.wait(timeout=30)
+
+
+HTTP_PORT = int(os.environ.get("BENCH_HTTP_PORT", "18080"))
+LIVE = int(os.environ.get("BENCH_LIVE", "0"))
+OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
+
+
+def start_operator(kubeconfig: Path) -> subprocess.Popen[bytes]:
+    log = open(REPO / ".demo-bench-operator.log", "a")  # noqa: SIM115 - lives as long as the operator
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent_identity",
+            "--namespace",
+            "bench",
+            "--workers",
+            str(WORKERS),
+            "--http-port",
+            str(HTTP_PORT),
+            "--http-listen",
+            "127.0.0.1",
+        ],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def scrape(name: str) -> float | None:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def create_all(custom: client.CustomObjectsApi, names: list[str], ttl: str) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda n: custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(n, "bench", ttl)),
+                names,
+            )
+        )
+
+
+def phases(custom: client.CustomObjectsApi, prefix: str) -> list[str | None]:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"]
+    return [(i.get("status") or {}).get("phase") for i in items if i["metadata"]["name"].startswith(prefix)]
+
+
+def restart(custom: client.CustomObjectsApi, operator: subprocess.Popen[bytes], kubeconfig: Path) -> subprocess.Popen[bytes]:
+    """Fill up to BENCH_LIVE identities (memory), then kill -9 the operator while BENCH_OVERDUE
+    deadlines pass, restart it, and time the resync and the retirement of the overdue."""
+    existing = len(custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"])
+    if existing < LIVE:
+        started = time.monotonic()
+        create_all(custom, [f"live-{i}" for i in range(LIVE - existing)], "2h")
+        wait_until(
+            lambda: all(p == "Ready" for p in phases(custom, "live-")) and scrape("agentidentity_workqueue_depth") == 0, 3600
+        )
+        print(
+            f"filled to {LIVE} identities in {time.monotonic() - started:.0f}s; "
+            f"operator resident memory: {operator_rss_mb(operator.pid):.0f} MB"
+        )
+    create_all(custom, [f"overdue-{i}" for i in range(OVERDUE)], "30s")
+    wait_until(lambda: all(p == "Ready" for p in phases(custom, "overdue-")), 600)
+    total = len(custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"])
+    operator.kill()
+    operator.wait()
+    time.sleep(32)  # every overdue deadline passes while the operator is down
+    restarted = time.monotonic()
+    operator = start_operator(kubeconfig)
+    wait_until(lambda: (scrape("agentidentity_identities") or 0) >= total and scrape("agentidentity_workqueue_depth") == 0, 900)
+    resync = time.monotonic() - restarted
+    wait_until(lambda: all(p == "Expired" for p in phases(custom, "overdue-")), 900)
+    retired = time.monotonic() - restarted
+    print(
+        f"restart with {total} identities ({OVERDUE} overdue): resynced in {resync:.1f}s, overdue all retired {retired:.1f}s after start"
+    )
+    return operator
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"bench: condition not reached within {timeout:.0f}s")
 
 
 def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi) -> None:

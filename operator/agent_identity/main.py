@@ -123,7 +123,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         metrics=metrics,
     )
     metrics.first_seen = controller.first_seen
-    metrics.watch(controller.bodies)
+    metrics.watch(controller.bodies, queue_depth=lambda: len(controller.queue))
     audit.subscribe(metrics.on_audit)
     if config.leader_election:
         controller.queue.pause()  # a standby until it holds the lease: watching, caching, not acting

@@ -13,7 +13,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -88,8 +88,10 @@ class Metrics:
             "agentidentity_retirement_lag_seconds", "Credentials deleted minus expiresAt", buckets=LAG_BUCKETS, registry=r
         )
 
-    def watch(self, bodies: Callable[[], Iterable[dict[str, Any]]]) -> None:
+    def watch(self, bodies: Callable[[], Iterable[dict[str, Any]]], *, queue_depth: Callable[[], int] = lambda: 0) -> None:
         self.registry.register(_LiveIdentities(bodies))
+        depth = Gauge("agentidentity_workqueue_depth", "Identities queued or being reconciled", registry=self.registry)
+        depth.set_function(queue_depth)
 
     def on_audit(self, record: dict[str, Any]) -> None:
         """Counts one lifecycle action from its audit record."""

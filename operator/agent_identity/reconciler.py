@@ -239,14 +239,17 @@ class Reconciler:
         if decision.delegator_owner_reference:
             self._ensure_delegator_owner(identity, decision.delegator_owner_reference)
         restored = False
+        first_time = identity.status.phase is None  # never reconciled: children are most likely absent
         for kind, desired in (
             (ChildKind.SERVICE_ACCOUNT, service_account(identity, provenance)),
             (ChildKind.ROLE, role(identity, provenance)),
             (ChildKind.ROLE_BINDING, role_binding(identity, provenance)),
         ):
-            restored |= self._ensure_child(identity, kind, desired)
+            restored |= self._ensure_child(identity, kind, desired, expect_absent=first_time)[1]
             failpoints.hit(f"after-{kind.lower()}")
-        secret = self._ensure_secret(identity, provenance)
+        secret, _ = self._ensure_child(
+            identity, ChildKind.TOKEN_SECRET, token_secret(identity, provenance), expect_absent=first_time
+        )
         failpoints.hit("after-secret")
         issued = self._ensure_token(identity, secret, provenance, now=now)
         failpoints.hit("after-token")
@@ -297,6 +300,10 @@ class Reconciler:
         return Result(requeue_at=next_look)
 
     def _retire(self, identity: AgentIdentity, decision: Retire, profile: AgentProfile | None, *, now: datetime) -> Result:
+        if self._revoke_first(identity):
+            # Credentials first, everything else after: when many identities fall due in the same
+            # second, every ServiceAccount goes (killing its tokens) before any clean-up runs.
+            return Result(requeue_at=now)
         self._delete_children(identity)
         provenance = decision.provenance
         self._transition(
@@ -331,42 +338,44 @@ class Reconciler:
 
     # -- children ---------------------------------------------------------------------------------
 
-    def _ensure_child(self, identity: AgentIdentity, kind: ChildKind, desired: dict[str, Any]) -> bool:
-        """Converges one child; True when an existing child had drifted and was repaired."""
+    def _ensure_child(
+        self, identity: AgentIdentity, kind: ChildKind, desired: dict[str, Any], *, expect_absent: bool
+    ) -> tuple[dict[str, Any], bool]:
+        """Converges one child: the object as it now is, and whether an existing one had drifted.
+
+        ``expect_absent`` (an identity never provisioned) creates without looking first: one
+        request instead of two on the hot path; a 409 means an earlier run got that far, and we
+        converge on what is there like any other time."""
         namespace, name = identity.metadata.namespace, desired["metadata"]["name"]
+        if expect_absent:
+            try:
+                return self.kube.create_child(kind, desired), False
+            except KubeError as error:
+                if not error.conflict:
+                    raise
         actual = self.kube.get_child(kind, namespace, name)
         action = diff_child(desired, actual, owner_uid=identity.metadata.uid)
         if action is ChildAction.KEEP:
-            return False
+            assert actual is not None
+            return actual, False
         if action is ChildAction.CONFLICT:
             raise ChildConflictError(kind, name)
         if action is ChildAction.CREATE:
             try:
-                self.kube.create_child(kind, desired)
-                return False
+                return self.kube.create_child(kind, desired), False
             except KubeError as error:
                 if not error.conflict:
                     raise
                 # Created by an earlier run we did not see finish: converge on what is there.
-                return self._ensure_child(identity, kind, desired)
+                return self._ensure_child(identity, kind, desired, expect_absent=False)
         assert actual is not None
         if action is ChildAction.RECREATE:
             self.kube.delete_child(kind, namespace, name, uid=actual["metadata"]["uid"])
-            self.kube.create_child(kind, desired)
+            current = self.kube.create_child(kind, desired)
         else:
-            self.kube.replace_child(kind, merged_for_update(desired, actual))
+            current = self.kube.replace_child(kind, merged_for_update(desired, actual))
         log.info("restored %s %s/%s (%s)", kind, namespace, name, action)
-        return True
-
-    def _ensure_secret(self, identity: AgentIdentity, provenance: Provenance) -> dict[str, Any]:
-        desired = token_secret(identity, provenance)
-        self._ensure_child(identity, ChildKind.TOKEN_SECRET, desired)
-        secret = self.kube.get_child(ChildKind.TOKEN_SECRET, identity.metadata.namespace, desired["metadata"]["name"])
-        if secret is None:  # deleted between the two calls; the next reconcile recreates it
-            raise KubeError(
-                method="GET", path=desired["metadata"]["name"], status=404, reason="NotFound", message="token Secret vanished"
-            )
-        return secret
+        return current, True
 
     def _ensure_token(
         self, identity: AgentIdentity, secret: dict[str, Any], provenance: Provenance, *, now: datetime
@@ -432,6 +441,16 @@ class Reconciler:
             return self.signer(identity, provenance, now)
         except Exception as error:  # any signing failure is one kind of failure here
             raise SigningFailed(f"signing the delegation assertion failed: {type(error).__name__}") from error
+
+    def _revoke_first(self, identity: AgentIdentity) -> bool:
+        """Deletes the ServiceAccount, whose tokens die with it; True if it was still there."""
+        name = child_name(identity)
+        account = self.kube.get_child(ChildKind.SERVICE_ACCOUNT, identity.metadata.namespace, name)
+        if account is None or not is_owned_by(account, identity.metadata.uid):
+            return False
+        return self.kube.delete_child(
+            ChildKind.SERVICE_ACCOUNT, identity.metadata.namespace, name, uid=account["metadata"]["uid"]
+        )
 
     def _delete_children(self, identity: AgentIdentity) -> int:
         """Deletes every child this identity owns; the number that existed."""
