@@ -309,7 +309,8 @@ def restart(custom: client.CustomObjectsApi, operator: subprocess.Popen[bytes], 
     wait_until(lambda: all(p == "Expired" for p in phases(custom, "overdue-")), 900)
     retired = time.monotonic() - restarted
     print(
-        f"restart with {total} identities ({OVERDUE} overdue): resynced in {resync:.1f}s, overdue all retired {retired:.1f}s after start"
+        f"restart with {total} identities ({OVERDUE} overdue): resynced in {resync:.1f}s, "
+        f"overdue all retired {retired:.1f}s after start"
     )
     return operator
 
