@@ -34,10 +34,10 @@ lint: $(STAMP) ## ruff, mypy --strict and the import-linter layer contracts
 test-unit: $(STAMP) ## Unit tests of pure code (no server)
 	$(BIN)/pytest tests/unit -q
 
-test-e2e: $(STAMP) control-plane ## End-to-end tests on a real API server (local control plane, or KUBECONFIG=... via AGENT_IDENTITY_KUBECONFIG)
+test-e2e: $(STAMP) control-plane prometheus ## End-to-end tests on a real API server (local control plane, or KUBECONFIG=... via AGENT_IDENTITY_KUBECONFIG)
 	$(BIN)/pytest tests/e2e -q
 
-test: $(STAMP) control-plane lint ## Everything: lint, unit and end-to-end tests
+test: $(STAMP) control-plane prometheus lint ## Everything: lint, unit and end-to-end tests
 	$(BIN)/pytest tests -q
 
 demo: $(STAMP) control-plane ## Start the local control plane and the operator, apply examples/, watch identities live
@@ -63,7 +63,16 @@ kind-e2e: $(STAMP) ## The e2e suite on a kind cluster with the chart-installed o
 image: ## Build the operator image (needs a container engine)
 	docker build -t agent-identity-operator:$$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml) .
 
-.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench helm chart-crds chart-lint image kind-e2e chaos
+.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
+
+prometheus: ## Install (or reuse) Prometheus and promtool (Debian's package) for the monitoring tests; prints their paths
+	@bash scripts/install-prometheus.sh
+
+test-monitoring: $(STAMP) control-plane prometheus ## Dashboard and alert queries checked against the exported metrics, then evaluated on a real Prometheus
+	$(BIN)/pytest tests/unit/test_dashboard.py tests/e2e/test_prometheus.py -q
+
+rules-check: prometheus ## promtool check rules on the chart's rendered PrometheusRule
+	@helm=$(HELM) && tmp=$$(mktemp -d) && $$helm template agent-identity-operator $(CHART) -n agent-identity-system --set metrics.prometheusRule.enabled=true --show-only templates/prometheusrule.yaml | $(BIN)/python -c 'import sys,yaml; yaml.safe_dump(yaml.safe_load(sys.stdin)["spec"], sys.stdout)' > $$tmp/rules.yml && promtool check rules $$tmp/rules.yml; rc=$$?; rm -rf $$tmp; exit $$rc
 
 chaos: $(STAMP) control-plane ## The full chaos scenarios (make test runs the short ones)
 	CHAOS_SCALE=full $(BIN)/pytest tests/chaos -q -s

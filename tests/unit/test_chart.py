@@ -35,14 +35,8 @@ NAMESPACE = "agent-identity-system"
 WATCHED = ["support", "production"]
 WEBHOOK_SERVICE = f"{deploy.NAME}-webhook"
 WEBHOOK_HOST = f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"
-METRIC_NAMES = {
-    "agentidentity_identities",
-    "agentidentity_retirement_lag_seconds",
-    "agentidentity_reconcile_errors_total",
-    "agentidentity_tokens_issued_total",
-    "agentidentity_token_failures_total",
-    "agentidentity_webhook_requests_total",
-}
+HTTP_PORT = 8081  # --http-port: /metrics, /healthz, /readyz and the JWKS
+DASHBOARD = CHART / "dashboards" / "agent-identity.json"
 
 # Everything off by default switched on: namespaced mode, cert-manager, monitoring.
 CUSTOM_VALUES = {
@@ -282,12 +276,16 @@ def test_deployment_probes_volumes_and_flags(default_objects: list[dict[str, Any
     operator = container(default_objects)
     pod = one(default_objects, "Deployment", deploy.NAME)["spec"]["template"]["spec"]
     config = parse_args(operator["args"])
-    assert config.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    assert config.liveness_endpoint is None  # kopf's own endpoint: replaced by /healthz on --http-port
+    assert (config.http_port, config.http_listen) == (HTTP_PORT, "0.0.0.0")
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
-    assert ports == {"webhook": 9443, "health": 8080, "metrics": 9090, "jwks": 8081}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert operator[probe]["httpGet"]["path"] == "/healthz"
-        assert ports[operator[probe]["httpGet"]["port"]] == 8080
+    assert ports == {"webhook": 9443, "http": HTTP_PORT}
+    # The operator's ops endpoint (agent_identity.ops): workers alive, and API server reachable.
+    probes = {probe: operator[probe]["httpGet"] for probe in ("livenessProbe", "readinessProbe")}
+    assert probes["livenessProbe"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["path"] == "/readyz"
+    for probe in probes.values():
+        assert ports[probe["port"]] == config.http_port
     assert config.namespaces == ()
     assert (config.workers, config.retain_for.total_seconds(), config.default_profile) == (8, 3600, None)
     assert (config.webhook_port, config.webhook_listen, config.webhook_host) == (9443, "0.0.0.0", WEBHOOK_HOST)
@@ -312,7 +310,7 @@ def test_signing_keys_live_in_the_release_namespace_and_the_jwks_is_served(defau
     assert config.signing_namespace == NAMESPACE
     assert config.issuer == f"http://{deploy.NAME}-jwks.{NAMESPACE}.svc"  # verifiers find <issuer>/.well-known/jwks.json
     assert (config.trust_domain, config.key_rotation.total_seconds()) == ("cluster.local", 86400)
-    assert (config.http_port, config.http_listen) == (8081, "0.0.0.0")
+    assert (config.http_port, config.http_listen) == (HTTP_PORT, "0.0.0.0")
     (port,) = jwks["spec"]["ports"]
     container_ports = {p["name"]: p["containerPort"] for p in container(default_objects)["ports"]}
     assert port["port"] == 80 and container_ports[port["targetPort"]] == config.http_port
@@ -321,11 +319,12 @@ def test_signing_keys_live_in_the_release_namespace_and_the_jwks_is_served(defau
 def test_signing_can_be_turned_off_and_takes_its_rbac_with_it(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     objects = render(helm, "-f", values_file(tmp_path_factory, {"signing": {"enabled": False}}))
     config = parse_args(container(objects)["args"])
-    assert config.signing_namespace is None and config.http_port == 0
+    assert config.signing_namespace is None
+    assert config.http_port == HTTP_PORT  # still serves /metrics and the probes
     assert by_kind(objects, "Role") == []
     assert [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"] == []
     assert f"{deploy.NAME}-jwks" not in [s["metadata"]["name"] for s in by_kind(objects, "Service")]
-    assert "jwks" not in [p["name"] for p in container(objects)["ports"]]
+    assert container(objects)["readinessProbe"]["httpGet"]["path"] == "/readyz"
     issuer = render(helm, "-f", values_file(tmp_path_factory, {"signing": {"issuer": "https://agents.example.test"}}))
     assert parse_args(container(issuer)["args"]).issuer == "https://agents.example.test"
 
@@ -372,8 +371,10 @@ def test_webhook_service_reaches_the_operator(default_objects: list[dict[str, An
     container_ports = {p["name"]: p["containerPort"] for p in container(default_objects)["ports"]}
     assert port["port"] == 443 and container_ports[port["targetPort"]] == 9443
     metrics = one(default_objects, "Service", f"{deploy.NAME}-metrics")
+    assert metrics["spec"]["selector"].items() <= pod_labels.items()
     (metrics_port,) = metrics["spec"]["ports"]
-    assert metrics_port["port"] == 9090 and container_ports[metrics_port["targetPort"]] == 9090
+    assert metrics_port["name"] == "metrics"
+    assert container_ports[metrics_port["targetPort"]] == parse_args(container(default_objects)["args"]).http_port
 
 
 def test_generated_certificate_is_what_the_operator_serves_and_the_api_server_trusts(
@@ -432,9 +433,10 @@ def test_cert_manager_mode_can_use_an_existing_issuer(helm: str, tmp_path_factor
 # --- monitoring --------------------------------------------------------------------------------------
 
 
-def test_monitoring_is_off_by_default(default_objects: list[dict[str, Any]]) -> None:
+def test_monitoring_is_off_by_default_but_the_dashboard_ships(default_objects: list[dict[str, Any]]) -> None:
     assert by_kind(default_objects, "ServiceMonitor") == []
     assert by_kind(default_objects, "PrometheusRule") == []
+    assert [c["metadata"]["name"] for c in by_kind(default_objects, "ConfigMap")] == [f"{deploy.NAME}-dashboard"]
 
 
 def test_service_monitor_scrapes_the_metrics_service(custom_objects: list[dict[str, Any]]) -> None:
@@ -445,29 +447,106 @@ def test_service_monitor_scrapes_the_metrics_service(custom_objects: list[dict[s
     # ... and only it: the webhook Service lacks the component label.
     webhook = one(custom_objects, "Service", WEBHOOK_SERVICE)
     assert not monitor["spec"]["selector"]["matchLabels"].items() <= webhook["metadata"]["labels"].items()
-    assert monitor["spec"]["endpoints"][0]["port"] == metrics["spec"]["ports"][0]["name"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == metrics["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
+ALERTS = {
+    "AgentIdentityPastExpiryNotRetired": "agentidentity_overdue_identities",
+    "AgentIdentityRetirementSlow": "agentidentity_retirement_lag_seconds_bucket",
+    "AgentIdentityReconcileErrors": "agentidentity_reconcile_errors_total",
+    "AgentIdentityWebhookUnavailable": "up",
+    "AgentIdentityTokenIssuanceFailures": "agentidentity_token_failures_total",
+    "AgentIdentityAssertionSigningFailures": "agentidentity_assertion_failures_total",
+}
+
+
 def test_prometheus_rule_alerts_on_the_operator_metrics(custom_objects: list[dict[str, Any]]) -> None:
+    # Which metric names exist is tests/unit/test_dashboard.py's job; tests/e2e/test_prometheus.py
+    # evaluates every expression on a real Prometheus and runs promtool over the rules.
     rule = one(custom_objects, "PrometheusRule")
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
-    assert set(alerts) == {
-        "AgentIdentityPastExpiryNotRetired",
-        "AgentIdentityReconcileErrors",
-        "AgentIdentityWebhookUnavailable",
-        "AgentIdentityTokenIssuanceFailures",
-    }
-    used = set()
-    for alert in alerts.values():
-        used |= {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"agentidentity_[a-z_]+", alert["expr"])}
-        assert f'job="{deploy.NAME}-metrics", namespace="{NAMESPACE}"' in alert["expr"]
+    assert set(alerts) == set(ALERTS)
+    scope = f'job="{deploy.NAME}-metrics", namespace="{NAMESPACE}"'
+    for name, alert in alerts.items():
+        assert f"{ALERTS[name]}{{{scope}}}" in alert["expr"], f"{name} does not watch this release's {ALERTS[name]}"
         assert alert["expr"].count("(") == alert["expr"].count(")")
         assert alert["labels"]["severity"] in {"warning", "critical"}
-    assert used <= METRIC_NAMES
-    assert "agentidentity_retirement_lag_seconds_bucket" in alerts["AgentIdentityPastExpiryNotRetired"]["expr"]
-    assert "agentidentity_token_failures_total" in alerts["AgentIdentityTokenIssuanceFailures"]["expr"]
-    assert "agentidentity_webhook_requests_total" in alerts["AgentIdentityWebhookUnavailable"]["expr"]
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+    assert re.search(r"\) > 0$", alerts["AgentIdentityPastExpiryNotRetired"]["expr"].strip())
+    assert alerts["AgentIdentityPastExpiryNotRetired"]["for"] == "1m"
+    assert alerts["AgentIdentityRetirementSlow"]["expr"].strip().endswith("> 30")
+    webhook = alerts["AgentIdentityWebhookUnavailable"]["expr"]
+    assert f"(max(up{{{scope}}}) == 0)" in webhook and f"absent(up{{{scope}}})" in webhook
+    # PromQL string ".+\\.agentidentity\\.dev": the regex .+\.agentidentity\.dev (webhook names end so)
+    assert (
+        r'apiserver_admission_webhook_rejection_count{name=~".+\\.agentidentity\\.dev", error_type="calling_webhook_error"}'
+        in webhook
+    )
+    names = [hook["name"] for c in expected_webhooks(b"").values() for hook in c["webhooks"]]
+    assert len(names) == 2 and all(re.fullmatch(r".+\.agentidentity\.dev", name) for name in names), names
+
+
+def test_prometheus_rule_threshold_is_a_value(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    values = {"metrics": {"prometheusRule": {"enabled": True, "retirementLagSeconds": 7.5}}}
+    rule = one(render(helm, "-f", values_file(tmp_path_factory, values)), "PrometheusRule")
+    (slow,) = [r for group in rule["spec"]["groups"] for r in group["rules"] if r["alert"] == "AgentIdentityRetirementSlow"]
+    assert slow["expr"].strip().endswith("> 7.5")
+    assert "(threshold 7.5s)" in slow["annotations"]["description"]
+
+
+def test_grafana_dashboard_ships_as_a_sidecar_configmap(default_objects: list[dict[str, Any]]) -> None:
+    configmap = one(default_objects, "ConfigMap", f"{deploy.NAME}-dashboard")
+    assert configmap["metadata"]["namespace"] == NAMESPACE
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert list(configmap["data"]) == ["agent-identity.json"]
+    assert configmap["data"]["agent-identity.json"] == DASHBOARD.read_text().rstrip("\n")
+    dashboard = json.loads(configmap["data"]["agent-identity.json"])
+    assert dashboard["uid"] == "agent-identity-operator" and dashboard["id"] is None
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"] and all('job=~"$job"' in t["expr"] for t in panel["targets"]), panel["title"]
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+        assert panel["gridPos"]["x"] >= 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+
+
+def test_grafana_dashboard_placement_and_switch(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    values = {
+        "metrics": {
+            "grafanaDashboard": {
+                "namespace": "monitoring",
+                "labels": {"team": "sec"},
+                "annotations": {"grafana_folder": "Security"},
+            }
+        }
+    }
+    configmap = one(render(helm, "-f", values_file(tmp_path_factory, values)), "ConfigMap", f"{deploy.NAME}-dashboard")
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["team"] == "sec" and configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Security"}
+    for off in ({"metrics": {"grafanaDashboard": {"enabled": False}}}, {"metrics": {"enabled": False}}):
+        objects = render(helm, "-f", values_file(tmp_path_factory, off))
+        assert by_kind(objects, "ConfigMap") == []
+    no_metrics = render(helm, "-f", values_file(tmp_path_factory, {"metrics": {"enabled": False}}))
+    assert f"{deploy.NAME}-metrics" not in [s["metadata"]["name"] for s in by_kind(no_metrics, "Service")]
+    # /metrics and the probes stay: the Service is all metrics.enabled adds.
+    assert container(no_metrics)["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_http_port_is_one_value_for_flag_container_port_and_services(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    objects = render(helm, "-f", values_file(tmp_path_factory, {"httpPort": 9100}))
+    assert parse_args(container(objects)["args"]).http_port == 9100
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    assert ports["http"] == 9100
+    metrics = one(objects, "Service", f"{deploy.NAME}-metrics")["spec"]["ports"][0]
+    jwks = one(objects, "Service", f"{deploy.NAME}-jwks")["spec"]["ports"][0]
+    assert (metrics["port"], metrics["targetPort"], jwks["port"], jwks["targetPort"]) == (9100, "http", 80, "http")
 
 
 # --- values: documented, validated, refused ----------------------------------------------------------
@@ -552,6 +631,8 @@ def dict_get(values: dict[str, Any], path: str) -> Any:
         ({"bogus": 1}, "additional properties 'bogus' not allowed"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"workers": 0}, "/workers"),
+        ({"httpPort": 9443}, "/httpPort"),
+        ({"metrics": {"grafanaDashboard": {"enabled": "yes"}}}, "/metrics/grafanaDashboard/enabled"),
         ({"retainFor": "one hour"}, "/retainFor"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
         ({"webhook": {"certManager": {"enabled": "yes"}}}, "/webhook/certManager/enabled"),
