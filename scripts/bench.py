@@ -10,8 +10,10 @@ from the environment so a quick run and a full run use the same code:
 - burst: BENCH_BURST identities created at once: seconds until all Ready, rate, ratio to baseline;
 - API writes per provisioned identity, counted from the API server's own metrics;
 - steady: create-to-Ready latency p50/p99 at BENCH_STEADY_RATE per second;
-- expiry: BENCH_EXPIRING identities expiring together: retirement lag (credentials deleted minus
-  expiresAt) p50/p99/max;
+- expiry: BENCH_EXPIRING identities whose deadlines are spread over BENCH_EXPIRE_OVER seconds:
+  retirement lag (ServiceAccount deleted minus expiresAt) p50/p99/max;
+- restart: BENCH_LIVE identities in all (memory), then kill -9 while BENCH_OVERDUE deadlines pass:
+  time to resync and to retire the overdue;
 - operator resident memory with the burst's identities live.
 """
 
@@ -235,6 +237,7 @@ def main() -> None:
 HTTP_PORT = int(os.environ.get("BENCH_HTTP_PORT", "18080"))
 LIVE = int(os.environ.get("BENCH_LIVE", "0"))
 OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
+EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
 
 
 def start_operator(kubeconfig: Path) -> subprocess.Popen[bytes]:
@@ -345,12 +348,15 @@ def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi) -> No
 
     threading.Thread(target=watch_deletions, daemon=True).start()
     names = [f"expiring-{i}" for i in range(EXPIRING)]
-    ttl = 40 + EXPIRING // 50  # long enough for all to be provisioned first
+    first = 40 + EXPIRING // 50  # long enough for all to be provisioned first
+    # Deadlines spread evenly over EXPIRE_OVER seconds, as a fleet of short-lived agents has them.
+    ttls = {name: first + (index * EXPIRE_OVER) // EXPIRING for index, name in enumerate(names)}
+    ttl = first + EXPIRE_OVER
     with ThreadPoolExecutor(16) as pool:
         list(
             pool.map(
                 lambda n: custom.create_namespaced_custom_object(
-                    GROUP, VERSION, "bench", PLURAL, identity(n, "bench", f"{ttl}s")
+                    GROUP, VERSION, "bench", PLURAL, identity(n, "bench", f"{ttls[n]}s")
                 ),
                 names,
             )
