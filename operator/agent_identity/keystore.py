@@ -58,19 +58,9 @@ class KeyStore:
             keys = rotate(stored, now=self.clock(), period=self.period, publish_ahead=self.publish_ahead)
             if keys == stored:
                 break
-            body: dict[str, Any] = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {
-                    "name": SECRET_NAME,
-                    "namespace": self.namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "agent-identity-operator"},
-                },
-                "type": "Opaque",
-                "data": {KEYS_FIELD: base64.b64encode(keys.to_json().encode()).decode()},
-            }
-            if secret:
-                body["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
+            body = self._body(
+                "Secret", SECRET_NAME, secret, data={KEYS_FIELD: base64.b64encode(keys.to_json().encode()).decode()}
+            )
             try:
                 self.kube.store(body)
             except KubeError as error:
@@ -84,23 +74,23 @@ class KeyStore:
             self._keys = keys
         return keys
 
+    def _body(self, kind: str, name: str, current: dict[str, Any] | None, *, data: dict[str, str]) -> dict[str, Any]:
+        """The object to store: replacing ``current`` at its resourceVersion, or created anew."""
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "agent-identity-operator"},
+        }
+        if current:
+            metadata["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return {"apiVersion": "v1", "kind": kind, "metadata": metadata, "data": data}
+
     def _mirror(self, keys: KeySet) -> None:
         jwks = json.dumps(keys.jwks(), sort_keys=True)
         current = self.kube.get_stored("ConfigMap", self.namespace, CONFIGMAP_NAME)
         if current and (current.get("data") or {}).get("jwks.json") == jwks:
             return
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": CONFIGMAP_NAME,
-                "namespace": self.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "agent-identity-operator"},
-            },
-            "data": {"jwks.json": jwks},
-        }
-        if current:
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        body = self._body("ConfigMap", CONFIGMAP_NAME, current, data={"jwks.json": jwks})
         try:
             self.kube.store(body)
         except KubeError as error:

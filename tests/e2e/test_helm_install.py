@@ -58,22 +58,6 @@ def atoms(rules: list[dict[str, object]]) -> set[tuple[str, str, str]]:
     }  # type: ignore[attr-defined]
 
 
-def sa_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Path:
-    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
-    token = cluster.core.create_namespaced_service_account_token(RELEASE, namespace, request).status.token
-    document = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": cluster.host, "certificate-authority": cluster.ca_file}}],
-        "users": [{"name": RELEASE, "user": {"token": token}}],
-        "contexts": [{"name": RELEASE, "context": {"cluster": "c", "user": RELEASE}}],
-        "current-context": RELEASE,
-    }
-    path = directory / "chart-sa.kubeconfig"
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
 def point_webhooks_at(cluster: Cluster, *, port: int, ca_bundle: bytes) -> None:
     registration = client.AdmissionregistrationV1Api(cluster.api_client)
     for read, replace in (
@@ -118,7 +102,7 @@ def test_helm_install_then_the_operator_works_with_exactly_the_charts_rbac(
 
         port, cert_dir = free_port(), tmp_path / "certs"
         operator = OperatorProcess(
-            kubeconfig=sa_kubeconfig(cluster, release_namespace, tmp_path),
+            kubeconfig=cluster.service_account_kubeconfig(release_namespace, RELEASE, tmp_path / "chart-sa.kubeconfig"),
             namespace=namespace,
             log_dir=tmp_path,
             extra_args=[

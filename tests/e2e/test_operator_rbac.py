@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, utils
 
 from agent_identity.api import PolicyRule
@@ -24,22 +23,6 @@ def operator_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iter
     name = cluster.create_test_namespace("operator-home")
     yield name
     cluster.delete_namespace(name)
-
-
-def service_account_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Path:
-    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
-    token = cluster.core.create_namespaced_service_account_token(NAME, namespace, request).status.token
-    document = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": cluster.host, "certificate-authority": cluster.ca_file}}],
-        "users": [{"name": NAME, "user": {"token": token}}],
-        "contexts": [{"name": NAME, "context": {"cluster": "c", "user": NAME}}],
-        "current-context": NAME,
-    }
-    path = directory / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
 def may(cluster: Cluster, operator_namespace: str, attributes: dict[str, Any]) -> bool:
@@ -90,7 +73,7 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
         },
     )
     try:
-        kubeconfig = service_account_kubeconfig(cluster, operator_namespace, tmp_path)
+        kubeconfig = cluster.service_account_kubeconfig(operator_namespace, NAME, tmp_path / "operator.kubeconfig")
         with operator_with_webhooks(cluster, namespace, tmp_path, kubeconfig=kubeconfig):
             cluster.create_identity(
                 make_identity("scoped", namespace, profile=profile_name, ttl="10m", delegator={"kind": "User", "name": "admin"})

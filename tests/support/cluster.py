@@ -101,6 +101,21 @@ class Cluster:
             if error.status != 404:
                 raise
 
+    def service_account_kubeconfig(self, namespace: str, name: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as ServiceAccount ``namespace/name`` with a fresh token."""
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
+        token = self.core.create_namespaced_service_account_token(name, namespace, request).status.token
+        document = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": self.host, "certificate-authority": self.ca_file}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": "c", "user": name}}],
+            "current-context": name,
+        }
+        path.write_text(yaml.safe_dump(document))
+        return path
+
     # -- AgentIdentities ------------------------------------------------------------------------
 
     def create_identity(self, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from agent_identity.admission import CONFIGURATION_NAME, webhook_configurations
-from support.cluster import Cluster
+from agent_identity.builders import ANNOTATION_CREATOR as CREATOR_ANNOTATION
+from support.cluster import GROUP, PLURAL, VERSION, Cluster, make_identity
 from support.operator_process import OperatorProcess
 
 
@@ -35,19 +37,44 @@ def wait_listening(port: int, timeout: float = 30.0) -> None:
 def register(cluster: Cluster, *, port: int, cert_dir: Path) -> None:
     registration = client.AdmissionregistrationV1Api(cluster.api_client)
     mutating, validating = webhook_configurations(ca_bundle=(cert_dir / "ca.crt").read_bytes(), url=f"https://127.0.0.1:{port}")
-    unregister(cluster)
+    _delete_configurations(registration)
     registration.create_mutating_webhook_configuration(mutating)
     registration.create_validating_webhook_configuration(validating)
+    _wait_webhook(cluster, active=True)
 
 
 def unregister(cluster: Cluster) -> None:
-    registration = client.AdmissionregistrationV1Api(cluster.api_client)
+    """Removes both configurations and waits until the API server has stopped calling them."""
+    if _delete_configurations(client.AdmissionregistrationV1Api(cluster.api_client)):
+        _wait_webhook(cluster, active=False)
+
+
+def _delete_configurations(registration: client.AdmissionregistrationV1Api) -> bool:
+    deleted = False
     for delete in (registration.delete_mutating_webhook_configuration, registration.delete_validating_webhook_configuration):
         try:
             delete(CONFIGURATION_NAME)
+            deleted = True
         except ApiException as error:
             if error.status != 404:
                 raise
+    return deleted
+
+
+def _wait_webhook(cluster: Cluster, *, active: bool, timeout: float = 20.0) -> None:
+    """The API server picks up webhook configurations asynchronously: probe with a dry-run create
+    of a valid identity until the creator stamp of the mutating webhook appears (or is gone).
+    A valid probe leaves no denial behind in anyone's metrics."""
+    probe = make_identity(f"webhook-probe-{uuid.uuid4().hex[:6]}", "default")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        created = cluster.custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, probe, dry_run="All")
+        stamped = CREATOR_ANNOTATION in ((created.get("metadata") or {}).get("annotations") or {})
+        if stamped == active:
+            time.sleep(0.3)  # the validating configuration arrives alongside the mutating one
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the webhook did not become {'active' if active else 'inactive'} within {timeout:.0f}s")
 
 
 @contextmanager
@@ -75,7 +102,6 @@ def operator_with_webhooks(
         wait_listening(port)
         if registered:
             register(cluster, port=port, cert_dir=cert_dir)
-            time.sleep(0.5)  # the API server picks up new webhook configurations asynchronously
         yield process
     finally:
         unregister(cluster)
