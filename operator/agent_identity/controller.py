@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .builders import LABEL_IDENTITY
+from .durations import parse_timestamp
 from .kube import KubeError
 from .metrics import Metrics
 from .plan import parse_identity
@@ -37,6 +39,22 @@ def _resource_version(body: dict[str, Any]) -> int:
         return int(body.get("metadata", {}).get("resourceVersion", 0))
     except (TypeError, ValueError):
         return 0
+
+
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without managedFields: the largest part of an object, and nothing we read.
+    (At 10,000 identities it is most of the cache.)"""
+    metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
+    return {**body, "metadata": metadata}
+
+
+def _overdue(body: dict[str, Any]) -> bool:
+    """A live identity past its deadline (seen at start-up after downtime): retire it first."""
+    status = body.get("status") or {}
+    expires = status.get("expiresAt")
+    if not expires or status.get("phase") not in ("Ready", "Pending"):
+        return False
+    return parse_timestamp(str(expires)) <= utc_now()
 
 
 def _phase(entry: _Entry | None) -> str | None:
@@ -87,13 +105,14 @@ class Controller:
             current = self._cache.get(key)
             if current and not deleted and _resource_version(current.body) >= _resource_version(body):
                 return  # our own write, already cached from its response, or an older event
-            delegates = self._store_locked(key, _Entry(dict(body), deleted=deleted), previous=current)
+            delegates = self._store_locked(key, _Entry(_slim(body), deleted=deleted), previous=current)
             if deleted:
                 self._first_seen.pop(key, None)
             else:
                 self._first_seen.setdefault(key, time.time())
-        for affected in (key, *delegates):
-            self.queue.add(affected)
+        self.queue.add(key, urgent=_overdue(body))
+        for delegate in delegates:
+            self.queue.add(delegate)
 
     def _store_locked(self, key: Key, entry: _Entry, *, previous: _Entry | None) -> list[Key]:
         """Caches ``entry``; the delegates to look at again because their delegator's phase moved."""
@@ -126,9 +145,13 @@ class Controller:
             body = self._profiles.get(name)
         return body if body is not None else self.reconciler.kube.get_profile(name)
 
-    def child_changed(self, namespace: str, identity_name: str) -> None:
-        """A child was altered or deleted: look at its owner again."""
-        self.queue.add((namespace, identity_name))
+    def child_changed(self, event_type: str, child: dict[str, Any]) -> None:
+        """A child was altered or deleted by someone else: look at its owner again."""
+        metadata = child["metadata"]
+        resource_version = None if event_type == "DELETED" else str(metadata.get("resourceVersion"))
+        if self.reconciler.kube.is_own_write(str(child["kind"]), metadata["namespace"], metadata["name"], resource_version):
+            return
+        self.queue.add((metadata["namespace"], metadata["labels"][LABEL_IDENTITY]))
 
     def lookup(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -192,7 +215,7 @@ class Controller:
                 return
             if _resource_version(body) <= _resource_version(current.body):
                 return
-            delegates = self._store_locked(key, _Entry(body), previous=current)
+            delegates = self._store_locked(key, _Entry(_slim(body)), previous=current)
         for delegate in delegates:
             self.queue.add(delegate)
 

@@ -51,6 +51,9 @@ _STORED = {
 }
 
 
+DELETED = "<deleted>"
+
+
 class KubeError(Exception):
     """An API request failed. Carries the status and the server's message, never a body we sent."""
 
@@ -99,6 +102,8 @@ class Kube:
         self._configuration = configuration
         self._lock = threading.Lock()
         self.request_counts: Counter[str] = Counter()  # "POST" -> n; read by tests and benchmarks
+        # (kind, namespace, name) -> the resourceVersion of our last write to that child, or DELETED
+        self._own_writes: dict[tuple[str, str, str], str] = {}
         # Called with the object every AgentIdentity write returns (the controller's cache).
         self.on_identity_written: Callable[[dict[str, Any]], None] = lambda body: None
 
@@ -252,15 +257,37 @@ class Kube:
         return self._get_or_none(self._child_path(kind, namespace, name))
 
     def create_child(self, kind: ChildKind, body: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", self._child_path(kind, body["metadata"]["namespace"]), body=body)
+        return self._written(kind, self._request("POST", self._child_path(kind, body["metadata"]["namespace"]), body=body))
 
     def replace_child(self, kind: ChildKind, body: dict[str, Any]) -> dict[str, Any]:
         metadata = body["metadata"]
-        return self._request("PUT", self._child_path(kind, metadata["namespace"], metadata["name"]), body=body)
+        return self._written(
+            kind, self._request("PUT", self._child_path(kind, metadata["namespace"], metadata["name"]), body=body)
+        )
 
     def delete_child(self, kind: ChildKind, namespace: str, name: str, *, uid: str) -> bool:
         """Deletes exactly the object with this uid; False when it was already gone."""
-        return self._delete(self._child_path(kind, namespace, name), uid=uid)
+        deleted = self._delete(self._child_path(kind, namespace, name), uid=uid)
+        if deleted:
+            with self._lock:
+                self._own_writes[(str(kind), namespace, name)] = DELETED
+        return deleted
+
+    def _written(self, kind: ChildKind, written: dict[str, Any]) -> dict[str, Any]:
+        metadata = written["metadata"]
+        with self._lock:
+            self._own_writes[(str(kind), metadata["namespace"], metadata["name"])] = str(metadata["resourceVersion"])
+        return written
+
+    def is_own_write(self, kind: str, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether a watch event for this child only echoes our own write (``resource_version``
+        None: a deletion). Echoes need no reconcile; anyone else's change does."""
+        with self._lock:
+            mine = self._own_writes.get((kind, namespace, name))
+            if resource_version is None and mine == DELETED:
+                del self._own_writes[(kind, namespace, name)]
+                return True
+        return mine is not None and mine == resource_version
 
     def _delete(self, path: str, *, uid: str) -> bool:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}, "propagationPolicy": "Background"}
@@ -277,9 +304,8 @@ class Kube:
     ) -> dict[str, Any]:
         encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
         body = {"metadata": {"annotations": annotations}, "data": encoded}
-        return self._request(
-            "PATCH", self._child_path(ChildKind.TOKEN_SECRET, namespace, secret_name), body=body, content_type=_MERGE_PATCH
-        )
+        path = self._child_path(ChildKind.TOKEN_SECRET, namespace, secret_name)
+        return self._written(ChildKind.TOKEN_SECRET, self._request("PATCH", path, body=body, content_type=_MERGE_PATCH))
 
     def request_token(self, namespace: str, service_account: str, token_request: dict[str, Any], *, now: datetime) -> IssuedToken:
         path = f"{self._child_path(ChildKind.SERVICE_ACCOUNT, namespace, service_account)}/token"

@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 
 from . import GROUP, PLURAL, VERSION, admission, audit, ops
-from .builders import LABEL_IDENTITY, LABEL_MANAGED_BY, MANAGED_BY, SELECTOR
+from .builders import LABEL_MANAGED_BY, MANAGED_BY, SELECTOR
 from .certs import ensure_serving_certificate
 from .controller import Controller, utc_now
 from .durations import parse_duration
@@ -260,8 +260,7 @@ def validate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Me
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if event["type"] in ("MODIFIED", "DELETED"):  # our own creates arrive as ADDED: nothing to do
-        metadata = event["object"]["metadata"]
-        memo["controller"].child_changed(metadata["namespace"], metadata["labels"][LABEL_IDENTITY])
+        memo["controller"].child_changed(event["type"], dict(event["object"]))
 
 
 @kopf.on.login()

@@ -59,9 +59,10 @@ class WorkQueue(Generic[K]):
 
     # -- producers ------------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, urgent: bool = False) -> None:
+        """Queue ``key``; ``urgent`` keys (a deadline due) go to the front."""
         with self._lock:
-            self._add_locked(key)
+            self._add_locked(key, urgent=urgent)
 
     def add_at(self, key: K, when: float) -> None:
         """Process ``key`` at ``when`` (replacing any earlier request for it)."""
@@ -74,13 +75,19 @@ class WorkQueue(Generic[K]):
             self._due.pop(key, None)
             self._failures.pop(key, None)
 
-    def _add_locked(self, key: K) -> None:
+    def _add_locked(self, key: K, *, urgent: bool = False) -> None:
         if key in self._processing:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._queue.append(key)
+            if urgent:
+                self._queue.appendleft(key)
+            else:
+                self._queue.append(key)
             self._lock.notify()
+        elif urgent:  # already waiting: move it to the front
+            self._queue.remove(key)
+            self._queue.appendleft(key)
 
     def _schedule_locked(self, key: K, when: float) -> None:
         self._due[key] = when
@@ -140,7 +147,7 @@ class WorkQueue(Generic[K]):
                     when, _, key = heapq.heappop(self._heap)
                     if self._due.get(key) == when:  # else superseded by a later add_at
                         del self._due[key]
-                        self._add_locked(key)
+                        self._add_locked(key, urgent=True)  # a deadline never waits behind routine work
                 timeout = max(0.0, self._heap[0][0] - now) if self._heap else None
                 self._scheduler_wakeup.wait(timeout)
 

@@ -118,3 +118,33 @@ def test_stop_returns_promptly() -> None:
     started = time.monotonic()
     queue.stop()
     assert time.monotonic() - started < 1
+
+
+def test_urgent_keys_and_due_deadlines_jump_the_queue() -> None:
+    order: list[str] = []
+    gate, started = threading.Event(), threading.Event()
+
+    def process(key: str) -> None:
+        if key == "blocker":
+            started.set()
+            gate.wait(2)
+        order.append(key)
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=1)
+    queue.start()
+    try:
+        queue.add("blocker")
+        run_until(started.is_set)
+        for key in ("a", "b", "c"):
+            queue.add(key)
+        queue.add("overdue", urgent=True)
+        queue.add("c", urgent=True)  # already waiting: moved to the front
+        queue.add_at("deadline", time.time())
+        time.sleep(0.05)
+        gate.set()
+        run_until(lambda: len(order) == 6)
+        assert order[0] == "blocker"
+        assert order[1:3] == ["deadline", "c"] or order[1:3] == ["c", "deadline"]
+        assert order.index("overdue") < order.index("a") < order.index("b")
+    finally:
+        queue.stop()
