@@ -139,6 +139,11 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         )
         memo["elector"].start()
     controller.start()
+    # Seed the cache with one list per namespace now, rather than waiting for kopf to dispatch the
+    # initial listing object by object: after downtime, overdue identities are retired first.
+    for namespace in config.namespaces or (None,):
+        for body in kube.list_identities(namespace):
+            controller.observe(None, body)
     if config.http_port:
         memo["http"] = _serve_http(config, kube, controller, metrics, memo.get("keystore"))
     memo["controller"] = controller

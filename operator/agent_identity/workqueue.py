@@ -45,6 +45,7 @@ class WorkQueue(Generic[K]):
         mutex = threading.Lock()
         self._lock = threading.Condition(mutex)  # workers wait here for keys
         self._queue: deque[K] = deque()
+        self._urgent: deque[K] = deque()  # served first, in arrival order
         self._queued: set[K] = set()
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
@@ -60,7 +61,8 @@ class WorkQueue(Generic[K]):
     # -- producers ------------------------------------------------------------------------------
 
     def add(self, key: K, *, urgent: bool = False) -> None:
-        """Queue ``key``; ``urgent`` keys (a deadline due) go to the front."""
+        """Queue ``key``; ``urgent`` keys (a deadline due) are served before all others, first
+        come first served among themselves (so a flood of deadlines cannot starve the oldest)."""
         with self._lock:
             self._add_locked(key, urgent=urgent)
 
@@ -80,14 +82,11 @@ class WorkQueue(Generic[K]):
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            if urgent:
-                self._queue.appendleft(key)
-            else:
-                self._queue.append(key)
+            (self._urgent if urgent else self._queue).append(key)
             self._lock.notify()
-        elif urgent:  # already waiting: move it to the front
+        elif urgent and key not in self._urgent:  # already waiting: move it to the urgent lane
             self._queue.remove(key)
-            self._queue.appendleft(key)
+            self._urgent.append(key)
 
     def _schedule_locked(self, key: K, when: float) -> None:
         self._due[key] = when
@@ -126,7 +125,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._queue) + len(self._processing)
+            return len(self._urgent) + len(self._queue) + len(self._processing)
 
     @property
     def alive(self) -> bool:
@@ -154,11 +153,11 @@ class WorkQueue(Generic[K]):
     def _work_loop(self) -> None:
         while True:
             with self._lock:
-                while (not self._queue or self._paused) and not self._stopping:
+                while (not (self._urgent or self._queue) or self._paused) and not self._stopping:
                     self._lock.wait()
                 if self._stopping:
                     return
-                key = self._queue.popleft()
+                key = (self._urgent or self._queue).popleft()
                 self._queued.discard(key)
                 self._processing.add(key)
             next_at = self._run(key)
