@@ -307,13 +307,18 @@ def restart(custom: client.CustomObjectsApi, operator: subprocess.Popen[bytes], 
     time.sleep(32)  # every overdue deadline passes while the operator is down
     restarted = time.monotonic()
     operator = start_operator(kubeconfig)
-    wait_until(lambda: (scrape("agentidentity_identities") or 0) >= total and scrape("agentidentity_workqueue_depth") == 0, 900)
-    resync = time.monotonic() - restarted
-    wait_until(lambda: all(p == "Expired" for p in phases(custom, "overdue-")), 900)
-    retired = time.monotonic() - restarted
+    resync = retired = None
+    deadline = time.monotonic() + 900
+    while (resync is None or retired is None) and time.monotonic() < deadline:  # both clocks run at once
+        elapsed = time.monotonic() - restarted
+        if retired is None and all(p == "Expired" for p in phases(custom, "overdue-")):
+            retired = elapsed
+        if resync is None and (scrape("agentidentity_identities") or 0) >= total and scrape("agentidentity_workqueue_depth") == 0:
+            resync = elapsed
+        time.sleep(0.5)
     print(
-        f"restart with {total} identities ({OVERDUE} overdue): resynced in {resync:.1f}s, "
-        f"overdue all retired {retired:.1f}s after start"
+        f"restart with {total} identities ({OVERDUE} overdue): resynced in {resync or float('nan'):.1f}s, "
+        f"overdue all retired {retired or float('nan'):.1f}s after start"
     )
     return operator
 
