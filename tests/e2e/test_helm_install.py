@@ -21,6 +21,7 @@ from kubernetes import client
 from agent_identity.deploy import CLUSTER_RULES, NAMESPACE_RULES, OWN_NAMESPACE_RULES
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
+from support.tools import helm_binary
 from support.webhooks import free_port, wait_listening
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,9 +37,7 @@ DEFAULT_RULES = {
 
 @pytest.fixture
 def helm() -> str:
-    result = subprocess.run(["bash", str(REPO / "scripts" / "install-helm.sh")], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    return helm_binary()
 
 
 @pytest.fixture

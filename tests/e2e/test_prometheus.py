@@ -31,7 +31,8 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from agent_identity.metrics import LAG_BUCKETS
-from support.cluster import GROUP, REPO, VERSION, Cluster, make_identity, wait_for
+from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
+from support.tools import render_chart, script_output
 from support.webhooks import free_port, operator_with_webhooks, unregister
 
 RELEASE, RELEASE_NAMESPACE = "agent-identity-operator", "agent-identity-system"
@@ -43,39 +44,27 @@ Series = list[tuple[dict[str, str], float]]
 # --- tools -------------------------------------------------------------------------------------------
 
 
-def _script_output(script: str, what: str, timeout: float) -> list[str]:
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / script)], check=False, capture_output=True, text=True, timeout=timeout
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/{script} could not provide {what}:\n{result.stderr[-4000:]}")
-    return result.stdout.strip().splitlines()
-
-
 @pytest.fixture(scope="session")
 def prometheus_tools() -> tuple[str, str]:
     """(prometheus, promtool): from PATH, else installed from Debian's package by the script."""
-    prometheus, promtool = _script_output("install-prometheus.sh", "Prometheus", 900)[-2:]
+    prometheus, promtool = script_output("install-prometheus.sh", "Prometheus", timeout=900)[-2:]
     return prometheus, promtool
 
 
 @pytest.fixture(scope="session")
 def chart_monitoring() -> tuple[dict[str, Any], dict[str, Any]]:
     """(PrometheusRule, dashboard JSON) as the chart renders them, with the alerts enabled."""
-    helm = _script_output("install-helm.sh", "helm", 1800)[-1]
-    rendered = subprocess.run(
-        [
-            *(helm, "template", RELEASE, str(REPO / "charts" / RELEASE), "--namespace", RELEASE_NAMESPACE),
-            *("--set", "metrics.prometheusRule.enabled=true"),
-            *("--show-only", "templates/prometheusrule.yaml", "--show-only", "templates/dashboard.yaml"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    rendered = render_chart(
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+        "--show-only",
+        "templates/dashboard.yaml",
+        release=RELEASE,
+        namespace=RELEASE_NAMESPACE,
     )
-    assert rendered.returncode == 0, rendered.stderr
-    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(rendered.stdout) if doc}
+    docs = {doc["kind"]: doc for doc in rendered}
     return docs["PrometheusRule"], json.loads(docs["ConfigMap"]["data"]["agent-identity.json"])
 
 

@@ -27,6 +27,7 @@ from agent_identity.admission import CONFIGURATION_NAME, MUTATE_PATH, VALIDATE_P
 from agent_identity.api import AgentProfile, PolicyRule
 from agent_identity.certs import ensure_serving_certificate
 from agent_identity.main import parse_args
+from support.tools import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agent-identity-operator"
@@ -55,14 +56,7 @@ CUSTOM_VALUES = {
 @pytest.fixture(scope="session")
 def helm() -> str:
     """The pinned Helm binary, built by scripts/install-helm.sh on first use."""
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "install-helm.sh")], check=False, capture_output=True, text=True, timeout=1800
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/install-helm.sh could not provide helm:\n{result.stderr[-4000:]}")
-    path = result.stdout.strip().splitlines()[-1]
-    assert Path(path).is_file(), f"install-helm.sh printed {path!r}, which is not a file"
-    return path
+    return helm_binary()
 
 
 def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agent_identity.metrics import Metrics
+from support.tools import render_chart
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agent-identity-operator"
@@ -186,24 +185,8 @@ def test_dashboard_is_valid_grafana_json() -> None:
 @pytest.fixture(scope="module")
 def alert_rules() -> list[dict[str, Any]]:
     """The chart's PrometheusRule rules, rendered by the pinned Helm (scripts/install-helm.sh)."""
-    installed = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "install-helm.sh")], check=False, capture_output=True, text=True, timeout=1800
-    )
-    if installed.returncode != 0:
-        pytest.fail(f"scripts/install-helm.sh could not provide helm:\n{installed.stderr[-4000:]}")
-    helm = installed.stdout.strip().splitlines()[-1]
-    rendered = subprocess.run(
-        [
-            *(helm, "template", "agent-identity-operator", str(CHART), "--namespace", "agent-identity-system"),
-            *("--set", "metrics.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rendered.returncode == 0, rendered.stderr
-    (rule,) = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    rendered = render_chart("--set", "metrics.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml")
+    (rule,) = rendered
     rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
     assert rules
     return rules
