@@ -112,6 +112,18 @@ def _die_with_parent() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def terminate(process: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; a no-op if it already has."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def build_binaries() -> Path:
     """The cached bin directory, building it first if needed (``AIO_CONTROL_PLANE_BIN`` overrides)."""
     override = os.environ.get("AIO_CONTROL_PLANE_BIN")
@@ -227,13 +239,7 @@ class LocalControlPlane:
 
     def restart(self, binary: str) -> None:
         """Stops one component and starts it again with the same arguments (chaos scenarios)."""
-        process = self.processes[binary]
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(self.processes[binary], timeout=20)
         self._spawn(binary, self.arguments[binary])
         if binary == "kube-apiserver":
             self._wait_ready()
@@ -306,14 +312,7 @@ class LocalControlPlane:
     def stop(self) -> None:
         """Stops in reverse order, SIGTERM then SIGKILL; removes the work directory."""
         for name in reversed(list(self.processes)):
-            process = self.processes[name]
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            terminate(self.processes[name], timeout=10)
         self.processes.clear()
         shutil.rmtree(self.work_dir, ignore_errors=True)
 

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
+from agent_identity.localcluster import terminate
 from agent_identity.metrics import LAG_BUCKETS
 from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
 from support.tools import render_chart, script_output
@@ -109,13 +110,8 @@ class Prometheus:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            terminate(self.process, timeout=15)
 
     def log(self) -> str:
         path = self.directory / "prometheus.log"

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent_identity.localcluster import terminate
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -53,12 +55,8 @@ class OperatorProcess:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process:
+            terminate(self.process, timeout=15)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
