@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,27 @@ def baseline(api: client.ApiClient, namespace: str, count: int) -> float:
     return count / (time.monotonic() - started)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each process used between start() and report()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.started = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.wall = time.monotonic()
+
+    def report(self) -> str:
+        wall = time.monotonic() - self.wall
+        used = {name: cpu_seconds(pid) - self.started[name] for name, pid in self.pids.items()}
+        parts = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in used.items())
+        return f"CPU over {wall:.1f}s wall: {parts} (of {wall * (os.cpu_count() or 1):.0f} core-seconds)"
+
+
 def operator_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -174,8 +196,11 @@ def main() -> None:
             f"expiring {EXPIRING}, {WORKERS} workers"
         )
 
+        plane_pids = {name: process.pid for name, process in plane.processes.items()} | {"bench client": os.getpid()}
+        meter = CpuMeter(plane_pids)
         base_rate = baseline(api, "bench-baseline", BURST)
         print(f"baseline (bare client, same calls, {WORKERS} threads): {base_rate:.1f} identities/s")
+        print(f"  {meter.report()}")
 
         operator = start_operator(plane.kubeconfig_path)
         try:
@@ -184,6 +209,7 @@ def main() -> None:
             custom = client.CustomObjectsApi(api)
             writes_before = write_requests(api)
             names = [f"burst-{i}" for i in range(BURST)]
+            meter = CpuMeter(plane_pids | {"operator": operator.pid})
             started = time.time()
             with ThreadPoolExecutor(16) as pool:
                 list(
@@ -197,6 +223,7 @@ def main() -> None:
             created = time.time()
             watcher.wait(names, timeout=600)
             last_ready = max(watcher.ready[n] for n in names if n in watcher.ready)
+            cpu = meter.report()
             ready_count = sum(1 for n in names if n in watcher.ready)
             elapsed = last_ready - started
             time.sleep(3)  # let trailing writes (Events) land before counting
@@ -206,10 +233,16 @@ def main() -> None:
                 f"burst: {ready_count}/{BURST} Ready in {elapsed:.1f}s (creates took {created - started:.1f}s): "
                 f"{burst_rate:.1f} identities/s, {burst_rate / base_rate:.2f} of baseline"
             )
+            print(f"  {cpu}")
             print(
                 f"API writes per provisioned identity: {(writes - BURST) / BURST:.2f} by the operator "
                 f"(+1 create by the client; {writes} mutating requests in all)"
             )
+            if PROFILE:  # the burst was what we came for: py-spy writes its samples on SIGINT
+                operator.send_signal(signal.SIGINT)
+                operator.wait(timeout=60)
+                print(f"profile of the burst (collapsed stacks): {PROFILE}")
+                return
             print(f"operator resident memory with {BURST} live identities: {operator_rss_mb(operator.pid):.0f} MB")
 
             latencies = []
@@ -238,12 +271,16 @@ HTTP_PORT = int(os.environ.get("BENCH_HTTP_PORT", "18080"))
 LIVE = int(os.environ.get("BENCH_LIVE", "0"))
 OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
 EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
+PROFILE = os.environ.get("BENCH_PROFILE", "")
 
 
 def start_operator(kubeconfig: Path) -> subprocess.Popen[bytes]:
     log = open(REPO / ".demo-bench-operator.log", "a")  # noqa: SIM115 - lives as long as the operator
+    # BENCH_PROFILE=out.txt: sample the operator with py-spy (collapsed stacks, on-CPU only)
+    profile = ["py-spy", "record", "--format", "raw", "--rate", "100", "--nonblocking", "--gil", "-o", PROFILE, "--"] if PROFILE else []
     return subprocess.Popen(
         [
+            *profile,
             sys.executable,
             "-m",
             "agent_identity",

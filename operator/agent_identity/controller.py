@@ -17,7 +17,7 @@ from typing import Any
 
 from .builders import LABEL_IDENTITY
 from .durations import parse_timestamp
-from .kube import KubeError
+from .kube import DELETED, IDENTITY, KubeError
 from .metrics import Metrics
 from .plan import parse_identity
 from .reconciler import Reconciler, SigningFailed
@@ -110,7 +110,10 @@ class Controller:
                 self._first_seen.pop(key, None)
             else:
                 self._first_seen.setdefault(key, time.time())
-        self.queue.add(key, urgent=_overdue(body))
+        urgent = _overdue(body)
+        version = DELETED if deleted else str(body["metadata"].get("resourceVersion"))
+        if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, urgent=urgent)):
+            self.queue.add(key, urgent=urgent)
         for delegate in delegates:
             self.queue.add(delegate)
 
@@ -148,10 +151,11 @@ class Controller:
     def child_changed(self, event_type: str, child: dict[str, Any]) -> None:
         """A child was altered or deleted by someone else: look at its owner again."""
         metadata = child["metadata"]
-        resource_version = None if event_type == "DELETED" else str(metadata.get("resourceVersion"))
-        if self.reconciler.kube.is_own_write(str(child["kind"]), metadata["namespace"], metadata["name"], resource_version):
-            return
-        self.queue.add((metadata["namespace"], metadata["labels"][LABEL_IDENTITY]))
+        owner = (str(metadata["namespace"]), str(metadata["labels"][LABEL_IDENTITY]))
+        version = DELETED if event_type == "DELETED" else str(metadata.get("resourceVersion"))
+        key = (str(child["kind"]), owner[0], str(metadata["name"]))
+        if not self.reconciler.kube.own_writes.is_echo(key, version, lambda: self.queue.add(owner)):
+            self.queue.add(owner)
 
     def lookup(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:

@@ -52,6 +52,46 @@ _STORED = {
 
 
 DELETED = "<deleted>"
+IDENTITY = "AgentIdentity"
+ChildKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class OwnWrites:
+    """Tells the watch echoes of the operator's own child writes from anyone else's changes.
+
+    A write's echo can arrive on the watch before the write's response: while a write is in
+    flight, events for that child are held and judged when it returns (the resourceVersion it
+    returned, or DELETED). Echoes need no reconcile; anything else calls its ``on_foreign``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[ChildKey, str] = {}  # our last write's resourceVersion, or DELETED
+        self._in_flight: dict[ChildKey, list[tuple[str, Callable[[], None]]]] = {}
+
+    def begin(self, key: ChildKey) -> None:
+        with self._lock:
+            self._in_flight[key] = []
+
+    def finish(self, key: ChildKey, version: str | None) -> None:
+        """The write returned ``version`` (None: it failed, so every held event counts as foreign)."""
+        with self._lock:
+            held = self._in_flight.pop(key, [])
+            if version is not None:
+                self._last[key] = version
+        for seen, on_foreign in held:
+            if seen != version:
+                on_foreign()
+
+    def is_echo(self, key: ChildKey, version: str, on_foreign: Callable[[], None]) -> bool:
+        """Whether an event (``version`` DELETED for a deletion) echoes our own write. True also
+        while a write is in flight: ``on_foreign`` then runs later if it turns out not to be."""
+        with self._lock:
+            if key in self._in_flight:
+                self._in_flight[key].append((version, on_foreign))
+                return True
+            if version == DELETED:  # gone: nothing of it to remember, whoever deleted it
+                return self._last.pop(key, None) == DELETED
+            return self._last.get(key) == version
 
 
 class KubeError(Exception):
@@ -102,8 +142,7 @@ class Kube:
         self._configuration = configuration
         self._lock = threading.Lock()
         self.request_counts: Counter[str] = Counter()  # "POST" -> n; read by tests and benchmarks
-        # (kind, namespace, name) -> the resourceVersion of our last write to that child, or DELETED
-        self._own_writes: dict[tuple[str, str, str], str] = {}
+        self.own_writes = OwnWrites()
         # Called with the object every AgentIdentity write returns (the controller's cache).
         self.on_identity_written: Callable[[dict[str, Any]], None] = lambda body: None
 
@@ -191,13 +230,14 @@ class Kube:
 
     def patch_identity_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}/status"
-        written = self._request("PATCH", path, body={"status": status}, content_type=_MERGE_PATCH)
-        self.on_identity_written(written)
-        return written
+        return self._patch_identity(namespace, name, path, {"status": status})
 
     def patch_identity_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> dict[str, Any]:
         path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}"
-        written = self._request("PATCH", path, body={"metadata": metadata}, content_type=_MERGE_PATCH)
+        return self._patch_identity(namespace, name, path, {"metadata": metadata})
+
+    def _patch_identity(self, namespace: str, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        written = self._write_child((IDENTITY, namespace, name), "PATCH", path, body=body, content_type=_MERGE_PATCH)
         self.on_identity_written(written)
         return written
 
@@ -257,37 +297,35 @@ class Kube:
         return self._get_or_none(self._child_path(kind, namespace, name))
 
     def create_child(self, kind: ChildKind, body: dict[str, Any]) -> dict[str, Any]:
-        return self._written(kind, self._request("POST", self._child_path(kind, body["metadata"]["namespace"]), body=body))
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        return self._write_child((str(kind), namespace, name), "POST", self._child_path(kind, namespace), body=body)
 
     def replace_child(self, kind: ChildKind, body: dict[str, Any]) -> dict[str, Any]:
-        metadata = body["metadata"]
-        return self._written(
-            kind, self._request("PUT", self._child_path(kind, metadata["namespace"], metadata["name"]), body=body)
-        )
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        return self._write_child((str(kind), namespace, name), "PUT", self._child_path(kind, namespace, name), body=body)
 
     def delete_child(self, kind: ChildKind, namespace: str, name: str, *, uid: str) -> bool:
         """Deletes exactly the object with this uid; False when it was already gone."""
-        deleted = self._delete(self._child_path(kind, namespace, name), uid=uid)
-        if deleted:
-            with self._lock:
-                self._own_writes[(str(kind), namespace, name)] = DELETED
+        key = (str(kind), namespace, name)
+        self.own_writes.begin(key)
+        deleted = False
+        try:
+            deleted = self._delete(self._child_path(kind, namespace, name), uid=uid)
+        finally:
+            self.own_writes.finish(key, DELETED if deleted else None)
         return deleted
 
-    def _written(self, kind: ChildKind, written: dict[str, Any]) -> dict[str, Any]:
-        metadata = written["metadata"]
-        with self._lock:
-            self._own_writes[(str(kind), metadata["namespace"], metadata["name"])] = str(metadata["resourceVersion"])
+    def _write_child(self, key: ChildKey, method: str, path: str, **request: Any) -> dict[str, Any]:
+        """One write to a child (or an identity), registered with :attr:`own_writes` so its
+        watch echo is recognised."""
+        self.own_writes.begin(key)
+        version = None
+        try:
+            written = self._request(method, path, **request)
+            version = str(written["metadata"]["resourceVersion"])
+        finally:
+            self.own_writes.finish(key, version)
         return written
-
-    def is_own_write(self, kind: str, namespace: str, name: str, resource_version: str | None) -> bool:
-        """Whether a watch event for this child only echoes our own write (``resource_version``
-        None: a deletion). Echoes need no reconcile; anyone else's change does."""
-        with self._lock:
-            mine = self._own_writes.get((kind, namespace, name))
-            if resource_version is None and mine == DELETED:
-                del self._own_writes[(kind, namespace, name)]
-                return True
-        return mine is not None and mine == resource_version
 
     def _delete(self, path: str, *, uid: str) -> bool:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}, "propagationPolicy": "Background"}
@@ -305,7 +343,8 @@ class Kube:
         encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
         body = {"metadata": {"annotations": annotations}, "data": encoded}
         path = self._child_path(ChildKind.TOKEN_SECRET, namespace, secret_name)
-        return self._written(ChildKind.TOKEN_SECRET, self._request("PATCH", path, body=body, content_type=_MERGE_PATCH))
+        key = (str(ChildKind.TOKEN_SECRET), namespace, secret_name)
+        return self._write_child(key, "PATCH", path, body=body, content_type=_MERGE_PATCH)
 
     def request_token(self, namespace: str, service_account: str, token_request: dict[str, Any], *, now: datetime) -> IssuedToken:
         path = f"{self._child_path(ChildKind.SERVICE_ACCOUNT, namespace, service_account)}/token"
