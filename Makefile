@@ -27,7 +27,7 @@ crds: $(STAMP) ## Regenerate crds/ from the pydantic models
 	$(BIN)/python -m agent_identity.crd crds
 
 lint: $(STAMP) ## ruff, mypy --strict and the import-linter layer contracts
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff check operator tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -19,6 +19,7 @@ from the environment so a quick run and a full run use the same code:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -46,6 +47,7 @@ RATE = float(os.environ.get("BENCH_STEADY_RATE", "20"))
 STEADY_S = float(os.environ.get("BENCH_STEADY_SECONDS", "30"))
 EXPIRING = int(os.environ.get("BENCH_EXPIRING", "1000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SCOPES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
 
 
@@ -189,95 +191,107 @@ def main() -> None:
         for path in sorted((REPO / "crds").glob("*.yaml")):
             extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
         time.sleep(2)
-        for namespace in ("bench-baseline", "bench"):
+        for namespace in ["bench", *(f"bench-baseline-{r}" for r in range(ROUNDS))]:
             core.create_namespace({"metadata": {"name": namespace}})
         print(
-            f"agent-identity-operator bench: {os.cpu_count()} cores, burst {BURST}, steady {RATE}/s for {STEADY_S:.0f}s, "
-            f"expiring {EXPIRING}, {WORKERS} workers"
+            f"agent-identity-operator bench: {os.cpu_count()} cores, burst {BURST} x {ROUNDS} rounds, "
+            f"steady {RATE}/s for {STEADY_S:.0f}s, expiring {EXPIRING}, {WORKERS} workers"
         )
-
         plane_pids = {name: process.pid for name, process in plane.processes.items()} | {"bench client": os.getpid()}
-        meter = CpuMeter(plane_pids)
-        base_rate = baseline(api, "bench-baseline", BURST)
-        print(f"baseline (bare client, same calls, {WORKERS} threads): {base_rate:.1f} identities/s")
-        print(f"  {meter.report()}")
-
         operator = start_operator(plane.kubeconfig_path)
         try:
             time.sleep(3)
             watcher = ReadyWatcher(api, "bench")
             custom = client.CustomObjectsApi(api)
-            writes_before = write_requests(api)
-            names = [f"burst-{i}" for i in range(BURST)]
-            meter = CpuMeter(plane_pids | {"operator": operator.pid})
-            started = time.time()
-            with ThreadPoolExecutor(16) as pool:
-                list(
-                    pool.map(
-                        lambda n: custom.create_namespaced_custom_object(
-                            GROUP, VERSION, "bench", PLURAL, identity(n, "bench", "1h")
-                        ),
-                        names,
-                    )
-                )
-            created = time.time()
-            watcher.wait(names, timeout=600)
-            last_ready = max(watcher.ready[n] for n in names if n in watcher.ready)
-            cpu = meter.report()
-            ready_count = sum(1 for n in names if n in watcher.ready)
-            elapsed = last_ready - started
-            time.sleep(3)  # let trailing writes (Events) land before counting
-            writes = write_requests(api) - writes_before
-            burst_rate = ready_count / elapsed
-            print(
-                f"burst: {ready_count}/{BURST} Ready in {elapsed:.1f}s (creates took {created - started:.1f}s): "
-                f"{burst_rate:.1f} identities/s, {burst_rate / base_rate:.2f} of baseline"
-            )
-            print(f"  {cpu}")
-            print(
-                f"API writes per provisioned identity: {(writes - BURST) / BURST:.2f} by the operator "
-                f"(+1 create by the client; {writes} mutating requests in all)"
-            )
+            bursts(api, custom, watcher, operator, plane_pids)
             if PROFILE:  # the burst was what we came for: py-spy writes its samples on SIGINT
                 operator.send_signal(signal.SIGINT)
                 operator.wait(timeout=60)
-                print(f"profile of the burst (collapsed stacks): {PROFILE}")
+                print(f"profile of the bursts (collapsed stacks): {PROFILE}")
                 return
-            print(f"operator resident memory with {BURST} live identities: {operator_rss_mb(operator.pid):.0f} MB")
-
-            latencies = []
-            steady = [f"steady-{i}" for i in range(int(RATE * STEADY_S))]
-            submitted: dict[str, float] = {}
-            start = time.monotonic()
-            for index, name in enumerate(steady):
-                time.sleep(max(0.0, start + index / RATE - time.monotonic()))
-                submitted[name] = time.time()
-                custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(name, "bench", "1h"))
-            watcher.wait(steady, timeout=120)
-            latencies = [watcher.ready[n] - submitted[n] for n in steady if n in watcher.ready]
-            print(
-                f"steady {RATE:.0f}/s: create-to-Ready p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-                f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies)}/{len(steady)} Ready)"
-            )
-
-            retirement_lag(api, custom)
+            steady(custom, watcher)
+            retirement_lag(api, custom, watcher)
             operator = restart(custom, operator, plane.kubeconfig_path)
         finally:
             operator.terminate()
             operator.wait(timeout=30)
 
 
+def bursts(
+    api: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    watcher: ReadyWatcher,
+    operator: subprocess.Popen[bytes],
+    plane_pids: dict[str, int],
+) -> None:
+    """ROUNDS rounds, each a bare-client baseline burst then an operator burst of BURST identities.
+    The machine's speed drifts between minutes (shared cores): pairing each operator burst with
+    a baseline taken just before it compares like with like."""
+    ratios = []
+    for round_ in range(ROUNDS):
+        meter = CpuMeter(plane_pids)
+        base_rate = baseline(api, f"bench-baseline-{round_}", BURST)
+        print(f"round {round_ + 1}: baseline (bare client, same calls, {WORKERS} threads): {base_rate:.1f} identities/s")
+        print(f"  {meter.report()}")
+
+        writes_before = write_requests(api)
+        names = [f"burst-{round_}-{i}" for i in range(BURST)]
+        meter = CpuMeter(plane_pids | {"operator": operator.pid})
+        started = time.time()
+        create_all(custom, names, "1h")
+        created = time.time()
+        watcher.wait(names, timeout=600)
+        last_ready = max(watcher.ready[n] for n in names if n in watcher.ready)
+        cpu = meter.report()
+        ready_count = sum(1 for n in names if n in watcher.ready)
+        elapsed = last_ready - started
+        time.sleep(3)  # let trailing writes (Events) land before counting
+        writes = write_requests(api) - writes_before
+        burst_rate = ready_count / elapsed
+        ratios.append(burst_rate / base_rate)
+        print(
+            f"round {round_ + 1}: operator burst: {ready_count}/{BURST} Ready in {elapsed:.1f}s "
+            f"(creates took {created - started:.1f}s): {burst_rate:.1f} identities/s, {ratios[-1]:.2f} of baseline"
+        )
+        print(f"  {cpu}")
+        print(
+            f"  API writes per provisioned identity: {(writes - BURST) / BURST:.2f} by the operator "
+            f"(+1 create by the client; {writes} mutating requests in all)"
+        )
+        if round_ == 0 and not PROFILE:
+            print(f"operator resident memory with {BURST} live identities: {operator_rss_mb(operator.pid):.0f} MB")
+    print(f"burst throughput, operator / baseline: median {statistics.median(ratios):.2f} over {ROUNDS} rounds")
+
+
+def steady(custom: client.CustomObjectsApi, watcher: ReadyWatcher) -> None:
+    names = [f"steady-{i}" for i in range(int(RATE * STEADY_S))]
+    submitted: dict[str, float] = {}
+    start = time.monotonic()
+    for index, name in enumerate(names):
+        time.sleep(max(0.0, start + index / RATE - time.monotonic()))
+        submitted[name] = time.time()
+        custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(name, "bench", "1h"))
+    watcher.wait(names, timeout=120)
+    latencies = [watcher.ready[n] - submitted[n] for n in names if n in watcher.ready]
+    print(
+        f"steady {RATE:.0f}/s: create-to-Ready p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies)}/{len(names)} Ready)"
+    )
+
+
 HTTP_PORT = int(os.environ.get("BENCH_HTTP_PORT", "18080"))
 LIVE = int(os.environ.get("BENCH_LIVE", "0"))
 OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
 EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
+TOKEN_SAMPLE = int(os.environ.get("BENCH_TOKEN_SAMPLE", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "")
 
 
 def start_operator(kubeconfig: Path) -> subprocess.Popen[bytes]:
     log = open(REPO / ".demo-bench-operator.log", "a")  # noqa: SIM115 - lives as long as the operator
     # BENCH_PROFILE=out.txt: sample the operator with py-spy (collapsed stacks, on-CPU only)
-    profile = ["py-spy", "record", "--format", "raw", "--rate", "100", "--nonblocking", "--gil", "-o", PROFILE, "--"] if PROFILE else []
+    sampler = ["py-spy", "record", "--format", "raw", "--rate", "100", "--nonblocking", "--gil", "-o", PROFILE, "--"]
+    profile = sampler if PROFILE else []
     return subprocess.Popen(
         [
             *profile,
@@ -369,31 +383,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
     raise SystemExit(f"bench: condition not reached within {timeout:.0f}s")
 
 
-def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi) -> None:
-    """EXPIRING identities due at the same second: when were their ServiceAccounts deleted?"""
-    deleted: dict[str, float] = {}
+def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi, watcher: ReadyWatcher) -> None:
+    """EXPIRING identities with deadlines spread over EXPIRE_OVER seconds: when was each
+    ServiceAccount deleted, and when did TokenReview start refusing a sample of the tokens?"""
     core = client.CoreV1Api(api)
-
-    def watch_deletions() -> None:
-        with contextlib.suppress(Exception):  # the control plane goes away at the end of the run
-            record_deletions()
-
-    def record_deletions() -> None:
-        for event in watch.Watch().stream(
-            core.list_namespaced_service_account,
-            "bench",
-            timeout_seconds=300,
-            label_selector="app.kubernetes.io/managed-by=agent-identity-operator",
-        ):
-            if event["type"] == "DELETED":
-                deleted.setdefault(event["object"].metadata.labels["agentidentity.dev/identity"], time.time())
-
-    threading.Thread(target=watch_deletions, daemon=True).start()
+    deleted = watch_deletions(core)
     names = [f"expiring-{i}" for i in range(EXPIRING)]
     first = 40 + EXPIRING // 50  # long enough for all to be provisioned first
     # Deadlines spread evenly over EXPIRE_OVER seconds, as a fleet of short-lived agents has them.
     ttls = {name: first + (index * EXPIRE_OVER) // EXPIRING for index, name in enumerate(names)}
-    ttl = first + EXPIRE_OVER
     with ThreadPoolExecutor(16) as pool:
         list(
             pool.map(
@@ -403,28 +401,95 @@ def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi) -> No
                 names,
             )
         )
-    expires = {}
-    deadline = time.monotonic() + ttl + 60
+    watcher.wait(names, timeout=first)
+    expires = expiries(custom, "expiring-")
+    sample = names[:: max(1, EXPIRING // TOKEN_SAMPLE)]
+    with ThreadPoolExecutor(16) as pool:
+        tokens = dict(zip(sample, pool.map(lambda n: read_token(core, n), sample), strict=True))
+    rejected = probe_rejections(api, tokens, expires)
+    deadline = time.monotonic() + first + EXPIRE_OVER + 60
     while time.monotonic() < deadline and len(deleted) < EXPIRING:
         time.sleep(1)
-    for item in custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"]:
-        if item["metadata"]["name"].startswith("expiring-") and (item.get("status") or {}).get("expiresAt"):
-            expires[item["metadata"]["name"]] = datetime.fromisoformat(
-                item["status"]["expiresAt"].replace("Z", "+00:00")
-            ).timestamp()
     lags = [deleted[n] - expires[n] for n in names if n in deleted and n in expires]
+    if not lags:
+        print("retirement lag: nothing retired")
+        return
     print(
         f"retirement lag ({len(lags)}/{EXPIRING} retired): p50 {percentile(lags, 0.5):.2f}s, p99 {percentile(lags, 0.99):.2f}s, "
-        f"max {max(lags):.2f}s"
-        if lags
-        else "retirement lag: nothing retired"
+        f"max {max(lags):.2f}s (ServiceAccount deleted minus expiresAt; mean {statistics.mean(lags):.2f}s)"
     )
-    print(
-        f"  (expiresAt has second precision; a lag of -0.99..0 s means retired within the due second; "
-        f"mean {statistics.mean(lags):.2f}s)"
-        if lags
-        else ""
-    )
+    refusals = [rejected[n] - expires[n] for n in rejected]
+    if refusals:
+        print(
+            f"token refused by TokenReview ({len(refusals)}/{len(tokens)} sampled tokens): p50 {percentile(refusals, 0.5):.2f}s, "
+            f"p99 {percentile(refusals, 0.99):.2f}s, max {max(refusals):.2f}s after expiresAt"
+        )
+    print("  (expiresAt has second precision; a lag of -0.99..0 s means retired within the due second)")
+
+
+def watch_deletions(core: client.CoreV1Api) -> dict[str, float]:
+    """identity name -> when its ServiceAccount's deletion was seen (filled in by a thread)."""
+    deleted: dict[str, float] = {}
+
+    def record() -> None:
+        for event in watch.Watch().stream(
+            core.list_namespaced_service_account,
+            "bench",
+            timeout_seconds=600,
+            label_selector="app.kubernetes.io/managed-by=agent-identity-operator",
+        ):
+            if event["type"] == "DELETED":
+                deleted.setdefault(event["object"].metadata.labels["agentidentity.dev/identity"], time.time())
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # the control plane goes away at the end of the run
+            record()
+
+    threading.Thread(target=run, daemon=True).start()
+    return deleted
+
+
+def expiries(custom: client.CustomObjectsApi, prefix: str) -> dict[str, float]:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"]
+    return {
+        item["metadata"]["name"]: datetime.fromisoformat(item["status"]["expiresAt"].replace("Z", "+00:00")).timestamp()
+        for item in items
+        if item["metadata"]["name"].startswith(prefix) and (item.get("status") or {}).get("expiresAt")
+    }
+
+
+def read_token(core: client.CoreV1Api, name: str) -> str:
+    secret = core.read_namespaced_secret(f"aid-{name}-token", "bench")
+    return base64.b64decode(secret.data["token"]).decode()
+
+
+def probe_rejections(api: client.ApiClient, tokens: dict[str, str], expires: dict[str, float]) -> dict[str, float]:
+    """name -> when TokenReview first refused its token. Each token is probed from 0.2 s before its
+    expiresAt until refused, by a thread that stops after the last one."""
+    authentication = client.AuthenticationV1Api(api)
+    rejected: dict[str, float] = {}
+
+    def authenticated(token: str) -> bool:
+        review = authentication.create_token_review({"spec": {"token": token}})
+        return bool(review.status.authenticated)
+
+    def run() -> None:
+        pending = sorted(tokens, key=lambda n: expires[n])
+        while pending:
+            now = time.time()
+            due = [n for n in pending if expires[n] - 0.2 <= now]
+            for name in due:
+                if not authenticated(tokens[name]):
+                    rejected[name] = time.time()
+                    pending.remove(name)
+            time.sleep(0.02 if due else 0.1)
+
+    def guarded() -> None:
+        with contextlib.suppress(Exception):
+            run()
+
+    threading.Thread(target=guarded, daemon=True).start()
+    return rejected
 
 
 if __name__ == "__main__":

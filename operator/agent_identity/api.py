@@ -190,6 +190,8 @@ class AgentIdentityStatus(_Model):
     risk_level: RiskLevel | None = Field(default=None, alias="riskLevel")
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     service_account_name: str | None = Field(default=None, alias="serviceAccountName", max_length=253)
+    # Revocation deletes exactly this ServiceAccount, in one request (no read first).
+    service_account_uid: str | None = Field(default=None, alias="serviceAccountUID", max_length=64)
     token_secret_name: str | None = Field(default=None, alias="tokenSecretName", max_length=253)
     issued_at: str | None = Field(default=None, alias="issuedAt", max_length=64, json_schema_extra={"format": "date-time"})
     expires_at: str | None = Field(default=None, alias="expiresAt", max_length=64, json_schema_extra={"format": "date-time"})

@@ -71,6 +71,8 @@ class Result:
     """When to look at this identity again (``None``: only when something changes)."""
 
     requeue_at: datetime | None = None
+    # Look again as soon as a worker is free, behind any deadline that is due (unhurried clean-up).
+    follow_up: bool = False
 
 
 class SigningFailed(Exception):
@@ -238,10 +240,12 @@ class Reconciler:
         provenance = decision.provenance
         if decision.delegator_owner_reference:
             self._ensure_delegator_owner(identity, decision.delegator_owner_reference)
-        restored = False
         first_time = identity.status.phase is None  # never reconciled: children are most likely absent
+        account, restored = self._ensure_child(
+            identity, ChildKind.SERVICE_ACCOUNT, service_account(identity, provenance), expect_absent=first_time
+        )
+        failpoints.hit("after-serviceaccount")
         for kind, desired in (
-            (ChildKind.SERVICE_ACCOUNT, service_account(identity, provenance)),
             (ChildKind.ROLE, role(identity, provenance)),
             (ChildKind.ROLE_BINDING, role_binding(identity, provenance)),
         ):
@@ -268,6 +272,7 @@ class Reconciler:
             ready=True,
             extra={
                 "serviceAccountName": child_name(identity),
+                "serviceAccountUID": account["metadata"]["uid"],
                 "tokenSecretName": token_secret_name(identity),
                 "issuedAt": format_timestamp(token_issued_at),
                 "expiresAt": format_timestamp(provenance.expires_at),
@@ -303,7 +308,7 @@ class Reconciler:
         if self._revoke_first(identity):
             # Credentials first, everything else after: when many identities fall due in the same
             # second, every ServiceAccount goes (killing its tokens) before any clean-up runs.
-            return Result(requeue_at=now)
+            return Result(follow_up=True)
         self._delete_children(identity)
         provenance = decision.provenance
         self._transition(
@@ -445,6 +450,10 @@ class Reconciler:
     def _revoke_first(self, identity: AgentIdentity) -> bool:
         """Deletes the ServiceAccount, whose tokens die with it; True if it was still there."""
         name = child_name(identity)
+        if identity.status.service_account_uid:  # one request: the uid precondition makes it exact
+            return self.kube.delete_child(
+                ChildKind.SERVICE_ACCOUNT, identity.metadata.namespace, name, uid=identity.status.service_account_uid
+            )
         account = self.kube.get_child(ChildKind.SERVICE_ACCOUNT, identity.metadata.namespace, name)
         if account is None or not is_owned_by(account, identity.metadata.uid):
             return False

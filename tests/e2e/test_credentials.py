@@ -22,6 +22,7 @@ def test_token_authenticates_and_holds_exactly_its_scopes(cluster: Cluster, name
     identity = cluster.wait_phase(namespace, "reader", "Ready")
     status = identity["status"]
     assert status["serviceAccountName"] == "aid-reader"
+    assert status["serviceAccountUID"] == cluster.core.read_namespaced_service_account("aid-reader", namespace).metadata.uid
     assert status["tokenSecretName"] == "aid-reader-token"
     assert status["delegationChain"] == ["user:alice"]
     created = parse(identity["metadata"]["creationTimestamp"])
