@@ -15,17 +15,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .api import FINAL_PHASES
 from .builders import LABEL_IDENTITY
-from .durations import parse_timestamp
+from .durations import next_look, parse_timestamp
 from .kube import DELETED, IDENTITY, KubeError
 from .metrics import Metrics
 from .plan import parse_identity
 from .reconciler import Reconciler, SigningFailed
-from .workqueue import WorkQueue
+from .workqueue import Lane, WorkQueue
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
+SETTLED_PHASES = FINAL_PHASES | {"Ready"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,17 @@ def _overdue(body: dict[str, Any]) -> bool:
     if not expires or status.get("phase") not in ("Ready", "Pending"):
         return False
     return parse_timestamp(str(expires)) <= utc_now()
+
+
+def lane_for(event_type: str | None, body: dict[str, Any]) -> Lane:
+    """Where a key goes: a due deadline first; an identity that a listing (start-up, relist)
+    shows settled is only re-verified, behind anything that changed."""
+    if _overdue(body):
+        return Lane.URGENT
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    settled = status.get("phase") in SETTLED_PHASES and status.get("observedGeneration") == generation
+    return Lane.BACKGROUND if event_type is None and settled else Lane.ROUTINE
 
 
 def _phase(entry: _Entry | None) -> str | None:
@@ -110,12 +123,29 @@ class Controller:
                 self._first_seen.pop(key, None)
             else:
                 self._first_seen.setdefault(key, time.time())
-        urgent = _overdue(body)
+        lane = lane_for(event_type, body)
+        if lane is Lane.BACKGROUND and _phase(_Entry(body)) == "Ready":
+            self._schedule_from_status(key, body)
         version = DELETED if deleted else str(body["metadata"].get("resourceVersion"))
-        if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, urgent=urgent)):
-            self.queue.add(key, urgent=urgent)
+        if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, lane=lane)):
+            self.queue.add(key, lane=lane)
         for delegate in delegates:
             self.queue.add(delegate)
+
+    def _schedule_from_status(self, key: Key, body: dict[str, Any]) -> None:
+        """A Ready identity found by a listing is re-verified in the background; meanwhile its
+        deadline, as its status states it, is kept."""
+        status = body.get("status") or {}
+        try:
+            when = next_look(
+                expires_at=parse_timestamp(status["expiresAt"]),
+                token_issued_at=parse_timestamp(status["issuedAt"]),
+                token_expires_at=parse_timestamp(status["tokenExpiresAt"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            self.queue.add(key)  # a status we cannot read: look now
+            return
+        self.queue.add_at(key, when.timestamp())
 
     def _store_locked(self, key: Key, entry: _Entry, *, previous: _Entry | None) -> list[Key]:
         """Caches ``entry``; the delegates to look at again because their delegator's phase moved."""

@@ -90,6 +90,14 @@ def token_refresh_at(*, token_issued_at: datetime, token_expires_at: datetime) -
     return token_issued_at + (token_expires_at - token_issued_at) * 0.8
 
 
+def next_look(*, expires_at: datetime, token_issued_at: datetime, token_expires_at: datetime) -> datetime:
+    """When a Ready identity needs looking at again: its expiry, or before then the refresh of a
+    token the API server granted for less than the identity's lifetime."""
+    if token_expires_at < expires_at:
+        return min(expires_at, token_refresh_at(token_issued_at=token_issued_at, token_expires_at=token_expires_at))
+    return expires_at
+
+
 def parse_timestamp(value: str) -> datetime:
     """RFC 3339 as Kubernetes writes it (``2026-11-28T20:00:00Z``) -> aware datetime."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))

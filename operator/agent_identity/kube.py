@@ -72,11 +72,13 @@ class OwnWrites:
         with self._lock:
             self._in_flight[key] = []
 
-    def finish(self, key: ChildKey, version: str | None) -> None:
-        """The write returned ``version`` (None: it failed, so every held event counts as foreign)."""
+    def finish(self, key: ChildKey, version: str | None, *, remember: bool = True) -> None:
+        """The write returned ``version`` (None: it failed, so every held event counts as foreign).
+        ``remember``: judge later events by it too (not needed where the caller caches the
+        written object itself, as the controller does for identities)."""
         with self._lock:
             held = self._in_flight.pop(key, [])
-            if version is not None:
+            if version is not None and remember:
                 self._last[key] = version
         for seen, on_foreign in held:
             if seen != version:
@@ -237,7 +239,8 @@ class Kube:
         return self._patch_identity(namespace, name, path, {"metadata": metadata})
 
     def _patch_identity(self, namespace: str, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        written = self._write_child((IDENTITY, namespace, name), "PATCH", path, body=body, content_type=_MERGE_PATCH)
+        key = (IDENTITY, namespace, name)
+        written = self._write_child(key, "PATCH", path, remember=False, body=body, content_type=_MERGE_PATCH)
         self.on_identity_written(written)
         return written
 
@@ -315,7 +318,7 @@ class Kube:
             self.own_writes.finish(key, DELETED if deleted else None)
         return deleted
 
-    def _write_child(self, key: ChildKey, method: str, path: str, **request: Any) -> dict[str, Any]:
+    def _write_child(self, key: ChildKey, method: str, path: str, *, remember: bool = True, **request: Any) -> dict[str, Any]:
         """One write to a child (or an identity), registered with :attr:`own_writes` so its
         watch echo is recognised."""
         self.own_writes.begin(key)
@@ -324,7 +327,7 @@ class Kube:
             written = self._request(method, path, **request)
             version = str(written["metadata"]["resourceVersion"])
         finally:
-            self.own_writes.finish(key, version)
+            self.own_writes.finish(key, version, remember=remember)
         return written
 
     def _delete(self, path: str, *, uid: str) -> bool:

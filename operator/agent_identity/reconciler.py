@@ -33,10 +33,10 @@ from .builders import (
 from .conditions import EXPIRED, READY, Reason, set_condition
 from .durations import (
     format_timestamp,
+    next_look,
     parse_duration,
     parse_timestamp,
     token_expiration_seconds,
-    token_refresh_at,
 )
 from .facts import ProfileLookup, gather, load_profile
 from .kube import ChildKind, ClusterAccess, Kube, KubeError
@@ -299,10 +299,11 @@ class Reconciler:
             what = "token re-issued" if issued else "children restored"
             self._event(identity, "Normal", Reason.RESTORED, f"drift repaired: {what}", now=now)
 
-        next_look = provenance.expires_at
-        if token_expires_at < provenance.expires_at:
-            next_look = min(next_look, token_refresh_at(token_issued_at=token_issued_at, token_expires_at=token_expires_at))
-        return Result(requeue_at=next_look)
+        return Result(
+            requeue_at=next_look(
+                expires_at=provenance.expires_at, token_issued_at=token_issued_at, token_expires_at=token_expires_at
+            )
+        )
 
     def _retire(self, identity: AgentIdentity, decision: Retire, profile: AgentProfile | None, *, now: datetime) -> Result:
         if self._revoke_first(identity):

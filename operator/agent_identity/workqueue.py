@@ -6,6 +6,8 @@
   scheduler thread sleeps until the earliest deadline, so 10,000 identities cost one timer,
   not 10,000, and a deadline fires on the second it is due.
 - A failed key is retried with exponential backoff.
+- Three lanes, served in order: urgent (a deadline due), routine (something changed) and
+  background (re-verifying what looked fine, after a restart). Each is first come first served.
 
 No kopf, no Kubernetes: the operator feeds it keys and a function to process them.
 """
@@ -18,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from enum import IntEnum
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,14 @@ K = TypeVar("K", bound=Hashable)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
+
+
+class Lane(IntEnum):
+    """Served in this order; a key waiting in a later lane moves up when added to an earlier one."""
+
+    URGENT = 0
+    ROUTINE = 1
+    BACKGROUND = 2
 
 
 class WorkQueue(Generic[K]):
@@ -44,9 +55,8 @@ class WorkQueue(Generic[K]):
         self._name = name
         mutex = threading.Lock()
         self._lock = threading.Condition(mutex)  # workers wait here for keys
-        self._queue: deque[K] = deque()
-        self._urgent: deque[K] = deque()  # served first, in arrival order
-        self._queued: set[K] = set()
+        self._lanes: tuple[deque[K], ...] = tuple(deque() for _ in Lane)
+        self._queued: dict[K, Lane] = {}  # a lane may also hold stale entries of keys that moved up
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
         self._due: dict[K, float] = {}
@@ -60,11 +70,10 @@ class WorkQueue(Generic[K]):
 
     # -- producers ------------------------------------------------------------------------------
 
-    def add(self, key: K, *, urgent: bool = False) -> None:
-        """Queue ``key``; ``urgent`` keys (a deadline due) are served before all others, first
-        come first served among themselves (so a flood of deadlines cannot starve the oldest)."""
+    def add(self, key: K, *, lane: Lane = Lane.ROUTINE) -> None:
+        """Queue ``key`` in ``lane`` (or move it up to it, if it waits in a later one)."""
         with self._lock:
-            self._add_locked(key, urgent=urgent)
+            self._add_locked(key, lane)
 
     def add_at(self, key: K, when: float) -> None:
         """Process ``key`` at ``when`` (replacing any earlier request for it)."""
@@ -77,16 +86,26 @@ class WorkQueue(Generic[K]):
             self._due.pop(key, None)
             self._failures.pop(key, None)
 
-    def _add_locked(self, key: K, *, urgent: bool = False) -> None:
+    def _add_locked(self, key: K, lane: Lane = Lane.ROUTINE) -> None:
         if key in self._processing:
             self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            (self._urgent if urgent else self._queue).append(key)
+            return
+        waiting = self._queued.get(key)
+        if waiting is not None and waiting <= lane:
+            return
+        self._queued[key] = lane  # an entry left in a later lane is skipped when it comes up
+        self._lanes[lane].append(key)
+        if waiting is None:
             self._lock.notify()
-        elif urgent and key not in self._urgent:  # already waiting: move it to the urgent lane
-            self._queue.remove(key)
-            self._urgent.append(key)
+
+    def _pop_locked(self) -> K | None:
+        for lane, queue in zip(Lane, self._lanes, strict=True):
+            while queue:
+                key = queue.popleft()
+                if self._queued.get(key) is lane:
+                    del self._queued[key]
+                    return key
+        return None
 
     def _schedule_locked(self, key: K, when: float) -> None:
         self._due[key] = when
@@ -125,7 +144,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._urgent) + len(self._queue) + len(self._processing)
+            return len(self._queued) + len(self._processing)
 
     @property
     def alive(self) -> bool:
@@ -146,19 +165,18 @@ class WorkQueue(Generic[K]):
                     when, _, key = heapq.heappop(self._heap)
                     if self._due.get(key) == when:  # else superseded by a later add_at
                         del self._due[key]
-                        self._add_locked(key, urgent=True)  # a deadline never waits behind routine work
+                        self._add_locked(key, Lane.URGENT)  # a deadline never waits behind routine work
                 timeout = max(0.0, self._heap[0][0] - now) if self._heap else None
                 self._scheduler_wakeup.wait(timeout)
 
     def _work_loop(self) -> None:
         while True:
             with self._lock:
-                while (not (self._urgent or self._queue) or self._paused) and not self._stopping:
+                key = None
+                while not self._stopping and (self._paused or (key := self._pop_locked()) is None):
                     self._lock.wait()
-                if self._stopping:
+                if self._stopping or key is None:
                     return
-                key = (self._urgent or self._queue).popleft()
-                self._queued.discard(key)
                 self._processing.add(key)
             next_at = self._run(key)
             with self._lock:

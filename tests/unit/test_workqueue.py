@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 
-from agent_identity.workqueue import WorkQueue
+from agent_identity.workqueue import Lane, WorkQueue
 
 
 def run_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
@@ -137,12 +137,42 @@ def test_urgent_keys_and_due_deadlines_jump_the_queue() -> None:
         run_until(started.is_set)
         for key in ("a", "b", "c"):
             queue.add(key)
-        queue.add("overdue", urgent=True)
-        queue.add("c", urgent=True)  # already waiting: moved to the front
+        queue.add("overdue", lane=Lane.URGENT)
+        queue.add("c", lane=Lane.URGENT)  # already waiting: moved to the front
         queue.add_at("deadline", time.time())
         time.sleep(0.05)
         gate.set()
         run_until(lambda: len(order) == 6)
         assert order == ["blocker", "overdue", "c", "deadline", "a", "b"]  # urgent first, in arrival order
+    finally:
+        queue.stop()
+
+
+def test_background_keys_wait_for_routine_ones_and_move_up_when_something_changes() -> None:
+    order: list[str] = []
+    gate, started = threading.Event(), threading.Event()
+
+    def process(key: str) -> None:
+        if key == "blocker":
+            started.set()
+            gate.wait(2)
+        order.append(key)
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=1)
+    queue.start()
+    try:
+        queue.add("blocker")
+        run_until(started.is_set)
+        for key in ("verify-1", "verify-2", "verify-3"):
+            queue.add(key, lane=Lane.BACKGROUND)
+        queue.add("new")
+        queue.add("verify-3")  # changed meanwhile: routine now, and processed once
+        queue.add("verify-1", lane=Lane.BACKGROUND)  # already waiting: no second entry
+        assert len(queue) == 5  # blocker + four waiting keys
+        gate.set()
+        run_until(lambda: len(order) == 5)
+        time.sleep(0.05)
+        assert order == ["blocker", "new", "verify-3", "verify-1", "verify-2"]
+        assert len(queue) == 0
     finally:
         queue.stop()
