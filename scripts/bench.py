@@ -5,16 +5,22 @@ from the environment so a quick run and a full run use the same code:
 
     BENCH_BURST=1000 BENCH_STEADY_RATE=20 BENCH_STEADY_SECONDS=30 BENCH_EXPIRING=1000 make bench
 
-- baseline: a bare client making the operator's API calls per identity (ServiceAccount, Role,
-  RoleBinding, Secret, TokenRequest, Secret write, status patch, Event), at the same concurrency;
-- burst: BENCH_BURST identities created at once: seconds until all Ready, rate, ratio to baseline;
-- API writes per provisioned identity, counted from the API server's own metrics;
+- BENCH_ROUNDS rounds (default 3), each a baseline burst then an operator burst of BENCH_BURST:
+  the baseline is a bare client making the operator's API calls per identity (ServiceAccount,
+  Role, RoleBinding, Secret, TokenRequest, Secret write, status patch, Event) at the same
+  concurrency; the operator burst is BENCH_BURST identities created at once. Each prints seconds
+  until all Ready, rate, ratio to its own baseline, the CPU seconds every process used, and API
+  writes per identity counted from the API server's own metrics; then the median ratio;
 - steady: create-to-Ready latency p50/p99 at BENCH_STEADY_RATE per second;
 - expiry: BENCH_EXPIRING identities whose deadlines are spread over BENCH_EXPIRE_OVER seconds:
-  retirement lag (ServiceAccount deleted minus expiresAt) p50/p99/max;
+  retirement lag (ServiceAccount deleted minus expiresAt) p50/p99/max, and when TokenReview
+  refused a sample of BENCH_TOKEN_SAMPLE tokens, half of them in use until expiry;
 - restart: BENCH_LIVE identities in all (memory), then kill -9 while BENCH_OVERDUE deadlines pass:
-  time to resync and to retire the overdue;
-- operator resident memory with the burst's identities live.
+  seconds to take over, revoke and mark the overdue, Ready a new identity, re-verify everything;
+- operator resident memory at BENCH_BURST and at BENCH_LIVE identities.
+
+BENCH_PROFILE=out.txt samples the operator with py-spy during the bursts (collapsed stacks of
+the threads holding the GIL) and stops there.
 """
 
 from __future__ import annotations

@@ -163,8 +163,11 @@ def test_kill_9_at_random_moments_during_a_burst(cluster: Cluster, namespace: st
         operator.kill()
         operator.start()
     creator.join()
+    last_kill = time.monotonic()
     names = [m["metadata"]["name"] for m in manifests]
     wait_settled(cluster, namespace, names, timeout=120 if FULL else 60)
+    settled_after = time.monotonic() - last_kill
+    print(f"\nkill -9: {SCALE['kills']} kills during a burst of {len(names)}; settled {settled_after:.1f}s after the last")
     latest = max(
         expires_at(i) for n in names if (i := cluster.get_identity(namespace, n)) and (i.get("status") or {}).get("expiresAt")
     )
@@ -183,9 +186,11 @@ def test_api_server_restart_and_etcd_compaction_mid_burst(cluster: Cluster, name
     create_many(cluster, manifests[:half])
     cluster.plane.compact_etcd()  # watches resuming from before this revision must relist (410 Gone)
     cluster.plane.restart("kube-apiserver")
+    restarted = time.monotonic()
     create_many(cluster, manifests[half:])
     names = [m["metadata"]["name"] for m in manifests]
     wait_settled(cluster, namespace, names, timeout=90)
+    print(f"\napiserver restart after compaction: {len(names)} identities settled {time.monotonic() - restarted:.1f}s after it")
     assert_invariants(cluster, namespace, names)
 
 
@@ -204,6 +209,7 @@ def test_deadlines_passing_while_the_operator_is_down_are_retired_within_10s_of_
     operator.start()
     wait_for("all retired", lambda: all(cluster.phase(namespace, n) == "Expired" for n in names), timeout=30, interval=0.5)
     took = time.monotonic() - restarted
+    print(f"\n{len(names)} deadlines passed while down: all Expired {took:.1f}s after the restart")
     assert took <= 10, f"retiring {len(names)} overdue identities took {took:.1f}s after restart"
     assert_invariants(cluster, namespace, names)
 
@@ -257,7 +263,9 @@ def test_concurrent_writers_conflicting_on_the_same_identities(
                 return False
         return True
 
+    stormed = time.monotonic()
     wait_for("every contended identity converged", converged, timeout=60, interval=1)
+    print(f"\n{SCALE['writers']} conflicting writers: converged {time.monotonic() - stormed:.1f}s after they stopped")
     assert_invariants(cluster, namespace, names)
     cluster.create_identity(make_identity("after-the-storm", namespace))  # no handler is stuck
     cluster.wait_phase(namespace, "after-the-storm", "Ready", timeout=15)

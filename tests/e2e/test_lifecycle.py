@@ -208,6 +208,34 @@ def test_drifted_children_are_restored(cluster: Cluster, namespace: str, operato
     assert cluster.phase(namespace, "drift") == "Ready"
 
 
+def test_drift_while_the_operator_was_down_is_repaired_after_it_starts(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Settled identities are re-verified in the background lane after a restart: still repaired."""
+    cluster.create_identity(make_identity("drift-down", namespace))
+    ready = cluster.wait_phase(namespace, "drift-down", "Ready")
+    operator.stop()
+    cluster.rbac.patch_namespaced_role(
+        "aid-drift-down", namespace, {"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    )
+    cluster.rbac.delete_namespaced_role_binding("aid-drift-down", namespace)
+    operator.start()
+    wait_for(
+        "the Role widened while down narrowed again",
+        lambda: [r.verbs for r in cluster.rbac.read_namespaced_role("aid-drift-down", namespace).rules] == [["get", "list"]],
+        timeout=15,
+    )
+    wait_for(
+        "the RoleBinding deleted while down recreated",
+        lambda: cluster.children(namespace, "drift-down")["RoleBinding"] == ["aid-drift-down"],
+        timeout=15,
+    )
+    identity = cluster.get_identity(namespace, "drift-down")
+    assert identity is not None
+    assert identity["status"]["phase"] == "Ready"
+    assert identity["status"]["expiresAt"] == ready["status"]["expiresAt"]
+
+
 def test_an_operator_that_was_down_past_a_deadline_retires_at_start(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
