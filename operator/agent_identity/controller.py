@@ -18,7 +18,7 @@ from typing import Any
 from .api import FINAL_PHASES
 from .builders import LABEL_IDENTITY
 from .durations import next_look, parse_timestamp
-from .kube import DELETED, IDENTITY, KubeError
+from .kube import DELETED, IDENTITY, ChildKind, KubeError
 from .metrics import Metrics
 from .plan import parse_identity
 from .reconciler import Reconciler, SigningFailed
@@ -178,12 +178,11 @@ class Controller:
             body = self._profiles.get(name)
         return body if body is not None else self.reconciler.kube.get_profile(name)
 
-    def child_changed(self, event_type: str, child: dict[str, Any]) -> None:
+    def child_changed(self, event_type: str, kind: ChildKind, metadata: dict[str, Any]) -> None:
         """A child was altered or deleted by someone else: look at its owner again."""
-        metadata = child["metadata"]
-        owner = (str(metadata["namespace"]), str(metadata["labels"][LABEL_IDENTITY]))
+        owner = (str(metadata["namespace"]), str((metadata.get("labels") or {}).get(LABEL_IDENTITY)))
         version = DELETED if event_type == "DELETED" else str(metadata.get("resourceVersion"))
-        key = (str(child["kind"]), owner[0], str(metadata["name"]))
+        key = (str(kind), owner[0], str(metadata["name"]))
         if not self.reconciler.kube.own_writes.is_echo(key, version, lambda: self.queue.add(owner)):
             self.queue.add(owner)
 

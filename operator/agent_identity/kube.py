@@ -14,7 +14,7 @@ import base64
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -44,6 +44,8 @@ _COLLECTIONS = {
 }
 _IDENTITIES = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
 _MERGE_PATCH = "application/merge-patch+json"
+_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _STORED = {
     "Secret": "/api/v1/namespaces/{namespace}/secrets",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
@@ -150,6 +152,30 @@ class Kube:
 
     # -- plumbing -------------------------------------------------------------------------------
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: tuple[float, float] = (5, 30),
+    ) -> Any:
+        """Sends one request; the response is not read yet (see :meth:`_request`, :meth:`watch_children`)."""
+        url_path = path + (f"?{urlencode(query)}" if query else "")
+        serialized = self._api.param_serialize(
+            method=method,
+            resource_path=url_path,
+            header_params={"Content-Type": content_type, "Accept": accept},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        with self._lock:
+            self.request_counts[method] += 1
+        return self._api.call_api(*serialized, _request_timeout=timeout)
+
     def _request(
         self,
         method: str,
@@ -158,18 +184,9 @@ class Kube:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        url_path = path + (f"?{urlencode(query)}" if query else "")
-        serialized = self._api.param_serialize(
-            method=method,
-            resource_path=url_path,
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        with self._lock:
-            self.request_counts[method] += 1
-        response = self._api.call_api(*serialized, _request_timeout=(5, 30))
+        response = self._send(method, path, body=body, query=query, content_type=content_type, accept=accept)
         data = response.read()
         if not 200 <= response.status < 300:
             raise self._error(method, path, response.status, data)
@@ -295,6 +312,39 @@ class Kube:
     def _child_path(self, kind: ChildKind, namespace: str, name: str | None = None) -> str:
         collection = _COLLECTIONS[kind].format(namespace=namespace)
         return f"{collection}/{quote(name)}" if name else collection
+
+    def children_version(self, kind: ChildKind, namespace: str | None, *, label_selector: str) -> str:
+        """The collection's current resourceVersion (a one-item metadata list), to watch from."""
+        query = {"labelSelector": label_selector, "limit": "1"}
+        listed = self._request("GET", self._collection(kind, namespace), query=query, accept=_METADATA_LIST)
+        return str(listed["metadata"]["resourceVersion"])
+
+    def watch_children(
+        self, kind: ChildKind, namespace: str | None, *, label_selector: str, resource_version: str, timeout_s: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events for these children from ``resource_version``, metadata only (no Secret
+        data crosses the wire), until the server ends the watch after ``timeout_s``."""
+        query = {
+            "watch": "true",
+            "labelSelector": label_selector,
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_s),
+        }
+        path = self._collection(kind, namespace)
+        response = self._send("GET", path, query=query, accept=_METADATA, timeout=(5, timeout_s + 30))
+        try:
+            if response.status != 200:
+                raise self._error("WATCH", path, response.status, response.read())
+            for line in response.response:
+                if line.strip():
+                    yield dict(json.loads(line))
+        finally:
+            response.response.release_conn()
+
+    def _collection(self, kind: ChildKind, namespace: str | None) -> str:
+        template = _COLLECTIONS[kind]
+        return template.format(namespace=namespace) if namespace else template.replace("/namespaces/{namespace}", "")
 
     def get_child(self, kind: ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(self._child_path(kind, namespace, name))

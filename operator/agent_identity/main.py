@@ -26,13 +26,14 @@ from typing import Any
 import kopf
 
 from . import GROUP, PLURAL, VERSION, admission, audit, ops
-from .builders import LABEL_MANAGED_BY, MANAGED_BY, SELECTOR
+from .builders import SELECTOR
 from .certs import ensure_serving_certificate
+from .childwatch import ChildWatch
 from .controller import Controller, utc_now
 from .durations import parse_duration
 from .facts import load_profile
 from .keystore import KeyStore, Signer, discovery_document
-from .kube import Kube, load_client_configuration
+from .kube import ChildKind, Kube, load_client_configuration
 from .leader import LeaderElector
 from .metrics import Metrics
 from .ops import Readiness
@@ -71,9 +72,6 @@ class OperatorConfig:
         return self.webhook_port > 0
 
 
-_CHILD_PLURALS = ("serviceaccounts", "secrets", "roles", "rolebindings")
-
-
 class _NoDiffBase(kopf.DiffBaseStorage):
     """The operator registers only on.event handlers, so kopf's change detection (a deep copy of
     every object on every event, managedFields included) would be computed and never read."""
@@ -100,8 +98,6 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.diffbase_storage = _NoDiffBase()
     if config.shard_selector:
         settings.watching.label_selectors[PLURAL] = config.shard_selector
-    for plural in _CHILD_PLURALS:
-        settings.watching.label_selectors[plural] = SELECTOR  # only our children cross the wire
     if config.webhooks:
         certfile, pkeyfile, cafile = ensure_serving_certificate(
             Path(config.webhook_cert_dir or tempfile.mkdtemp(prefix="aio-webhook-")),
@@ -154,13 +150,21 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         )
         memo["elector"].start()
     controller.start()
+    # Children are watched by thin metadata-only watches, not kopf (see childwatch.py).
+    memo["child_watches"] = [
+        ChildWatch(kube, kind, namespace, label_selector=SELECTOR, on_change=controller.child_changed)
+        for kind in ChildKind
+        for namespace in config.namespaces or (None,)
+    ]
+    for watch in memo["child_watches"]:
+        watch.start()
     # Seed the cache with one list per namespace now, rather than waiting for kopf to dispatch the
     # initial listing object by object: after downtime, overdue identities are retired first.
     for namespace in config.namespaces or (None,):
         for body in kube.list_identities(namespace):
             controller.observe(None, body)
     if config.http_port:
-        memo["http"] = _serve_http(config, kube, controller, metrics, memo.get("keystore"))
+        memo["http"] = _serve_http(config, kube, controller, metrics, memo.get("keystore"), watches=memo["child_watches"])
     memo["controller"] = controller
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
 
@@ -178,10 +182,19 @@ def _wait_for_crds(kube: Kube, timeout: float = 120.0) -> None:
 
 
 def _serve_http(
-    config: OperatorConfig, kube: Kube, controller: Controller, metrics: Metrics, store: KeyStore | None
+    config: OperatorConfig,
+    kube: Kube,
+    controller: Controller,
+    metrics: Metrics,
+    store: KeyStore | None,
+    *,
+    watches: list[ChildWatch],
 ) -> ThreadingHTTPServer:
     namespace = config.namespaces[0] if config.namespaces else None
-    readiness = Readiness(lambda: kube.list_identities(namespace, limit=1), alive=lambda: controller.queue.alive)
+    readiness = Readiness(
+        lambda: kube.list_identities(namespace, limit=1),
+        alive=lambda: controller.queue.alive and all(watch.alive for watch in watches),
+    )
     routes: dict[str, ops.Route] = {
         "/metrics": ops.metrics_route(metrics.registry),
         "/healthz": readiness.healthz,
@@ -219,6 +232,8 @@ def _start_signing(config: OperatorConfig, kube: Kube, memo: kopf.Memo) -> Signe
 @kopf.on.cleanup()
 def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].stop()
+    for watch in memo.get("child_watches", ()):
+        watch.stop()
     if "stopping" in memo:
         memo["stopping"].set()
     if "elector" in memo:
@@ -272,15 +287,6 @@ def validate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Me
     memo["controller"].metrics.webhook_requests.labels("validate", outcome).inc()
     if violations:
         raise kopf.AdmissionError(admission.denial_message(violations), code=403)
-
-
-@kopf.on.event("v1", "serviceaccounts", labels={LABEL_MANAGED_BY: MANAGED_BY})
-@kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels={LABEL_MANAGED_BY: MANAGED_BY})
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    if event["type"] in ("MODIFIED", "DELETED"):  # our own creates arrive as ADDED: nothing to do
-        memo["controller"].child_changed(event["type"], dict(event["object"]))
 
 
 @kopf.on.login()
