@@ -1,8 +1,8 @@
 """Wiring: kopf watches, settings and the entry point. The only module that imports kopf.
 
 Every handler here is one line that hands the event to the controller; the logic lives below.
-kopf gives us robust list-and-watch streams (reconnects, relists, initial listing on start-up,
-which is how an operator that was down retires overdue identities the moment it starts); the
+kopf gives us robust list-and-watch streams for AgentIdentities and AgentProfiles (reconnects,
+relists) and serves the webhooks; the children have their own thin watches (childwatch.py); the
 controller's single work queue gives deduplicated, deadline-driven reconciles with no per-object
 timers and no state kept in annotations, so an identity costs only the writes it needs.
 """
