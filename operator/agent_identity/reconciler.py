@@ -127,7 +127,7 @@ class Reconciler:
         now = self.clock()
         parsed = parse_identity(body)
         if isinstance(parsed, str):
-            self._write_status(body, _phase_status(body, "Denied", Reason.INVALID_SPEC, parsed, now=now))
+            self._write_status(body, phase_status(body, "Denied", Reason.INVALID_SPEC, parsed, now=now))
             return Result()
         identity = parsed
         if identity.metadata.deletion_timestamp:
@@ -161,7 +161,7 @@ class Reconciler:
                     self._transition(identity, "Denied", reason, message, now=now, chain=(), expires_at=None)
                     return Result()
                 case Wait(reason=reason, message=message, retry_after=retry_after):
-                    self._write_status(body, _phase_status(body, "Pending", reason, message, now=now))
+                    self._write_status(body, phase_status(body, "Pending", reason, message, now=now))
                     return Result(requeue_at=now + retry_after)
         except ChildConflictError as conflict:
             self._transition(identity, "Failed", Reason.NAME_CONFLICT, str(conflict), now=now, chain=(), expires_at=None)
@@ -200,7 +200,7 @@ class Reconciler:
         if identity.status.phase != "Ready":
             body = identity.body
             try:
-                self._write_status(body, _phase_status(body, "Pending", Reason.API_ERROR, message, now=now))
+                self._write_status(body, phase_status(body, "Pending", Reason.API_ERROR, message, now=now))
             except KubeError as status_error:
                 log.warning(
                     "could not report %s on %s/%s: %s",
@@ -263,7 +263,7 @@ class Reconciler:
         token_expires_at = issued.expires_at if issued else facts.expires_at if facts else provenance.expires_at
         was_ready = identity.status.phase == "Ready"
         message = f"credentials valid until {format_timestamp(provenance.expires_at)}"
-        status = _phase_status(
+        status = phase_status(
             identity.body,
             "Ready",
             Reason.PROVISIONED,
@@ -502,7 +502,7 @@ class Reconciler:
             extra["expiresAt"] = format_timestamp(expires_at)
         if chain:
             extra["delegationChain"] = list(chain)
-        self._write_status(body, _phase_status(body, phase, reason, message, now=now, extra=extra))
+        self._write_status(body, phase_status(body, phase, reason, message, now=now, extra=extra))
         if identity.status.phase == phase:
             return
         action = {"Expired": Action.EXPIRED, "Denied": Action.DENIED}.get(phase, Action.FAILED)
@@ -550,7 +550,7 @@ class Reconciler:
         self.kube.patch_identity_status(metadata["namespace"], metadata["name"], status)
 
 
-def _phase_status(
+def phase_status(
     body: dict[str, Any],
     phase: str,
     reason: Reason,
