@@ -46,14 +46,14 @@ def apply(api: client.ApiClient, document: dict[str, Any]) -> None:
     print(f"  applied {kind} {metadata.get('namespace', '') + '/' if metadata.get('namespace') else ''}{metadata['name']}")
 
 
-def wait_established(api: client.ApiClient) -> None:
+def wait_established(api: client.ApiClient, name: str) -> None:
     extensions = client.ApiextensionsV1Api(api)
     for _ in range(100):
-        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
+        crd = extensions.read_custom_resource_definition(name)
         if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
             return
         time.sleep(0.1)
-    raise SystemExit("the CRD was not established")
+    raise SystemExit(f"the CRD {name} was not established")
 
 
 def time_left(status: dict[str, Any]) -> str:
@@ -119,9 +119,11 @@ def main() -> None:
             kubeconfig.write_text(plane.kubeconfig_path.read_text())
             print(f"  API server at {plane.server}; admin kubeconfig: {kubeconfig}")
             api = config.new_client_from_config(config_file=str(kubeconfig))
-            print("Installing the CRD...")
-            apply(api, yaml.safe_load((REPO / "crds" / "agentidentity.dev_agentidentities.yaml").read_text()))
-            wait_established(api)
+            print("Installing the CRDs...")
+            for path in sorted((REPO / "crds").glob("*.yaml")):  # the operator waits for all of them
+                crd = yaml.safe_load(path.read_text())
+                apply(api, crd)
+                wait_established(api, crd["metadata"]["name"])
             print("Starting the operator (log: .demo/operator.log)...")
             log = (WORK / "operator.log").open("w")
             operator = subprocess.Popen(
