@@ -92,29 +92,41 @@ def identity(name: str, namespace: str, ttl: str) -> dict[str, Any]:
     }
 
 
+def in_background(target: Callable[[], None]) -> threading.Thread:
+    """Runs ``target`` in a daemon thread; the control plane going away at the end of the run
+    ends it quietly."""
+
+    def guarded() -> None:
+        with contextlib.suppress(Exception):
+            target()
+
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    return thread
+
+
 class ReadyWatcher:
-    """Watches identities and records when each was first seen Ready (wall clock)."""
+    """Watches identities: when each was first seen Ready (wall clock), and each one's phase now.
+    The bench reads both instead of listing thousands of identities over and over."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.ready: dict[str, float] = {}
+        self.phase: dict[str, str | None] = {}
         self._custom = client.CustomObjectsApi(api)
         self._namespace = namespace
-        self._stop = False
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        with contextlib.suppress(Exception):  # the control plane goes away at the end of the run
-            self._watch()
+        in_background(self._watch)
 
     def _watch(self) -> None:
-        while not self._stop:
-            stream = watch.Watch().stream(
-                self._custom.list_namespaced_custom_object, GROUP, VERSION, self._namespace, PLURAL, timeout_seconds=60
-            )
-            for event in stream:
-                obj = event["object"]
-                if (obj.get("status") or {}).get("phase") == "Ready":
-                    self.ready.setdefault(obj["metadata"]["name"], time.time())
+        while True:  # the client's watch resumes from its last resourceVersion; a 410 starts over
+            with contextlib.suppress(client.ApiException):
+                for event in watch.Watch().stream(
+                    self._custom.list_namespaced_custom_object, GROUP, VERSION, self._namespace, PLURAL
+                ):
+                    obj = event["object"]
+                    name, phase = obj["metadata"]["name"], (obj.get("status") or {}).get("phase")
+                    self.phase[name] = phase
+                    if phase == "Ready":
+                        self.ready.setdefault(name, time.time())
 
     def wait(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -345,11 +357,6 @@ def create_all(custom: client.CustomObjectsApi, names: list[str], ttl: str) -> N
         )
 
 
-def phases(custom: client.CustomObjectsApi, prefix: str) -> list[str | None]:
-    items = custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"]
-    return [(i.get("status") or {}).get("phase") for i in items if i["metadata"]["name"].startswith(prefix)]
-
-
 def restart(
     api: client.ApiClient, operator: subprocess.Popen[bytes], kubeconfig: Path, watcher: ReadyWatcher
 ) -> subprocess.Popen[bytes]:
@@ -360,16 +367,17 @@ def restart(
     existing = len(custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"])
     if existing < LIVE:
         started = time.monotonic()
-        create_all(custom, [f"live-{i}" for i in range(LIVE - existing)], "2h")
-        wait_until(
-            lambda: all(p == "Ready" for p in phases(custom, "live-")) and scrape("agentidentity_workqueue_depth") == 0, 3600
-        )
+        live = [f"live-{i}" for i in range(LIVE - existing)]
+        create_all(custom, live, "2h")
+        wait_until(lambda: all(n in watcher.ready for n in live) and scrape("agentidentity_workqueue_depth") == 0, 3600)
         print(
             f"filled to {LIVE} identities in {time.monotonic() - started:.0f}s; "
             f"operator resident memory: {operator_rss_mb(operator.pid):.0f} MB"
         )
-    create_all(custom, [f"overdue-{i}" for i in range(OVERDUE)], "30s")
-    wait_until(lambda: all(p == "Ready" for p in phases(custom, "overdue-")), 600)
+    overdue = [f"overdue-{i}" for i in range(OVERDUE)]
+    create_all(custom, overdue, "30s")
+    watcher.wait(overdue, 600)
+    deleted = watch_deletions(core)
     total = len(custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"])
     operator.kill()
     operator.wait()
@@ -379,8 +387,8 @@ def restart(
     clocks: dict[str, float] = {}
     checks: dict[str, Callable[[], bool]] = {
         "took over (every identity cached, every deadline scheduled)": lambda: (scrape("agentidentity_identities") or 0) >= total,
-        "overdue credentials revoked": lambda: not any(name.startswith("aid-overdue-") for name in service_accounts(core)),
-        "overdue marked Expired": lambda: all(p == "Expired" for p in phases(custom, "overdue-")),
+        "overdue credentials revoked": lambda: all(n in deleted for n in overdue),
+        "overdue marked Expired": lambda: all(watcher.phase.get(n) == "Expired" for n in overdue),
         "a new identity created at take-over Ready": lambda: "after-restart" in watcher.ready,
         "every identity re-verified (queue empty)": lambda: (
             (scrape("agentidentity_identities") or 0) >= total and scrape("agentidentity_workqueue_depth") == 0
@@ -402,11 +410,6 @@ def restart(
     if "after-restart" in watcher.ready:
         print(f"  (the new identity's create-to-Ready: {watcher.ready['after-restart'] - submitted['after-restart']:.2f}s)")
     return operator
-
-
-def service_accounts(core: client.CoreV1Api) -> list[str]:
-    selector = "app.kubernetes.io/managed-by=agent-identity-operator"
-    return [item.metadata.name for item in core.list_namespaced_service_account("bench", label_selector=selector).items]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
@@ -469,7 +472,7 @@ def watch_deletions(core: client.CoreV1Api) -> dict[str, float]:
     deleted: dict[str, float] = {}
 
     def record() -> None:
-        for event in watch.Watch().stream(
+        for event in watch.Watch().stream(  # ends after 10 minutes: long enough for each use
             core.list_namespaced_service_account,
             "bench",
             timeout_seconds=600,
@@ -478,11 +481,7 @@ def watch_deletions(core: client.CoreV1Api) -> dict[str, float]:
             if event["type"] == "DELETED":
                 deleted.setdefault(event["object"].metadata.labels["agentidentity.dev/identity"], time.time())
 
-    def run() -> None:
-        with contextlib.suppress(Exception):  # the control plane goes away at the end of the run
-            record()
-
-    threading.Thread(target=run, daemon=True).start()
+    in_background(record)
     return deleted
 
 
@@ -528,13 +527,7 @@ def probe_rejections(
                     pending.remove(name)
             time.sleep(0.02)
 
-    def guarded() -> None:
-        with contextlib.suppress(Exception):
-            run()
-
-    thread = threading.Thread(target=guarded, daemon=True)
-    thread.start()
-    return rejected, in_use, thread
+    return rejected, in_use, in_background(run)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ class Controller:
             else:
                 self._first_seen.setdefault(key, time.time())
         lane = lane_for(event_type, body)
-        if lane is Lane.BACKGROUND and _phase(_Entry(body)) == "Ready":
+        if lane is Lane.BACKGROUND and (body.get("status") or {}).get("phase") == "Ready":
             self._schedule_from_status(key, body)
         version = DELETED if deleted else str(body["metadata"].get("resourceVersion"))
         if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, lane=lane)):

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 from kubernetes import client, config
+from kubernetes.client import rest
 
 from . import GROUP, PLURAL, VERSION
 from .builders import IssuedToken
@@ -148,7 +149,7 @@ class Kube:
         # The client's own connection pool, TLS and proxy settings, used directly: its generic
         # request path (parameter serialisation, URL parsing per call) was a quarter of the
         # operator's CPU in a burst, for requests whose paths and bodies are already plain.
-        manager = client.ApiClient(configuration).rest_client.pool_manager
+        manager = rest.RESTClientObject(configuration).pool_manager
         self._pool: urllib3.HTTPConnectionPool = manager.connection_from_url(configuration.host)
         self._prefix = urlsplit(configuration.host).path.rstrip("/")
         self._lock = threading.Lock()
@@ -189,17 +190,9 @@ class Kube:
             release_conn=not stream,
         )
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: dict[str, str] | None = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
-    ) -> dict[str, Any]:
-        response = self._send(method, path, body=body, query=query, content_type=content_type, accept=accept)
+    def _request(self, method: str, path: str, **options: Any) -> dict[str, Any]:
+        """One request, read whole: the JSON it returns, or :class:`KubeError` (``options``: :meth:`_send`'s)."""
+        response = self._send(method, path, **options)
         data = response.data
         if not 200 <= response.status < 300:
             raise self._error(method, path, response.status, data)
@@ -353,6 +346,7 @@ class Kube:
                 if line.strip():
                     yield dict(json.loads(line))
         finally:
+            response.close()  # a watch left early still has data on the wire: never reuse it
             response.release_conn()
 
     def _collection(self, kind: ChildKind, namespace: str | None) -> str:

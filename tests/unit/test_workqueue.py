@@ -3,9 +3,11 @@ on time, failures retried with backoff."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 from agent_identity.workqueue import Lane, WorkQueue
 
@@ -120,7 +122,10 @@ def test_stop_returns_promptly() -> None:
     assert time.monotonic() - started < 1
 
 
-def test_urgent_keys_and_due_deadlines_jump_the_queue() -> None:
+@contextlib.contextmanager
+def behind_a_blocker() -> Iterator[tuple[WorkQueue[str], list[str], threading.Event]]:
+    """A one-worker queue busy with "blocker" until the event is set: keys added meanwhile wait,
+    and ``order`` shows in which order they ran."""
     order: list[str] = []
     gate, started = threading.Event(), threading.Event()
 
@@ -135,6 +140,13 @@ def test_urgent_keys_and_due_deadlines_jump_the_queue() -> None:
     try:
         queue.add("blocker")
         run_until(started.is_set)
+        yield queue, order, gate
+    finally:
+        queue.stop()
+
+
+def test_urgent_keys_and_due_deadlines_jump_the_queue() -> None:
+    with behind_a_blocker() as (queue, order, gate):
         for key in ("a", "b", "c"):
             queue.add(key)
         queue.add("overdue", lane=Lane.URGENT)
@@ -144,25 +156,10 @@ def test_urgent_keys_and_due_deadlines_jump_the_queue() -> None:
         gate.set()
         run_until(lambda: len(order) == 6)
         assert order == ["blocker", "overdue", "c", "deadline", "a", "b"]  # urgent first, in arrival order
-    finally:
-        queue.stop()
 
 
 def test_background_keys_wait_for_routine_ones_and_move_up_when_something_changes() -> None:
-    order: list[str] = []
-    gate, started = threading.Event(), threading.Event()
-
-    def process(key: str) -> None:
-        if key == "blocker":
-            started.set()
-            gate.wait(2)
-        order.append(key)
-
-    queue: WorkQueue[str] = WorkQueue(process, workers=1)
-    queue.start()
-    try:
-        queue.add("blocker")
-        run_until(started.is_set)
+    with behind_a_blocker() as (queue, order, gate):
         for key in ("verify-1", "verify-2", "verify-3"):
             queue.add(key, lane=Lane.BACKGROUND)
         queue.add("new")
@@ -174,5 +171,3 @@ def test_background_keys_wait_for_routine_ones_and_move_up_when_something_change
         time.sleep(0.05)
         assert order == ["blocker", "new", "verify-3", "verify-1", "verify-2"]
         assert len(queue) == 0
-    finally:
-        queue.stop()
