@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,13 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agent_identity.localcluster import ControlPlaneError, running
+from agent_identity.localcluster import ControlPlaneError, register_webhooks, running
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".demo"
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
 EXAMPLES = ["namespace.yaml", "single-agent.yaml", "delegation-chain.yaml"]
+OPERATOR_NAMESPACE = "agent-identity-system"
 
 
 def apply(api: client.ApiClient, document: dict[str, Any]) -> None:
@@ -54,6 +57,41 @@ def wait_established(api: client.ApiClient, name: str) -> None:
             return
         time.sleep(0.1)
     raise SystemExit(f"the CRD {name} was not established")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, ready: Callable[[], bool], operator: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if operator.poll() is not None:
+            raise SystemExit(f"the operator exited ({operator.returncode}) before {what} was ready: see .demo/operator.log")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} was not ready within {timeout:.0f}s: see .demo/operator.log")
+        time.sleep(0.2)
+
+
+def wait_for_delegator(api: client.ApiClient, document: dict[str, Any], operator: subprocess.Popen[bytes]) -> None:
+    """The webhook admits a delegate only once its delegator is Ready (nobody squats on a name)."""
+    delegator = (document.get("spec") or {}).get("delegator") or {}
+    if document["kind"] != "AgentIdentity" or delegator.get("kind") != "AgentIdentity":
+        return
+    custom, namespace = client.CustomObjectsApi(api), document["metadata"]["namespace"]
+
+    def ready() -> bool:
+        body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, delegator["name"])
+        return bool((body.get("status") or {}).get("phase") == "Ready")
+
+    wait_for(f"delegator {namespace}/{delegator['name']}", ready, operator)
 
 
 def time_left(status: dict[str, Any]) -> str:
@@ -124,19 +162,36 @@ def main() -> None:
                 crd = yaml.safe_load(path.read_text())
                 apply(api, crd)
                 wait_established(api, crd["metadata"]["name"])
-            print("Starting the operator (log: .demo/operator.log)...")
+            apply(api, {"kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
+            print("Starting the operator with its admission webhooks (log: .demo/operator.log)...")
             log = (WORK / "operator.log").open("w")
+            port, cert_dir = free_port(), WORK / "webhook-certs"
             operator = subprocess.Popen(
-                [sys.executable, "-m", "agent_identity", "--retain-for", "10m"],
+                [
+                    sys.executable,
+                    "-m",
+                    "agent_identity",
+                    "--retain-for=10m",
+                    f"--webhook-port={port}",
+                    f"--webhook-cert-dir={cert_dir}",
+                    f"--operator-namespace={OPERATOR_NAMESPACE}",
+                ],
                 env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
             try:
-                time.sleep(2)
-                print("Applying examples/...")
+                wait_for("the webhook server", lambda: (cert_dir / "ca.crt").exists() and listening(port), operator)
+                register_webhooks(
+                    api,
+                    url=f"https://127.0.0.1:{port}",
+                    ca_bundle=(cert_dir / "ca.crt").read_bytes(),
+                    exclude_namespace=OPERATOR_NAMESPACE,
+                )
+                print("Applying examples/ (a delegate once its delegator is Ready)...")
                 for name in EXAMPLES:
                     for document in yaml.safe_load_all((REPO / "examples" / name).read_text()):
+                        wait_for_delegator(api, document, operator)
                         apply(api, document)
                 watch(api, exit_when_done=exit_when_done)
             finally:

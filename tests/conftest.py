@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_identity.localcluster import running
-from support.cluster import Cluster
+from support.cluster import OPERATOR_NAMESPACE, Cluster
 from support.operator_process import OperatorProcess
 
 
@@ -35,11 +35,13 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     if given:
         cluster = Cluster(kubeconfig=Path(given))
         cluster.install_crds()
+        cluster.ensure_namespace(OPERATOR_NAMESPACE)
         yield cluster
         return
     with running(log_dir=tmp_path_factory.mktemp("control-plane-logs")) as plane:
         cluster = Cluster(kubeconfig=plane.kubeconfig_path, plane=plane)
         cluster.install_crds()
+        cluster.ensure_namespace(OPERATOR_NAMESPACE)
         yield cluster
 
 

@@ -1,6 +1,12 @@
-"""What the admission webhooks decide. The kopf handlers in ``main`` are one line each; this
-module stamps the creator (mutating) and runs the policy chain (validating), with the facts
-gathered exactly as the reconciler gathers them. Also builds the webhook configurations.
+"""What the admission webhooks decide. The kopf handlers in ``main`` are one line each.
+
+- mutating, on create: judge the object as it will be stored (the policy chain, with the facts
+  gathered exactly as the reconciler gathers them), then stamp the creator from the request's
+  userInfo and seal the stamp to this object (see :mod:`seal`); refuse with every rule named;
+- validating: the seal holds for the object as stored (nothing changed it after us), and
+  identity-defining fields never change on update.
+
+Also builds the webhook configurations.
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ from typing import Any
 
 from . import GROUP, PLURAL, VERSION
 from .api import AgentIdentity
-from .builders import ANNOTATION_CREATOR, LABEL_PROFILE, LABEL_RISK_LEVEL
-from .facts import gather, load_profile
+from .builders import ANNOTATION_CREATOR, ANNOTATION_SEAL, LABEL_PROFILE, LABEL_RISK_LEVEL
+from .durations import format_timestamp
+from .facts import IdentityLookup, PolicySettings, ProfileLookup, creator_agent, facts_for, judge
 from .kube import Kube
 from .plan import parse_identity
-from .policy import Creator, Violation, evaluate, unchanged_on_update
+from .policy import Creator, Violation, unchanged_on_update
+from .seal import Sealer
 
 MUTATE_PATH = "mutate-identity"
 VALIDATE_PATH = "validate-identity"
@@ -35,87 +43,111 @@ def creator_from_userinfo(userinfo: Mapping[str, Any]) -> Creator:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """What both webhooks need: the API, the cached lookups, the seal keys and the operator's rules."""
+
+    kube: Kube
+    lookup: IdentityLookup
+    profile_lookup: ProfileLookup
+    sealer: Sealer
+    settings: PolicySettings
+
+
+@dataclass(frozen=True)
 class Stamp:
     """What the mutating webhook writes: a ``None`` value removes the key."""
 
     annotations: dict[str, str | None]
     labels: dict[str, str | None]
-    profile: str | None  # set spec.profile to this (the configured default) when absent
+    spec: dict[str, Any]  # spec fields to set (the default profile; an agent creator as delegator)
+
+
+class Refused(Exception):
+    def __init__(self, violations: list[Violation]) -> None:
+        super().__init__(denial_message(violations))
+        self.violations = violations
 
 
 def stamp(
+    admission: Admission,
     *,
     operation: str,
     body: Mapping[str, Any],
     old: Mapping[str, Any] | None,
     userinfo: Mapping[str, Any],
-    default_profile: str | None,
-    profile_risk: str | None,
+    now: datetime,
 ) -> Stamp:
-    """The creator comes from the request's userInfo, never from the client: on create it is
-    written, on update it is put back to what create wrote (or removed if there was none)."""
-    if operation == "CREATE":
-        profile = (body.get("spec") or {}).get("profile") or default_profile
-        labels: dict[str, str | None] = {LABEL_PROFILE: profile, LABEL_RISK_LEVEL: profile_risk} if profile else {}
+    """On create: judge the object as it will be stored, then stamp and seal its creator. The
+    creator comes from the request's userInfo, never from the client; on update the stamp and
+    seal are put back to what create wrote (or removed if there were none)."""
+    if operation != "CREATE":
+        previous = (old or {}).get("metadata") or {}
+        old_annotations, old_labels = previous.get("annotations") or {}, previous.get("labels") or {}
         return Stamp(
-            annotations={ANNOTATION_CREATOR: creator_from_userinfo(userinfo).to_annotation()},
-            labels={key: value for key, value in labels.items() if value},
-            profile=default_profile if not (body.get("spec") or {}).get("profile") else None,
+            annotations={key: old_annotations.get(key) for key in (ANNOTATION_CREATOR, ANNOTATION_SEAL)},
+            labels={key: old_labels.get(key) for key in (LABEL_PROFILE, LABEL_RISK_LEVEL)},
+            spec={},
         )
-    previous = old or {}
-    old_annotations = (previous.get("metadata") or {}).get("annotations") or {}
-    old_labels = (previous.get("metadata") or {}).get("labels") or {}
+    creator = creator_from_userinfo(userinfo)
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name") or "")
+    if not name:
+        raise Refused([Violation("name-required", "metadata.name: required (the creator seal binds the name; no generateName)")])
+    spec = dict(body.get("spec") or {})
+    changes: dict[str, Any] = {}
+    if not spec.get("profile") and admission.settings.default_profile:
+        changes["profile"] = admission.settings.default_profile
+    agent = creator_agent(creator, admission.lookup)
+    if agent is not None and not spec.get("delegator") and agent.metadata.namespace == namespace:
+        changes["delegator"] = {"kind": "AgentIdentity", "name": agent.metadata.name}  # an agent creating is delegating
+    spec |= changes
+    # Mutating admission runs before the API server assigns the uid and creation time.
+    assigned = {"uid": "", "creationTimestamp": format_timestamp(now)}
+    identity = parse_identity({**body, "metadata": assigned | dict(metadata), "spec": spec})
+    if isinstance(identity, str):
+        raise Refused([Violation("schema", identity)])
+    facts = facts_for(
+        identity,
+        settings=admission.settings,
+        lookup=admission.lookup,
+        profile_lookup=admission.profile_lookup,
+        creator=creator,
+        creator_of=admission.sealer.creator_of,
+        created_at=now,
+        admission=True,
+    )
+    violations = judge(admission.kube, facts)
+    if violations:
+        raise Refused(violations)
+    annotation = creator.to_annotation()
+    profile = facts.profile
+    labels = {LABEL_PROFILE: profile.name, LABEL_RISK_LEVEL: profile.spec.risk_level} if profile else {}
     return Stamp(
-        annotations={ANNOTATION_CREATOR: old_annotations.get(ANNOTATION_CREATOR)},
-        labels={key: old_labels.get(key) for key in (LABEL_PROFILE, LABEL_RISK_LEVEL)},
-        profile=None,
+        annotations={
+            ANNOTATION_CREATOR: annotation,
+            ANNOTATION_SEAL: admission.sealer.seal(namespace=namespace, name=name, spec=spec, creator=annotation),
+        },
+        labels=dict(labels),
+        spec=changes,
     )
 
 
 def review(
-    kube: Kube,
-    *,
-    operation: str,
-    body: Mapping[str, Any],
-    old: Mapping[str, Any] | None,
-    userinfo: Mapping[str, Any],
-    default_profile: str | None,
-    now: datetime,
-) -> list[Violation]:
-    """Every policy violation of this request (empty: admit)."""
-    identity = parse_identity(dict(body))
-    if isinstance(identity, str):
-        return [Violation("schema", identity)]
+    admission: Admission, *, operation: str, body: Mapping[str, Any], old: Mapping[str, Any] | None, now: datetime
+) -> None:
+    """The validating webhook, after every mutation: identity-defining fields never change, and a
+    new object carries a seal that holds for it exactly as it will be stored (so no later
+    mutating webhook changed what was judged). Raises :class:`Refused`."""
     if operation == "UPDATE":
-        previous = parse_identity(dict(old or {}))
-        if isinstance(previous, AgentIdentity):
+        previous, identity = parse_identity(dict(old or {})), parse_identity(dict(body))
+        if isinstance(previous, AgentIdentity) and isinstance(identity, AgentIdentity):
             unchanged = unchanged_on_update(previous.spec, identity.spec)
-            return [unchanged] if unchanged else []
-        return []
-    profile = load_profile(kube.get_profile, identity.spec.profile or default_profile)
-    delegator = None
-    if (
-        identity.spec.delegator
-        and identity.spec.delegator.kind == "AgentIdentity"
-        and identity.spec.delegator.namespace
-        in (
-            None,
-            identity.metadata.namespace,
-        )
-    ):
-        parent = kube.get_identity(identity.metadata.namespace, identity.spec.delegator.name)
-        parsed = parse_identity(parent) if parent else None
-        delegator = parsed if isinstance(parsed, AgentIdentity) else None
-    facts = gather(
-        kube,
-        identity,
-        profile=profile,
-        delegator=delegator,
-        creator=creator_from_userinfo(userinfo),
-        require_creator=True,
-        created_at=now,
-    )
-    return evaluate(facts)
+            if unchanged:
+                raise Refused([unchanged])
+        return
+    problem = admission.sealer.problem(body, created_at=now)
+    if problem:
+        raise Refused([Violation("creator-sealed", f"metadata.annotations[{ANNOTATION_SEAL}]: {problem}")])
 
 
 def denial_message(violations: list[Violation]) -> str:

@@ -27,6 +27,37 @@ Name = Annotated[str, Field(min_length=1, max_length=253)]
 ShortText = Annotated[str, Field(min_length=1, max_length=253)]
 
 
+# Admission cost is bounded by the schema, before any webhook runs. The validating webhook asks one
+# SubjectAccessReview per permission atom (one verb x one API group x one resource x at most one
+# resource name; see rbac.atoms), one after another, inside a 5 s webhook timeout. Before these
+# bounds, 32 rules of 16 x 32 x 16 x 64 entries could expand to over 16 million reviews.
+#
+# MAX_PERMISSION_ATOMS = 64: the largest realistic task needs far fewer. The whole `read-only`
+# profile ceiling in examples/profiles.yaml, every verb on every resource it allows, is 39 atoms,
+# and an agent's task asks for a slice of its ceiling (the examples ask for 2 to 6). A review is an
+# in-memory RBAC evaluation plus one round trip to the API server: 64 in a row took 0.09-0.13 s on
+# this project's 2-core local control plane (~1.5 ms each), and would take about 1 s even at a
+# loaded API server's ~15 ms per review, which keeps the webhook's p99 well within its 5 s, with
+# room for its other reads. A task that needs more should be split into several identities (each
+# narrower, and each shorter-lived).
+MAX_PERMISSION_ATOMS = 64
+"""The most permission atoms one AgentIdentity's spec.scopes may expand to (summed over its rules)."""
+MAX_SCOPES = 16
+"""The most rules in spec.scopes (each rule also bounds its own lists, below)."""
+MAX_RULE_ITEMS = 16
+"""The most entries in each of a rule's apiGroups, resources, verbs and resourceNames. Besides
+keeping specs small, these bounds let the API server estimate the CEL rules' cost (it refuses a CRD
+whose worst case is unbounded)."""
+
+_RULE_ATOMS = (
+    "size(r.apiGroups) * size(r.resources) * size(r.verbs)"
+    " * (has(r.resourceNames) && size(r.resourceNames) > 0 ? size(r.resourceNames) : 1)"
+)
+"""CEL: the atoms of one rule ``r``, as ``rbac.atom_count`` counts them (no resourceNames: one)."""
+_SCOPES_ATOMS = f"self.map(r, {_RULE_ATOMS}).sum()"
+"""CEL: the atoms of all of spec.scopes (``sum()`` is the Kubernetes CEL list library's)."""
+
+
 def _cel(rule: str, message: str, **extra: str) -> JsonDict:
     """One ``x-kubernetes-validations`` entry: a CEL rule and the message users see."""
     rule_entry: JsonDict = {"rule": rule, "message": message}
@@ -52,12 +83,15 @@ class PolicyRule(_Model):
     )
 
     api_groups: list[Annotated[str, Field(max_length=253)]] = Field(
-        alias="apiGroups", max_length=16, description='API groups, "" for the core group.'
+        alias="apiGroups", max_length=MAX_RULE_ITEMS, description='API groups, "" for the core group.'
     )
-    resources: list[ShortText] = Field(max_length=32, description="Resources, e.g. configmaps or pods/log.")
-    verbs: list[ShortText] = Field(max_length=16, description="Verbs, e.g. get, list, watch.")
+    resources: list[ShortText] = Field(max_length=MAX_RULE_ITEMS, description="Resources, e.g. configmaps or pods/log.")
+    verbs: list[ShortText] = Field(max_length=MAX_RULE_ITEMS, description="Verbs, e.g. get, list, watch.")
     resource_names: list[Name] | None = Field(
-        default=None, alias="resourceNames", max_length=64, description="Restrict the rule to these object names."
+        default=None,
+        alias="resourceNames",
+        max_length=MAX_RULE_ITEMS,
+        description="Restrict the rule to these object names.",
     )
 
 
@@ -168,9 +202,26 @@ class AgentIdentitySpec(_Model):
     delegator: Delegator | None = None
     scopes: list[PolicyRule] = Field(
         min_length=1,
-        max_length=32,
-        description="The RBAC rules this task needs, in this namespace only.",
-        json_schema_extra={"x-kubernetes-validations": [_cel("self == oldSelf", "scopes are immutable")]},
+        max_length=MAX_SCOPES,
+        description=(
+            "The RBAC rules this task needs, in this namespace only; together they may expand to at most"
+            f" {MAX_PERMISSION_ATOMS} permissions (verbs x resources x apiGroups x resourceNames, summed over the rules)."
+        ),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("self == oldSelf", "scopes are immutable"),
+                # The total bounds every rule too, so no separate per-rule rule (it would only repeat
+                # this message). Checked by the API server, so an over-wide spec never reaches the webhook.
+                _cel(
+                    f"{_SCOPES_ATOMS} <= {MAX_PERMISSION_ATOMS}",
+                    f"expands to more than {MAX_PERMISSION_ATOMS} permissions (verbs x resources x apiGroups x"
+                    f" resourceNames, summed over the scopes); at most {MAX_PERMISSION_ATOMS} are allowed per"
+                    " identity: split the task or name fewer verbs/resources",
+                    # No messageExpression with the count: the API server estimates string(int)
+                    # concatenation as unbounded and refuses the CRD (over its cost budget 100x).
+                ),
+            ]
+        },
     )
     token: TokenSpec | None = None
 
@@ -193,6 +244,9 @@ class AgentIdentityStatus(_Model):
     # Revocation deletes exactly this ServiceAccount, in one request (no read first).
     service_account_uid: str | None = Field(default=None, alias="serviceAccountUID", max_length=64)
     token_secret_name: str | None = Field(default=None, alias="tokenSecretName", max_length=253)
+    # Every child's uid by kind: revocation deletes exactly these, even if someone stripped their
+    # ownerReferences or labels, and drift repair puts a stripped ownerReference back.
+    child_uids: dict[str, Annotated[str, Field(max_length=64)]] | None = Field(default=None, alias="childUIDs", max_length=4)
     issued_at: str | None = Field(default=None, alias="issuedAt", max_length=64, json_schema_extra={"format": "date-time"})
     expires_at: str | None = Field(default=None, alias="expiresAt", max_length=64, json_schema_extra={"format": "date-time"})
     token_expires_at: str | None = Field(

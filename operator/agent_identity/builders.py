@@ -28,6 +28,7 @@ ANNOTATION_DELEGATOR = f"{GROUP}/delegator"
 ANNOTATION_CHAIN = f"{GROUP}/delegation-chain"
 ANNOTATION_EXPIRES_AT = f"{GROUP}/expires-at"
 ANNOTATION_CREATOR = f"{GROUP}/creator"  # on the AgentIdentity, stamped by the mutating webhook
+ANNOTATION_SEAL = f"{GROUP}/creator-seal"  # its HMAC seal (see seal.py)
 LABEL_PROFILE = f"{GROUP}/profile"
 LABEL_RISK_LEVEL = f"{GROUP}/risk-level"
 # On the token Secret only: facts about the token that must survive a crash between minting it

@@ -19,7 +19,7 @@ import yaml
 from .client import AgentIdentities, Credentials, IdentityRefused
 from .durations import format_duration, parse_timestamp
 from .kube import Kube, KubeError, load_client_configuration
-from .signing import InvalidAssertion, verify
+from .signing import InsecureVerification, InvalidAssertion, verify
 
 
 class CommandError(Exception):
@@ -192,10 +192,34 @@ def _load_jwks(source: str) -> dict[str, Any]:
         raise CommandError(f"cannot read the JWKS from {source}: {error}") from None
 
 
+def _verify_expectations(args: argparse.Namespace) -> None:
+    """``--issuer`` and ``--audience`` are required unless their ``--insecure-any-*`` opt-out is given."""
+    if not args.issuer and not args.insecure_any_issuer:
+        raise CommandError(
+            "verify needs --issuer, the iss you trust (the operator's --issuer URL); without it an assertion"
+            " for any issuer signed by a key in the JWKS would pass. --insecure-any-issuer skips the check"
+        )
+    if not args.audience and not args.insecure_any_audience:
+        raise CommandError(
+            "verify needs --audience, the aud you expect (your service, as in spec.token.audiences); without it"
+            " an assertion issued for another service would pass. --insecure-any-audience skips the check"
+        )
+
+
 def cmd_verify(args: argparse.Namespace, agents: AgentIdentities | None) -> None:
+    _verify_expectations(args)  # before reading anything, so a forgotten flag is said first
     token = _read_input(args.assertion)
     try:
-        claims = verify(token, jwks=_load_jwks(args.jwks), audience=args.audience, issuer=args.issuer)
+        claims = verify(
+            token,
+            jwks=_load_jwks(args.jwks),
+            issuer=args.issuer,
+            audience=args.audience,
+            insecure_any_issuer=args.insecure_any_issuer,
+            insecure_any_audience=args.insecure_any_audience,
+        )
+    except InsecureVerification as misuse:
+        raise CommandError(str(misuse)) from None
     except InvalidAssertion as invalid:
         raise CommandError(f"assertion rejected: {invalid}") from None
     now = datetime.now(UTC)
@@ -318,8 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("verify", help="verify a delegation assertion against a JWKS, offline")
     check.add_argument("assertion", help="the JWT, a file holding it, or - for stdin")
     check.add_argument("--jwks", required=True, help="URL or file of the operator's JWKS")
-    check.add_argument("--audience", help="the audience you expect (recommended)")
-    check.add_argument("--issuer", help="the issuer you expect")
+    issuer = check.add_mutually_exclusive_group()
+    issuer.add_argument("--issuer", help="the issuer you trust: the operator's --issuer URL (required)")
+    issuer.add_argument(
+        "--insecure-any-issuer", action="store_true", help="INSECURE: accept an assertion from any issuer in the JWKS"
+    )
+    audience = check.add_mutually_exclusive_group()
+    audience.add_argument("--audience", help="the audience you expect: your service, as in spec.token.audiences (required)")
+    audience.add_argument(
+        "--insecure-any-audience", action="store_true", help="INSECURE: accept an assertion issued for any audience"
+    )
     check.set_defaults(run=cmd_verify, offline=True)
 
     whoami = commands.add_parser("whoami", help="who a Kubernetes token belongs to (TokenReview), and its identity")

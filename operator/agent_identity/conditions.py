@@ -25,6 +25,7 @@ class Reason(StrEnum):
     RESTORED = "Restored"
     DELEGATOR_NOT_READY = "DelegatorNotReady"
     DELEGATOR_RETIRED = "DelegatorRetired"
+    DELEGATOR_GONE = "DelegatorGone"
     INVALID_SPEC = "InvalidSpec"
     INVALID_DELEGATOR = "InvalidDelegator"
     POLICY_VIOLATION = "PolicyViolation"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .api import FINAL_PHASES
+from .api import FINAL_PHASES, RETIRED_PHASES
 from .builders import LABEL_IDENTITY
 from .durations import next_look, parse_timestamp
 from .kube import DELETED, IDENTITY, ChildKind, KubeError
@@ -76,6 +76,17 @@ def _phase(entry: _Entry | None) -> str | None:
     return (entry.body.get("status") or {}).get("phase")
 
 
+def _gone(entry: _Entry | None) -> bool:
+    """Deleted, being deleted, or retired: its delegates lose their credentials now."""
+    if entry is None or entry.deleted:
+        return True
+    return bool(entry.body["metadata"].get("deletionTimestamp")) or _phase(entry) in RETIRED_PHASES
+
+
+def _state(entry: _Entry | None) -> tuple[str | None, bool]:
+    return _phase(entry), _gone(entry)
+
+
 def key_of(body: dict[str, Any]) -> Key:
     metadata = body["metadata"]
     return str(metadata["namespace"]), str(metadata["name"])
@@ -118,7 +129,8 @@ class Controller:
             current = self._cache.get(key)
             if current and not deleted and _resource_version(current.body) >= _resource_version(body):
                 return  # our own write, already cached from its response, or an older event
-            delegates = self._store_locked(key, _Entry(_slim(body), deleted=deleted), previous=current)
+            entry = _Entry(_slim(body), deleted=deleted)
+            delegates = self._store_locked(key, entry, previous=current)
             if deleted:
                 self._first_seen.pop(key, None)
             else:
@@ -129,8 +141,14 @@ class Controller:
         version = DELETED if deleted else str(body["metadata"].get("resourceVersion"))
         if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, lane=lane)):
             self.queue.add(key, lane=lane)
+        self._notify_delegates(delegates, entry)
+
+    def _notify_delegates(self, delegates: list[Key], delegator: _Entry) -> None:
+        """A delegator's state moved: its delegates are looked at again, first of all when it is
+        gone (revoked by the operator at once, not whenever the garbage collector gets to them)."""
+        lane = Lane.URGENT if _gone(delegator) else Lane.ROUTINE
         for delegate in delegates:
-            self.queue.add(delegate)
+            self.queue.add(delegate, lane=lane)
 
     def _schedule_from_status(self, key: Key, body: dict[str, Any]) -> None:
         """A Ready identity found by a listing is re-verified in the background; meanwhile its
@@ -151,7 +169,7 @@ class Controller:
         """Caches ``entry``; the delegates to look at again because their delegator's phase moved."""
         self._cache[key] = entry
         self._index_delegator(key, entry.body, deleted=entry.deleted)
-        return list(self._delegates.get(key, ())) if _phase(previous) != _phase(entry) else []
+        return list(self._delegates.get(key, ())) if _state(previous) != _state(entry) else []
 
     def _index_delegator(self, key: Key, body: dict[str, Any], *, deleted: bool) -> None:
         delegator = (body.get("spec") or {}).get("delegator") or {}
@@ -250,9 +268,9 @@ class Controller:
                 return
             if _resource_version(body) <= _resource_version(current.body):
                 return
-            delegates = self._store_locked(key, _Entry(_slim(body)), previous=current)
-        for delegate in delegates:
-            self.queue.add(delegate)
+            entry = _Entry(_slim(body))
+            delegates = self._store_locked(key, entry, previous=current)
+        self._notify_delegates(delegates, entry)
 
 
 def utc_now() -> datetime:

@@ -4,7 +4,7 @@ Run ``python -m agent_identity.crd crds`` (``make crds``); a unit test fails whe
 file differs from what this writes, so the schema the API server enforces and the models the operator parses cannot drift apart.
 
 Kubernetes wants a *structural* schema: no ``$ref``, no ``anyOf`` with null, no
-``additionalProperties: false`` beside ``properties``. This module rewrites pydantic's JSON Schema
+``additionalProperties: false`` beside ``properties`` (a map's value schema stays). This module rewrites pydantic's JSON Schema
 into that form and nothing else.
 """
 
@@ -20,7 +20,7 @@ import yaml
 from . import GROUP, KIND, PLURAL, VERSION
 from .api import AgentIdentity, AgentIdentitySpec, AgentIdentityStatus, AgentProfile, AgentProfileSpec
 
-_DROPPED_KEYS = {"title", "additionalProperties"}
+_DROPPED_KEYS = {"title"}
 
 
 def _structural(schema: Any, definitions: dict[str, Any]) -> Any:
@@ -43,6 +43,8 @@ def _structural(schema: Any, definitions: dict[str, Any]) -> Any:
     for key, value in schema.items():
         if key in _DROPPED_KEYS or (key == "default" and value is None):
             continue
+        if key == "additionalProperties" and isinstance(value, bool):
+            continue  # extra="forbid"/"allow": the schema's properties already say it; a map keeps its value schema
         if key == "properties":
             result[key] = {name: _structural(prop, definitions) for name, prop in value.items()}
         elif key == "const":

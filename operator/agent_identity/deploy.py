@@ -7,7 +7,8 @@ this operator never gets), and a RoleBinding only to a Role whose permissions it
 checks make sure), so the API server's own escalation check passes without ``escalate`` or
 ``bind``. ``create serviceaccounts/token`` is granted only in the served namespaces.
 
-Used by the tests (to prove this RBAC is sufficient) and, later, by the Helm chart.
+Used by the tests (to prove this RBAC is sufficient); the Helm chart renders the same objects
+(tests/unit/test_chart.py compares them), plus the fence that narrows what the operator may write.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from . import GROUP, PLURAL
 from .api import PolicyRule
 from .keystore import CONFIGMAP_NAME as JWKS_CONFIGMAP
+from .keystore import SEAL_SECRET_NAME as SEAL_SECRET
 from .keystore import SECRET_NAME as SIGNING_SECRET
 
 NAME = "agent-identity-operator"
@@ -45,12 +47,16 @@ NAMESPACE_RULES = [
 ]
 
 
-# In the operator's own namespace: the signing-key Secret and the JWKS ConfigMap, by name.
+# In the operator's own namespace: its key Secrets (signing keys, creator-seal keys) and the JWKS
+# ConfigMap, by name. RBAC cannot limit create by name: the chart's fence (a
+# ValidatingAdmissionPolicy) refuses any other Secret or ConfigMap the operator would create there.
 OWN_NAMESPACE_RULES = [
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET, SEAL_SECRET]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"], "resourceNames": [JWKS_CONFIGMAP]},
-    _rule([""], ["secrets", "configmaps"], ["create"]),  # create cannot be limited by name
+    _rule([""], ["secrets", "configmaps"], ["create"]),
 ]
+# The Role and RoleBinding in the operator's own namespace that grant OWN_NAMESPACE_RULES.
+KEYS_ROLE = f"{NAME}-keys"
 
 
 def _binding(kind: str, name: str, *, role_kind: str, role: str, account: str, namespace: str | None) -> dict[str, Any]:
@@ -90,14 +96,14 @@ def operator_rbac(
         {
             "apiVersion": f"{RBAC_API}/v1",
             "kind": "Role",
-            "metadata": {"name": f"{NAME}-signing", "namespace": operator_namespace, "labels": {"app.kubernetes.io/name": NAME}},
+            "metadata": {"name": KEYS_ROLE, "namespace": operator_namespace, "labels": {"app.kubernetes.io/name": NAME}},
             "rules": OWN_NAMESPACE_RULES,
         },
         _binding(
             "RoleBinding",
-            f"{NAME}-signing",
+            KEYS_ROLE,
             role_kind="Role",
-            role=f"{NAME}-signing",
+            role=KEYS_ROLE,
             account=operator_namespace,
             namespace=operator_namespace,
         ),

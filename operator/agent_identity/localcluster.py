@@ -36,8 +36,12 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
-from . import certs
+from . import GROUP, PLURAL, VERSION, certs
+from .admission import CONFIGURATION_NAME, webhook_configurations
+from .builders import ANNOTATION_CREATOR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-control-plane.sh"
@@ -325,6 +329,68 @@ def running(*, log_dir: Path | None = None) -> Iterator[LocalControlPlane]:
         yield plane
     finally:
         plane.stop()
+
+
+# -- the operator's webhooks, served on loopback -------------------------------------------------
+
+
+def register_webhooks(api: Any, *, url: str, ca_bundle: bytes, exclude_namespace: str | None = None) -> None:
+    """Registers the operator's webhooks (served at ``url``) and waits until the API server calls them."""
+    registration = client.AdmissionregistrationV1Api(api)
+    mutating, validating = webhook_configurations(ca_bundle=ca_bundle, url=url, exclude_namespace=exclude_namespace)
+    _delete_webhook_configurations(registration)
+    registration.create_mutating_webhook_configuration(mutating)
+    registration.create_validating_webhook_configuration(validating)
+    wait_webhooks(api, active=True)
+
+
+def unregister_webhooks(api: Any) -> None:
+    """Removes both configurations and waits until the API server has stopped calling them."""
+    if _delete_webhook_configurations(client.AdmissionregistrationV1Api(api)):
+        wait_webhooks(api, active=False)
+
+
+def _delete_webhook_configurations(registration: Any) -> bool:
+    deleted = False
+    for delete in (registration.delete_mutating_webhook_configuration, registration.delete_validating_webhook_configuration):
+        try:
+            delete(CONFIGURATION_NAME)
+            deleted = True
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    return deleted
+
+
+def wait_webhooks(api: Any, *, active: bool, namespace: str = "default", timeout: float = 20.0) -> None:
+    """The API server picks up webhook configurations asynchronously: probe with a dry-run create
+    of a valid identity until the creator stamp of the mutating webhook appears (or is gone).
+    A valid probe leaves no denial behind in anyone's metrics."""
+    custom = client.CustomObjectsApi(api)
+    probe = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentIdentity",
+        "metadata": {"name": f"webhook-probe-{os.getpid()}", "namespace": namespace},
+        "spec": {
+            "task": "probe",
+            "ttl": "1m",
+            "scopes": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+        },
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, probe, dry_run="All")
+            stamped = ANNOTATION_CREATOR in ((created.get("metadata") or {}).get("annotations") or {})
+        except ApiException as error:  # refused by our webhook (a --require-profile operator): it is called
+            if "AgentIdentity refused" not in str(error.body):
+                raise
+            stamped = True
+        if stamped == active:
+            time.sleep(0.3)  # the validating configuration arrives alongside the mutating one
+            return
+        time.sleep(0.1)
+    raise ControlPlaneError(f"the webhooks did not become {'active' if active else 'inactive'} within {timeout:.0f}s")
 
 
 def main() -> None:

@@ -17,11 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -31,8 +32,8 @@ from .certs import ensure_serving_certificate
 from .childwatch import ChildWatch
 from .controller import Controller, utc_now
 from .durations import parse_duration
-from .facts import load_profile
-from .keystore import KeyStore, Signer, discovery_document
+from .facts import PolicySettings
+from .keystore import KeyStore, SealKeys, Signer, StoredKeyRing, discovery_document
 from .kube import ChildKind, Kube, load_client_configuration
 from .leader import LeaderElector
 from .metrics import Metrics
@@ -51,7 +52,10 @@ class OperatorConfig:
     kubeconfig: str | None = None
     liveness_endpoint: str | None = None
     default_profile: str | None = None
-    webhook_port: int = 0  # 0: no webhooks (and no creator stamps to require)
+    webhook_port: int = 0  # 0: no webhooks: the operator refuses to start unless unsafe_no_webhooks
+    unsafe_no_webhooks: bool = False  # provision on unverified creators (development only)
+    require_profile: bool = False
+    operator_namespace: str = "agent-identity-system"  # its seal keys live here; never provisioned here
     webhook_host: str = "127.0.0.1"
     webhook_listen: str | None = None
     webhook_cert_dir: str | None = None  # default: a fresh private temporary directory
@@ -113,13 +117,16 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         )
     kube = Kube(load_client_configuration(config.kubeconfig), pool_size=config.workers + 4)
     _wait_for_crds(kube)
+    memo["stopping"] = threading.Event()
     signer = _start_signing(config, kube, memo) if config.signing_namespace else None
-    reconciler_settings = Settings(
-        retain_for=config.retain_for,
-        cluster_server=config.cluster_server,
-        default_profile=config.default_profile,
+    sealer = _start_sealing(config, kube, memo) if config.webhooks else None
+    policy = PolicySettings(
         require_creator=config.webhooks,
+        require_profile=config.require_profile,
+        default_profile=config.default_profile,
+        operator_namespace=config.operator_namespace,
     )
+    reconciler_settings = Settings(retain_for=config.retain_for, cluster_server=config.cluster_server, policy=policy)
     metrics = Metrics()
     controller = Controller(
         lambda lookup_identity, lookup_profile: Reconciler(
@@ -129,11 +136,16 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             lookup_identity=lookup_identity,
             lookup_profile=lookup_profile,
             signer=signer,
+            sealer=sealer,
         ),
         workers=config.workers,
         metrics=metrics,
     )
     metrics.first_seen = controller.first_seen
+    if sealer is not None:
+        memo["admission"] = admission.Admission(
+            kube=kube, lookup=controller.lookup, profile_lookup=controller.lookup_profile, sealer=sealer, settings=policy
+        )
     metrics.watch(controller.bodies, queue_depth=lambda: len(controller.queue))
     audit.subscribe(metrics.on_audit)
     if config.leader_election:
@@ -201,7 +213,7 @@ def _serve_http(
         "/readyz": readiness.readyz,
     }
     if store is not None:
-        routes["/.well-known/jwks.json"] = ops.json_route(lambda: store.current().jwks())
+        routes["/.well-known/jwks.json"] = ops.json_route(store.jwks)
         routes["/.well-known/openid-configuration"] = ops.json_route(lambda: discovery_document(config.issuer))
     return ops.serve(routes, address=config.http_listen, port=config.http_port)
 
@@ -209,24 +221,32 @@ def _serve_http(
 def _start_signing(config: OperatorConfig, kube: Kube, memo: kopf.Memo) -> Signer:
     """Signing keys from their Secret (rotated on schedule), and the JWKS served over HTTP."""
     assert config.signing_namespace is not None
-    store = KeyStore(
-        kube,
-        namespace=config.signing_namespace,
-        period=config.key_rotation,
-        publish_ahead=min(config.key_rotation / 10, timedelta(minutes=10)),
-        clock=utc_now,
-    )
+    store = KeyStore(kube, namespace=config.signing_namespace, clock=utc_now, **_rotation(config))
+    _rotate_in_background(store, memo, config)
+    memo["keystore"] = store
+    return Signer(store, issuer=config.issuer, trust_domain=config.trust_domain)
+
+
+def _start_sealing(config: OperatorConfig, kube: Kube, memo: kopf.Memo) -> SealKeys:
+    """The creator seals' HMAC keys, from their Secret in the operator's namespace (rotated on schedule)."""
+    store = SealKeys(kube, namespace=config.operator_namespace, clock=utc_now, **_rotation(config))
+    _rotate_in_background(store, memo, config)
+    return store
+
+
+def _rotation(config: OperatorConfig) -> dict[str, timedelta]:
+    return {"period": config.key_rotation, "publish_ahead": min(config.key_rotation / 10, timedelta(minutes=10))}
+
+
+def _rotate_in_background(store: StoredKeyRing, memo: kopf.Memo, config: OperatorConfig) -> None:
     store.sync()
-    memo["stopping"] = threading.Event()
     threading.Thread(
         target=store.run_rotation,
         args=(memo["stopping"],),
         kwargs={"every": min(config.key_rotation / 10, timedelta(minutes=1))},
-        name="key-rotation",
+        name=f"rotation-{store.secret_name}",
         daemon=True,
     ).start()
-    memo["keystore"] = store
-    return Signer(store, issuer=config.issuer, trust_domain=config.trust_domain)
 
 
 @kopf.on.cleanup()
@@ -234,8 +254,7 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].stop()
     for watch in memo.get("child_watches", ()):
         watch.stop()
-    if "stopping" in memo:
-        memo["stopping"].set()
+    memo["stopping"].set()
     if "elector" in memo:
         memo["elector"].stop()
     if "http" in memo:
@@ -253,40 +272,46 @@ async def profile_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
 
 
 def mutate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    old, operation = kwargs.get("old"), str(kwargs.get("operation"))
-    config: OperatorConfig = memo["config"]
-    profile = load_profile(memo["controller"].lookup_profile, body.spec.get("profile") or config.default_profile)
-    result = admission.stamp(
-        operation=operation,
-        body=body,
-        old=old,
-        userinfo=userinfo,
-        default_profile=config.default_profile,
-        profile_risk=profile.spec.risk_level if profile else None,
+    result = _admit(
+        memo,
+        "mutate",
+        lambda: admission.stamp(
+            memo["admission"],
+            operation=str(kwargs.get("operation")),
+            body=body,
+            old=kwargs.get("old"),
+            userinfo=userinfo,
+            now=utc_now(),
+        ),
     )
     patch.metadata.annotations.update(result.annotations)
     patch.metadata.labels.update(result.labels)
-    if result.profile:
-        patch.spec["profile"] = result.profile
-    memo["controller"].metrics.webhook_requests.labels("mutate", "mutated").inc()
+    for field, value in result.spec.items():
+        patch.spec[field] = value
 
 
-def validate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
-    old, operation = kwargs.get("old"), str(kwargs.get("operation"))
-    config: OperatorConfig = memo["config"]
-    violations = admission.review(
-        memo["controller"].reconciler.kube,
-        operation=operation,
-        body=body,
-        old=old,
-        userinfo=userinfo,
-        default_profile=config.default_profile,
-        now=utc_now(),
+def validate_identity(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    _admit(
+        memo,
+        "validate",
+        lambda: admission.review(
+            memo["admission"], operation=str(kwargs.get("operation")), body=body, old=kwargs.get("old"), now=utc_now()
+        ),
     )
-    outcome = "denied" if violations else "allowed"
-    memo["controller"].metrics.webhook_requests.labels("validate", outcome).inc()
-    if violations:
-        raise kopf.AdmissionError(admission.denial_message(violations), code=403)
+
+
+T = TypeVar("T")
+
+
+def _admit(memo: kopf.Memo, webhook: str, decide: Callable[[], T]) -> T:
+    """One place for both webhooks' outcomes: a refusal becomes a 403 naming every rule."""
+    try:
+        result = decide()
+    except admission.Refused as refused:
+        memo["controller"].metrics.webhook_requests.labels(webhook, "denied").inc()
+        raise kopf.AdmissionError(str(refused), code=403) from None
+    memo["controller"].metrics.webhook_requests.labels(webhook, "mutated" if webhook == "mutate" else "allowed").inc()
+    return result
 
 
 @kopf.on.login()
@@ -350,6 +375,23 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         type=int,
         default=int(env("AGENT_IDENTITY_WEBHOOK_PORT", "0")),
         help="serve the admission webhooks on this port (default 0: off)",
+    )
+    parser.add_argument(
+        "--unsafe-no-admission-webhooks",
+        action="store_true",
+        default=env("AGENT_IDENTITY_UNSAFE_NO_ADMISSION_WEBHOOKS") == "true",
+        help="UNSAFE, development only: run without --webhook-port, provisioning on creators nobody verified",
+    )
+    parser.add_argument(
+        "--require-profile",
+        action="store_true",
+        default=env("AGENT_IDENTITY_REQUIRE_PROFILE") == "true",
+        help="refuse identities that name no profile (and get no --default-profile)",
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        default=env("AGENT_IDENTITY_OPERATOR_NAMESPACE") or env("POD_NAMESPACE") or "agent-identity-system",
+        help="the operator's own namespace: its seal keys live here, and no identity is provisioned here",
     )
     parser.add_argument(
         "--webhook-host",
@@ -418,6 +460,11 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         help="tls.crt, tls.key and ca.crt: used if present, else generated here",
     )
     args = parser.parse_args(argv)
+    if args.webhook_port <= 0 and not args.unsafe_no_admission_webhooks:
+        parser.error(
+            "--webhook-port is required: without its admission webhooks the operator cannot verify who created an "
+            "identity (pass --unsafe-no-admission-webhooks to run without them anyway, for development only)"
+        )
     return OperatorConfig(
         namespaces=tuple(args.namespace),
         workers=args.workers,
@@ -427,6 +474,9 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         liveness_endpoint=args.liveness,
         default_profile=args.default_profile,
         webhook_port=args.webhook_port,
+        unsafe_no_webhooks=args.unsafe_no_admission_webhooks,
+        require_profile=args.require_profile,
+        operator_namespace=args.operator_namespace,
         webhook_host=args.webhook_host,
         webhook_listen=args.webhook_listen,
         webhook_cert_dir=args.webhook_cert_dir,
@@ -448,6 +498,11 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _configure_logging()
+    if not config.webhooks:
+        log.warning(
+            "UNSAFE: running without admission webhooks (--unsafe-no-admission-webhooks): creators are not verified "
+            "and any creator annotation a client writes is believed. Never run this way on a shared cluster."
+        )
     if config.webhooks:
         register_webhooks()
     kopf.run(

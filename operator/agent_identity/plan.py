@@ -69,6 +69,7 @@ class Retire:
     reason: Reason
     message: str
     provenance: Provenance
+    phase: str = "Expired"  # "Revoked" when its delegator went away
 
 
 Decision = Provision | Wait | Deny | Retire
@@ -81,6 +82,23 @@ class DelegatorView:
     """What ``decide`` needs to know about an AgentIdentity delegator (``None`` if it is missing)."""
 
     identity: AgentIdentity | None
+    # The delegate's chain through its ancestors' specs (see facts.chain_of); None: from the
+    # delegator's status (unit tests).
+    chain: tuple[str, ...] | None = None
+
+
+def provisioned(identity: AgentIdentity) -> bool:
+    """Credentials were issued to this identity at some point (they may need revoking)."""
+    return identity.status.phase == "Ready" or bool(identity.status.service_account_uid)
+
+
+def delegator_owner_uid(identity: AgentIdentity, delegator_name: str) -> str | None:
+    """The uid of the delegating AgentIdentity this identity was provisioned under (its ownerReference)."""
+    references = (identity.body.get("metadata") or {}).get("ownerReferences") or []
+    return next(
+        (str(ref.get("uid")) for ref in references if ref.get("kind") == identity.kind and ref.get("name") == delegator_name),
+        None,
+    )
 
 
 def decide(
@@ -118,6 +136,32 @@ def decide(
         if spec.delegator.name == identity.metadata.name:
             return Deny(Reason.INVALID_DELEGATOR, "spec.delegator: an AgentIdentity cannot delegate to itself")
         parent = delegator.identity if delegator else None
+        created_at = parse_timestamp(identity.metadata.creation_timestamp)
+        parent_chain = (delegator.chain if delegator else None) or ()
+        if parent is not None and delegator is not None and delegator.chain is None:
+            parent_chain = (*(parent.status.delegation_chain or ()), f"agent:{namespace}/{parent.metadata.name}")
+
+        def retired(reason: Reason, message: str, phase: str = "Expired") -> Retire:
+            provenance = Provenance(
+                delegator=principal,
+                task=spec.task,
+                chain=parent_chain or tuple(identity.status.delegation_chain or ()),
+                expires_at=min(created_at + ttl, now),
+                profile=profile_name,
+                risk_level=risk_level,
+            )
+            return Retire(reason, message, provenance, phase=phase)
+
+        owner_uid = delegator_owner_uid(identity, spec.delegator.name)
+        replaced = parent is not None and owner_uid is not None and owner_uid != parent.metadata.uid
+        if provisioned(identity) and (parent is None or parent.metadata.deletion_timestamp or replaced):
+            # Revoked by the operator at once, not whenever the garbage collector gets to it, and
+            # whether or not someone stripped the ownerReference that would let it.
+            return retired(
+                Reason.DELEGATOR_GONE,
+                f"delegator AgentIdentity {namespace}/{spec.delegator.name} was deleted; its delegates are revoked with it",
+                phase="Revoked",
+            )
         if parent is None:
             return Wait(
                 Reason.DELEGATOR_NOT_READY,
@@ -125,20 +169,14 @@ def decide(
                 DELEGATOR_RETRY,
             )
         parent_phase = parent.status.phase
-        created_at = parse_timestamp(identity.metadata.creation_timestamp)
         if parent_phase in RETIRED_PHASES:
-            provenance = Provenance(
-                delegator=principal,
-                task=spec.task,
-                chain=(*(parent.status.delegation_chain or ()), f"agent:{namespace}/{parent.metadata.name}"),
-                expires_at=min(created_at + ttl, now),
-                profile=profile_name,
-                risk_level=risk_level,
-            )
-            return Retire(
+            return retired(
                 Reason.DELEGATOR_RETIRED,
                 f"delegator {namespace}/{parent.metadata.name} is {parent_phase}; its delegates retire with it",
-                provenance,
+            )
+        if parent.metadata.deletion_timestamp:
+            return Deny(
+                Reason.INVALID_DELEGATOR, f"spec.delegator: AgentIdentity {namespace}/{parent.metadata.name} is being deleted"
             )
         if parent_phase in FINAL_PHASES or parent_phase == "Failed":
             return Deny(
@@ -151,7 +189,7 @@ def decide(
                 f"delegator AgentIdentity {namespace}/{parent.metadata.name} is {parent_phase or 'Pending'}, not Ready",
                 DELEGATOR_RETRY,
             )
-        chain = (*(parent.status.delegation_chain or ()), f"agent:{namespace}/{parent.metadata.name}")
+        chain = parent_chain
         delegator_expires_at = parse_timestamp(parent.status.expires_at)
         delegator_owner = owner_reference(
             api_version=identity.api_version,
@@ -208,12 +246,27 @@ def is_owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
 
 
-def diff_child(desired: dict[str, Any], actual: dict[str, Any] | None, *, owner_uid: str) -> ChildAction:
-    """What to do so that ``actual`` carries every field we own in ``desired``."""
+def recorded_uid(identity: AgentIdentity, kind: str) -> str | None:
+    """The uid of the ``kind`` child as the identity's status recorded it when it was provisioned."""
+    recorded = identity.status.child_uids or {}
+    return recorded.get(kind) or (identity.status.service_account_uid if kind == "ServiceAccount" else None)
+
+
+def is_ours(obj: dict[str, Any], owner_uid: str, recorded: str | None) -> bool:
+    """Owned by the identity, or the very object its status recorded (ownerReferences stripped)."""
+    return is_owned_by(obj, owner_uid) or (recorded is not None and obj.get("metadata", {}).get("uid") == recorded)
+
+
+def diff_child(
+    desired: dict[str, Any], actual: dict[str, Any] | None, *, owner_uid: str, recorded_uid: str | None = None
+) -> ChildAction:
+    """What to do so that ``actual`` carries every field we own in ``desired`` (its ownerReference included)."""
     if actual is None:
         return ChildAction.CREATE
-    if not is_owned_by(actual, owner_uid):
+    if not is_ours(actual, owner_uid, recorded_uid):
         return ChildAction.CONFLICT
+    if not is_owned_by(actual, owner_uid):
+        return ChildAction.UPDATE  # ours by uid, its ownerReference stripped: put it back
     if any(field in desired and desired.get(field) != actual.get(field) for field in _IMMUTABLE_FIELDS):
         return ChildAction.RECREATE
     if any(desired.get(field) != actual.get(field) for field in _OWNED_FIELDS if field in desired):

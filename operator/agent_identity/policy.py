@@ -20,6 +20,7 @@ from .api import AgentIdentity, AgentIdentitySpec, AgentProfile, Delegator, Poli
 from .builders import ANNOTATION_CREATOR
 from .durations import InvalidTTLError, format_duration, format_timestamp, parse_timestamp, parse_ttl
 from .rbac import Permission, atoms, uncovered
+from .rbac import atoms_within_cap as rbac_atoms_within_cap
 
 
 class Creator(BaseModel):
@@ -65,9 +66,19 @@ class Facts:
     profile: AgentProfile | None
     delegator: AgentIdentity | None  # the delegating AgentIdentity, if that is the delegator's kind
     creator: Creator | None
-    require_creator: bool  # False only when the operator runs without its webhooks
-    creator_lacks: tuple[Permission, ...] = ()  # requested atoms SubjectAccessReview refused the creator
+    require_creator: bool  # False only when the operator runs without its webhooks (unsafe)
+    # The AgentIdentities above this one, nearest first, found through their specs (never status).
+    ancestors: tuple[AgentIdentity, ...] = ()
+    ancestor_profiles: tuple[AgentProfile, ...] = ()  # the profiles along the chain above
+    delegator_creator: Creator | None = None  # who created the delegating AgentIdentity (sealed)
+    creator_agent: AgentIdentity | None = None  # the agent whose ServiceAccount is the creator
+    admission: bool = False  # judged by the webhook at create (the delegator must be Ready now)
+    require_profile: bool = False
+    operator_namespace: str | None = None  # the webhooks do not cover it: nothing is provisioned there
+    # What SubjectAccessReview said, gathered only once every pure check has passed:
+    creator_lacks: tuple[Permission, ...] = ()  # the first requested permission refused the creator
     creator_may_act_as_delegator: bool = False  # creator may impersonate a User/ServiceAccount delegator
+    creator_holds_delegator: bool = False  # creator may name the AgentIdentity delegator
 
     @property
     def spec(self) -> AgentIdentitySpec:
@@ -76,6 +87,11 @@ class Facts:
     @property
     def namespace(self) -> str:
         return self.identity.metadata.namespace
+
+    @property
+    def chain_profiles(self) -> tuple[AgentProfile, ...]:
+        """This identity's profile and every profile above it: the strictest of each bound wins."""
+        return ((self.profile,) if self.profile else ()) + self.ancestor_profiles
 
 
 Check = Callable[[Facts], Violation | None]
@@ -92,12 +108,14 @@ def effective_ttl(spec: AgentIdentitySpec, profile: AgentProfile | None) -> time
         return None
 
 
-def delegation_depth(delegator: AgentIdentity | None) -> int:
+def delegation_depth(ancestors: tuple[AgentIdentity, ...]) -> int:
     """Agents above this one: 0 for an identity a person or workload delegated directly."""
-    if delegator is None:
-        return 0
-    chain = delegator.status.delegation_chain or []
-    return 1 + sum(1 for principal in chain if principal.startswith("agent:"))
+    return len(ancestors)
+
+
+def agent_username(namespace: str, name: str) -> str:
+    """The username an agent's own ServiceAccount authenticates as."""
+    return f"system:serviceaccount:{namespace}:aid-{name}"
 
 
 def delegator_username(delegator: Delegator, namespace: str) -> str:
@@ -145,46 +163,87 @@ def delegator_required(facts: Facts) -> Violation | None:
     return None
 
 
+def namespace_served(facts: Facts) -> Violation | None:
+    # The webhooks exclude the operator's own namespace (so a broken operator can be repaired):
+    # nobody's creator can be verified there, so nothing is ever provisioned there.
+    if facts.operator_namespace is not None and facts.namespace == facts.operator_namespace:
+        return Violation(
+            "namespace-served",
+            f"metadata.namespace: {facts.namespace!r} is the operator's own namespace, which its admission "
+            "webhooks do not cover; create AgentIdentities in a served namespace",
+        )
+    return None
+
+
+def profile_required(facts: Facts) -> Violation | None:
+    # With --require-profile every identity is bound by some profile's limits.
+    if facts.require_profile and facts.profile is None and not facts.spec.profile:
+        return Violation("profile-required", "spec.profile: required (the operator runs with --require-profile)")
+    return None
+
+
+def atoms_within_cap(facts: Facts) -> Violation | None:
+    # Admission stays cheap: one identity never expands to more permissions than we will check.
+    message = rbac_atoms_within_cap(facts.spec.scopes)
+    return Violation("scopes-bounded", message) if message else None
+
+
 def ttl_within_profile(facts: Facts) -> Violation | None:
-    # The TTL must exist and fit the profile's maximum.
+    # The TTL must exist and fit the maximum of every profile on the chain.
     ttl = effective_ttl(facts.spec, facts.profile)
     if ttl is None:
         return Violation("ttl-set", "spec.ttl: required (no profile defaultTTL applies)")
-    if facts.profile is not None:
-        max_ttl = parse_ttl(facts.profile.spec.max_ttl)
+    for profile in facts.chain_profiles:
+        max_ttl = parse_ttl(profile.spec.max_ttl)
         if ttl > max_ttl:
             return Violation(
                 "ttl-within-profile",
-                f"spec.ttl: {format_duration(ttl)} exceeds profile {facts.profile.name!r} maxTTL {format_duration(max_ttl)}",
+                f"spec.ttl: {format_duration(ttl)} exceeds {_whose(facts, profile)} maxTTL {format_duration(max_ttl)}",
             )
     return None
 
 
 def scopes_within_ceiling(facts: Facts) -> Violation | None:
-    # Never more than the profile allows any agent of its kind.
-    if facts.profile is None:
-        return None
-    return _within(
-        facts.profile.spec.permission_ceiling,
-        facts,
-        "scopes-within-ceiling",
-        f"the permissionCeiling of profile {facts.profile.name!r}",
-    )
+    # Never more than any profile on the chain allows an agent of its kind.
+    for profile in facts.chain_profiles:
+        violation = _within(
+            profile.spec.permission_ceiling, facts, "scopes-within-ceiling", f"the permissionCeiling of {_whose(facts, profile)}"
+        )
+        if violation:
+            return violation
+    return None
 
 
 def audiences_allowed(facts: Facts) -> Violation | None:
-    # Tokens only for audiences the profile names (the API server's own is always allowed).
+    # Tokens only for audiences every profile on the chain names (the API server's own is always allowed).
     audiences = facts.spec.token.audiences if facts.spec.token and facts.spec.token.audiences else []
-    allowed = set(facts.profile.spec.audiences or []) if facts.profile else None
-    if allowed is None:
-        return None
-    refused = [audience for audience in audiences if audience not in allowed]
-    if refused:
-        return Violation(
-            "audiences-allowed",
-            f"spec.token.audiences: {', '.join(refused)} not allowed by profile {facts.profile.name!r}",  # type: ignore[union-attr]
-        )
+    for profile in facts.chain_profiles:
+        if profile.spec.audiences is None:
+            continue
+        refused = [audience for audience in audiences if audience not in profile.spec.audiences]
+        if refused:
+            return Violation(
+                "audiences-allowed", f"spec.token.audiences: {', '.join(refused)} not allowed by {_whose(facts, profile)}"
+            )
     return None
+
+
+def delegation_depth_allowed(facts: Facts) -> Violation | None:
+    # Chains of agents are bounded by the strictest profile on them.
+    depth = delegation_depth(facts.ancestors)
+    for profile in facts.chain_profiles:
+        if depth > profile.spec.max_delegation_depth:
+            return Violation(
+                "delegation-depth",
+                f"spec.delegator: delegation depth {depth} exceeds {_whose(facts, profile)} "
+                f"maxDelegationDepth {profile.spec.max_delegation_depth}",
+            )
+    return None
+
+
+def _whose(facts: Facts, profile: AgentProfile) -> str:
+    own = facts.profile is not None and profile.name == facts.profile.name
+    return f"profile {profile.name!r}" + ("" if own else " (on the delegation chain above)")
 
 
 def creator_known(facts: Facts) -> Violation | None:
@@ -197,29 +256,17 @@ def creator_known(facts: Facts) -> Violation | None:
     return None
 
 
-def creator_holds_scopes(facts: Facts) -> Violation | None:
-    # No one can hand an agent a permission they do not hold themselves.
-    if facts.creator_lacks and facts.creator is not None:
-        return Violation(
-            "creator-holds-scopes",
-            f"spec.scopes: {facts.creator.username} may not {_list(facts.creator_lacks)} in namespace {facts.namespace!r}",
-        )
-    return None
-
-
-def delegator_is_creator(facts: Facts) -> Violation | None:
-    # A person or workload delegator is the creator, or someone allowed to impersonate them.
-    delegator, creator = facts.spec.delegator, facts.creator
-    if delegator is None or delegator.kind == "AgentIdentity" or creator is None:
+def agent_delegates_as_itself(facts: Facts) -> Violation | None:
+    # An agent creating an identity is delegating: the new identity continues its chain.
+    agent, delegator = facts.creator_agent, facts.spec.delegator
+    if agent is None or (delegator is not None and delegator.kind == "AgentIdentity"):
         return None
-    expected = delegator_username(delegator, facts.namespace)
-    if creator.username != expected and not facts.creator_may_act_as_delegator:
-        return Violation(
-            "delegator-is-creator",
-            f"spec.delegator: {creator.username} may not act for {delegator.kind} {expected} "
-            "(not the creator, no impersonate permission)",
-        )
-    return None
+    named = f"{delegator.kind} {delegator.name}" if delegator else "no delegator"
+    return Violation(
+        "agent-delegates-as-itself",
+        f"spec.delegator: agent {facts.namespace}/{agent.metadata.name} may only create identities it delegates to "
+        f"(delegator AgentIdentity {agent.metadata.name}, or one it holds), not {named}",
+    )
 
 
 def delegator_same_namespace(facts: Facts) -> Violation | None:
@@ -229,6 +276,23 @@ def delegator_same_namespace(facts: Facts) -> Violation | None:
         return Violation(
             "delegator-same-namespace",
             f"spec.delegator: an AgentIdentity delegator must be in namespace {facts.namespace!r}, not {delegator.namespace!r}",
+        )
+    return None
+
+
+def delegator_ready(facts: Facts) -> Violation | None:
+    # At admission the delegating identity exists and is Ready: nobody squats on a name created later.
+    delegator = facts.spec.delegator
+    if not facts.admission or delegator is None or delegator.kind != "AgentIdentity":
+        return None
+    if facts.delegator is None:
+        return Violation("delegator-ready", f"spec.delegator: AgentIdentity {facts.namespace}/{delegator.name} does not exist")
+    phase = facts.delegator.status.phase or "Pending"
+    if phase != "Ready":
+        return Violation(
+            "delegator-ready",
+            f"spec.delegator: AgentIdentity {facts.namespace}/{delegator.name} is {phase}, not Ready: "
+            "create the delegate once its delegator is Ready",
         )
     return None
 
@@ -260,39 +324,71 @@ def delegate_not_outliving(facts: Facts) -> Violation | None:
     return None
 
 
-def delegation_depth_allowed(facts: Facts) -> Violation | None:
-    # Chains of agents are bounded by the profile.
-    if facts.profile is None:
-        return None
-    depth = delegation_depth(facts.delegator)
-    if depth > facts.profile.spec.max_delegation_depth:
+# -- the checks that need SubjectAccessReview answers (gathered only when every pure check passed) --
+
+
+def creator_holds_scopes(facts: Facts) -> Violation | None:
+    # No one can hand an agent a permission they do not hold themselves.
+    if facts.creator_lacks and facts.creator is not None:
         return Violation(
-            "delegation-depth",
-            f"spec.delegator: delegation depth {depth} exceeds profile {facts.profile.name!r} "
-            f"maxDelegationDepth {facts.profile.spec.max_delegation_depth}",
+            "creator-holds-scopes",
+            f"spec.scopes: {facts.creator.username} may not {_list(facts.creator_lacks)} in namespace {facts.namespace!r}",
         )
     return None
 
 
-CHECKS: tuple[Check, ...] = (
+def delegator_is_creator(facts: Facts) -> Violation | None:
+    # A person or workload delegator is the creator, or someone allowed to impersonate them.
+    delegator, creator = facts.spec.delegator, facts.creator
+    if delegator is None or delegator.kind == "AgentIdentity" or creator is None:
+        return None
+    expected = delegator_username(delegator, facts.namespace)
+    if creator.username != expected and not facts.creator_may_act_as_delegator:
+        return Violation(
+            "delegator-is-creator",
+            f"spec.delegator: {creator.username} may not act for {delegator.kind} {expected} "
+            "(not the creator, no impersonate permission)",
+        )
+    return None
+
+
+def delegator_held(facts: Facts) -> Violation | None:
+    # Only those who hold a delegating agent may name it: the agent itself, its creator, or
+    # someone allowed to impersonate its creator. Nobody borrows someone else's principal.
+    if facts.delegator is None or facts.creator is None or facts.creator_holds_delegator:
+        return None
+    name = facts.delegator.metadata.name
+    creator = facts.delegator_creator.username if facts.delegator_creator else "unknown"
+    return Violation(
+        "delegator-held",
+        f"spec.delegator: {facts.creator.username} may not name AgentIdentity {name!r} as delegator: only the agent "
+        f"itself, its creator ({creator}) or someone allowed to impersonate its creator may",
+    )
+
+
+PURE_CHECKS: tuple[Check, ...] = (
+    namespace_served,
+    atoms_within_cap,
     profile_exists,
+    profile_required,
     namespace_allowed,
     delegator_required,
     ttl_within_profile,
     scopes_within_ceiling,
     audiences_allowed,
     creator_known,
-    creator_holds_scopes,
-    delegator_is_creator,
+    agent_delegates_as_itself,
     delegator_same_namespace,
+    delegator_ready,
     delegate_within_delegator,
     delegate_not_outliving,
     delegation_depth_allowed,
 )
+ACCESS_CHECKS: tuple[Check, ...] = (creator_holds_scopes, delegator_is_creator, delegator_held)
 
 
-def evaluate(facts: Facts) -> list[Violation]:
-    return [violation for check in CHECKS if (violation := check(facts)) is not None]
+def evaluate(facts: Facts, checks: tuple[Check, ...] = PURE_CHECKS + ACCESS_CHECKS) -> list[Violation]:
+    return [violation for check in checks if (violation := check(facts)) is not None]
 
 
 def requested_permissions(scopes: list[PolicyRule]) -> list[Permission]:

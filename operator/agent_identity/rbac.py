@@ -25,10 +25,16 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from . import api
 from .api import PolicyRule
 
 ALL = "*"
 """The RBAC wildcard, for verbs, API groups and resources alike."""
+
+MAX_PERMISSION_ATOMS: int = api.MAX_PERMISSION_ATOMS
+"""The most atoms one AgentIdentity's scopes may expand to, summed over its rules: 64. Defined in
+``api`` beside the CRD's CEL rule that enforces the same cap (the comment there says why 64);
+:func:`atoms_within_cap` enforces it in the webhook and the reconciler."""
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 ADMISSION_GROUP = "admissionregistration.k8s.io"
@@ -72,6 +78,37 @@ def atoms(rule: PolicyRule) -> list[Permission]:
         for verb in rule.verbs
         for name in names
     ]
+
+
+def atom_count(rules: Iterable[PolicyRule]) -> int:
+    """How many atoms :func:`atoms` would yield for these rules, without building them.
+
+    Per rule the product apiGroups x resources x verbs x resourceNames (no resourceNames counts
+    once: the rule is for every name), summed over the rules. Duplicates are counted, as the CRD's
+    CEL rule counts them, so this is an upper bound of the distinct atoms. A wildcard ``"*"`` is
+    one atom like any other entry: the SubjectAccessReview for it asks for everything in that
+    field (and is granted only to a creator who holds ``"*"`` there), so it costs one review.
+    """
+    return sum(
+        len(rule.api_groups) * len(rule.resources) * len(rule.verbs) * (len(rule.resource_names or ()) or 1) for rule in rules
+    )
+
+
+def atoms_within_cap(rules: Sequence[PolicyRule]) -> str | None:
+    """``None`` when the rules expand to at most :data:`MAX_PERMISSION_ATOMS` atoms, else why not.
+
+    The first check of the admission chain, before any SubjectAccessReview (one per atom) is
+    asked. The CRD's CEL rule on spec.scopes enforces the same cap; this repeats it for the
+    webhook's message and for clusters whose CRD is older than the operator. Pure and cheap:
+    nothing is materialised, whatever the size of the spec.
+    """
+    count = atom_count(rules)
+    if count <= MAX_PERMISSION_ATOMS:
+        return None
+    return (
+        f"spec.scopes: expands to {count:,} permissions (verbs x resources x apiGroups x resourceNames);"
+        f" at most {MAX_PERMISSION_ATOMS} are allowed per identity: split the task or name fewer verbs/resources"
+    )
 
 
 def _resource_covers(owner_resources: Sequence[str], resource: str) -> bool:

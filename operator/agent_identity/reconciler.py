@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from . import failpoints
 from .api import FINAL_PHASES, RETIRED_PHASES, AgentIdentity, AgentProfile
 from .audit import Action, audit_record, emit
 from .builders import (
+    ANNOTATION_SEAL,
     IssuedToken,
     Provenance,
     child_name,
@@ -38,7 +39,7 @@ from .durations import (
     parse_timestamp,
     token_expiration_seconds,
 )
-from .facts import ProfileLookup, gather, load_profile
+from .facts import IdentityLookup, PolicySettings, ProfileLookup, ancestors, chain_of, facts_for, judge, load_profile
 from .kube import ChildKind, ClusterAccess, Kube, KubeError
 from .plan import (
     ChildAction,
@@ -51,13 +52,15 @@ from .plan import (
     decide,
     decode_secret_data,
     diff_child,
-    is_owned_by,
+    is_ours,
     merged_for_update,
     parse_identity,
+    recorded_uid,
     token_facts,
     token_verdict,
 )
-from .policy import Creator, Facts, effective_ttl, evaluate
+from .policy import PURE_CHECKS, Creator, Violation, effective_ttl, evaluate
+from .seal import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +91,9 @@ class ChildConflictError(Exception):
 class Settings:
     retain_for: timedelta = timedelta(hours=1)
     cluster_server: str | None = None
-    default_profile: str | None = None  # for identities that name none
-    require_creator: bool = False  # True when the operator serves its webhooks (they stamp the creator)
+    policy: PolicySettings = field(default_factory=PolicySettings)
 
 
-IdentityLookup = Callable[[str, str], dict[str, Any] | None]
 Signer = Callable[[AgentIdentity, Provenance, datetime], str]
 
 
@@ -106,8 +107,10 @@ class Reconciler:
         lookup_identity: IdentityLookup | None = None,
         lookup_profile: ProfileLookup | None = None,
         signer: Signer | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.signer = signer
+        self.sealer = sealer  # None only in the unsafe no-webhooks mode: creators are then taken on trust
         self.kube = kube
         self.settings = settings
         self.clock = clock
@@ -134,22 +137,19 @@ class Reconciler:
             self.revoke(identity)
             return Result()
         phase = identity.status.phase
-        profile = load_profile(self.lookup_profile, identity.spec.profile or self.settings.default_profile)
+        profile = load_profile(self.lookup_profile, identity.spec.profile or self.settings.policy.default_profile)
         if phase in FINAL_PHASES:
             return self._keep_final(identity, profile, now=now)
 
         delegator = None
         if identity.spec.delegator and identity.spec.delegator.kind == "AgentIdentity":
-            parent_body = self.lookup_identity(identity.metadata.namespace, identity.spec.delegator.name)
-            parent = parse_identity(parent_body) if parent_body else None
-            delegator = DelegatorView(parent if isinstance(parent, AgentIdentity) else None)
+            above = ancestors(identity, self.lookup_identity)
+            direct = above[0] if above and above[0].metadata.name == identity.spec.delegator.name else None
+            delegator = DelegatorView(direct, chain=chain_of(identity, above) if direct else None)
 
         decision = decide(identity, delegator=delegator, now=now, profile=profile, ttl=self._ttl(identity, profile))
-        if isinstance(decision, Provision) and phase != "Ready":
-            # Defence in depth: the webhook's checks again, before anything is provisioned.
-            violations = evaluate(self._facts(identity, profile, delegator))
-            if violations:
-                decision = Deny(Reason.POLICY_VIOLATION, "; ".join(str(v) for v in violations))
+        if isinstance(decision, Provision):
+            decision = self._judged(identity, decision, now=now)
         try:
             match decision:
                 case Provision():
@@ -179,16 +179,30 @@ class Reconciler:
             ttl = parse_timestamp(identity.status.expires_at) - created
         return ttl
 
-    def _facts(self, identity: AgentIdentity, profile: AgentProfile | None, delegator: DelegatorView | None) -> Facts:
-        return gather(
-            self.kube,
+    def _judged(self, identity: AgentIdentity, decision: Provision, *, now: datetime) -> Provision | Deny:
+        """Defence in depth before anything is provisioned: the seal on every look (cheap: a forged
+        status never skips it), and the webhook's whole policy chain on the first provisioning."""
+        created_at = parse_timestamp(identity.metadata.creation_timestamp)
+        problem = self.sealer.problem(identity.body, created_at=created_at) if self.sealer else None
+        if problem is None and identity.status.phase == "Ready":
+            return decision
+        facts = facts_for(
             identity,
-            profile=profile,
-            delegator=delegator.identity if delegator else None,
-            creator=Creator.from_identity(identity),
-            require_creator=self.settings.require_creator,
-            created_at=parse_timestamp(identity.metadata.creation_timestamp),
+            settings=self.settings.policy,
+            lookup=self.lookup_identity,
+            profile_lookup=self.lookup_profile,
+            creator=None if problem else Creator.from_identity(identity),
+            creator_of=self.sealer.creator_of if self.sealer else Creator.from_identity,
+            created_at=created_at,
+            admission=False,
         )
+        if problem:
+            # Nobody vouches for the creator: refuse, and say what else is wrong with the spec.
+            unsealed = Violation("creator-sealed", f"metadata.annotations[{ANNOTATION_SEAL}]: {problem}")
+            violations = [unsealed, *evaluate(replace(facts, require_creator=False), PURE_CHECKS)]
+        else:
+            violations = judge(self.kube, facts)
+        return Deny(Reason.POLICY_VIOLATION, "; ".join(str(v) for v in violations)) if violations else decision
 
     def _report_api_error(self, identity: AgentIdentity, error: KubeError, *, now: datetime) -> None:
         """Says why in the Ready condition, with an Event and an audit line when the failure is new.
@@ -245,15 +259,18 @@ class Reconciler:
             identity, ChildKind.SERVICE_ACCOUNT, service_account(identity, provenance), expect_absent=first_time
         )
         failpoints.hit("after-serviceaccount")
+        uids = {ChildKind.SERVICE_ACCOUNT: account["metadata"]["uid"]}
         for kind, desired in (
             (ChildKind.ROLE, role(identity, provenance)),
             (ChildKind.ROLE_BINDING, role_binding(identity, provenance)),
         ):
-            restored |= self._ensure_child(identity, kind, desired, expect_absent=first_time)[1]
+            child, changed = self._ensure_child(identity, kind, desired, expect_absent=first_time)
+            uids[kind], restored = child["metadata"]["uid"], restored | changed
             failpoints.hit(f"after-{kind.lower()}")
         secret, _ = self._ensure_child(
             identity, ChildKind.TOKEN_SECRET, token_secret(identity, provenance), expect_absent=first_time
         )
+        uids[ChildKind.TOKEN_SECRET] = secret["metadata"]["uid"]
         failpoints.hit("after-secret")
         issued = self._ensure_token(identity, secret, provenance, now=now)
         failpoints.hit("after-token")
@@ -273,6 +290,7 @@ class Reconciler:
             extra={
                 "serviceAccountName": child_name(identity),
                 "serviceAccountUID": account["metadata"]["uid"],
+                "childUIDs": {str(kind): uid for kind, uid in uids.items()},
                 "tokenSecretName": token_secret_name(identity),
                 "issuedAt": format_timestamp(token_issued_at),
                 "expiresAt": format_timestamp(provenance.expires_at),
@@ -314,7 +332,7 @@ class Reconciler:
         provenance = decision.provenance
         self._transition(
             identity,
-            "Expired",
+            decision.phase,
             decision.reason,
             decision.message,
             now=now,
@@ -360,7 +378,7 @@ class Reconciler:
                 if not error.conflict:
                     raise
         actual = self.kube.get_child(kind, namespace, name)
-        action = diff_child(desired, actual, owner_uid=identity.metadata.uid)
+        action = diff_child(desired, actual, owner_uid=identity.metadata.uid, recorded_uid=recorded_uid(identity, kind))
         if action is ChildAction.KEEP:
             assert actual is not None
             return actual, False
@@ -456,20 +474,21 @@ class Reconciler:
                 ChildKind.SERVICE_ACCOUNT, identity.metadata.namespace, name, uid=identity.status.service_account_uid
             )
         account = self.kube.get_child(ChildKind.SERVICE_ACCOUNT, identity.metadata.namespace, name)
-        if account is None or not is_owned_by(account, identity.metadata.uid):
+        if account is None or not is_ours(account, identity.metadata.uid, None):
             return False
         return self.kube.delete_child(
             ChildKind.SERVICE_ACCOUNT, identity.metadata.namespace, name, uid=account["metadata"]["uid"]
         )
 
     def _delete_children(self, identity: AgentIdentity) -> int:
-        """Deletes every child this identity owns; the number that existed."""
+        """Deletes every child this identity owns, or whose uid its status recorded (ownerReferences
+        and labels can be stripped; a uid cannot be forged onto another object); how many existed."""
         namespace = identity.metadata.namespace
         names = {kind: child_name(identity) for kind in RETIRE_ORDER} | {ChildKind.TOKEN_SECRET: token_secret_name(identity)}
         deleted = 0
         for kind in RETIRE_ORDER:
             actual = self.kube.get_child(kind, namespace, names[kind])
-            if actual is not None and is_owned_by(actual, identity.metadata.uid):
+            if actual is not None and is_ours(actual, identity.metadata.uid, recorded_uid(identity, kind)):
                 deleted += self.kube.delete_child(kind, namespace, names[kind], uid=actual["metadata"]["uid"])
         return deleted
 
@@ -505,7 +524,7 @@ class Reconciler:
         self._write_status(body, phase_status(body, phase, reason, message, now=now, extra=extra))
         if identity.status.phase == phase:
             return
-        action = {"Expired": Action.EXPIRED, "Denied": Action.DENIED}.get(phase, Action.FAILED)
+        action = {"Expired": Action.EXPIRED, "Revoked": Action.REVOKED, "Denied": Action.DENIED}.get(phase, Action.FAILED)
         provenance = Provenance(delegator="", task=identity.spec.task, chain=chain, expires_at=expires_at or now)
         self._record(identity, action, reason, provenance, now=now, message=message, warning=phase != "Expired")
 

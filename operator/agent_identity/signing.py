@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,75 +28,56 @@ from jwt.algorithms import ECAlgorithm
 from jwt.types import Options
 
 from .api import AgentIdentity
-from .durations import MAX_TTL, format_timestamp, parse_timestamp
+from .keyring import Key, KeyRing, new_kid
+from .keyring import rotate as rotate_ring
 from .rbac import atoms
 
 ALGORITHM = "ES256"
 
 
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    created_at: datetime
-    private_pem: str = field(repr=False)  # never in a repr, never in a log line
+SigningKey = Key
+PEM_FIELD = "privatePem"
 
-    def public_jwk(self) -> dict[str, Any]:
-        key = serialization.load_pem_private_key(self.private_pem.encode(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        jwk: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(key.public_key()))
-        return {**jwk, "kid": self.kid, "use": "sig", "alg": ALGORITHM}
+
+def new_private_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pem.decode()
 
 
 def new_key(now: datetime) -> SigningKey:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return SigningKey(kid=f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}", created_at=now, private_pem=pem.decode())
+    return Key(kid=new_kid(now), created_at=now, material=new_private_pem())
+
+
+def public_jwk(key: SigningKey) -> dict[str, Any]:
+    private = serialization.load_pem_private_key(key.material.encode(), password=None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    jwk: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(private.public_key()))
+    return {**jwk, "kid": key.kid, "use": "sig", "alg": ALGORITHM}
 
 
 @dataclass(frozen=True)
-class KeySet:
-    """Oldest first. The signing key is the newest one that has been published long enough."""
-
-    keys: tuple[SigningKey, ...]
+class KeySet(KeyRing):
+    """The signing keys: the newest one published long enough signs (see :mod:`keyring`)."""
 
     def signing_key(self, *, now: datetime, publish_ahead: timedelta) -> SigningKey:
-        ready = [key for key in self.keys if key.created_at + publish_ahead <= now]
-        return ready[-1] if ready else self.keys[0]  # the very first key signs at once
+        return self.active(now=now, publish_ahead=publish_ahead)
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [key.public_jwk() for key in self.keys]}
+        return {"keys": [public_jwk(key) for key in self.keys]}
 
-    def to_json(self) -> str:
-        return json.dumps(
-            [{"kid": k.kid, "createdAt": format_timestamp(k.created_at), "privatePem": k.private_pem} for k in self.keys]
-        )
+    def to_json(self, *, material_field: str = PEM_FIELD) -> str:
+        return super().to_json(material_field=material_field)
 
     @classmethod
-    def from_json(cls, text: str) -> KeySet:
-        return cls(
-            tuple(
-                SigningKey(kid=item["kid"], created_at=parse_timestamp(item["createdAt"]), private_pem=item["privatePem"])
-                for item in json.loads(text)
-            )
-        )
+    def from_json(cls, text: str, *, material_field: str = PEM_FIELD) -> KeySet:
+        return cls(KeyRing.from_json(text, material_field=material_field).keys)
 
 
 def rotate(keys: KeySet | None, *, now: datetime, period: timedelta, publish_ahead: timedelta) -> KeySet:
-    """The key set at ``now``: a first key, a new key once the newest is ``period`` old, and keys
-    dropped only when nothing they signed can still be valid."""
-    current = list(keys.keys) if keys else []
-    if not current:
-        return KeySet((new_key(now),))  # signs at once: there is no older key to sign meanwhile
-    if now - current[-1].created_at >= period:
-        current.append(new_key(now))
-    kept = []
-    for index, key in enumerate(current):
-        successor = current[index + 1] if index + 1 < len(current) else None
-        # A key signs until its successor takes over; its assertions live at most MAX_TTL more.
-        stopped_signing = successor.created_at + publish_ahead if successor else None
-        if stopped_signing is None or now < stopped_signing + MAX_TTL:
-            kept.append(key)
-    return KeySet(tuple(kept))
+    """The signing keys at ``now`` (:func:`keyring.rotate` with EC P-256 keys)."""
+    ring = rotate_ring(keys, now=now, period=period, publish_ahead=publish_ahead, new_material=new_private_pem)
+    return KeySet(ring.keys)
 
 
 # -- assertions ---------------------------------------------------------------------------------------
@@ -168,17 +149,62 @@ def assertion_claims(
 
 
 def sign(claims: dict[str, Any], key: SigningKey) -> str:
-    return jwt.encode(claims, key.private_pem, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"})
+    return jwt.encode(claims, key.material, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"})
 
 
 class InvalidAssertion(Exception):
     """An assertion that must not be trusted, with a reason a person can act on."""
 
 
+REQUIRED_CLAIMS = ("exp", "iat", "nbf", "iss", "aud", "sub")
+"""Claims an assertion must carry to be trusted; the operator always sets them all."""
+
+
+class InsecureVerification(ValueError):
+    """``verify`` was called without an expected issuer or audience and without the explicit
+    opt-out: a mistake of the caller, not of the assertion."""
+
+
+def _expectations(issuer: str | None, audience: str | None, *, any_issuer: bool, any_audience: bool) -> None:
+    """Refuse a verification that would silently skip the issuer or audience check."""
+    if issuer and any_issuer:
+        raise InsecureVerification("give an expected issuer or insecure_any_issuer=True, not both")
+    if audience and any_audience:
+        raise InsecureVerification("give an expected audience or insecure_any_audience=True, not both")
+    if not issuer and not any_issuer:
+        raise InsecureVerification(
+            "an expected issuer is required (the operator's --issuer URL): without it an assertion signed by"
+            " any key in the JWKS for any issuer would be accepted; pass insecure_any_issuer=True"
+            " (kubectl agent verify --insecure-any-issuer) only if you mean that"
+        )
+    if not audience and not any_audience:
+        raise InsecureVerification(
+            "an expected audience is required (your service's name in spec.token.audiences): without it an"
+            " assertion issued for any other service would be accepted; pass insecure_any_audience=True"
+            " (kubectl agent verify --insecure-any-audience) only if you mean that"
+        )
+
+
 def verify(
-    token: str, *, jwks: dict[str, Any], audience: str | None, issuer: str | None = None, leeway: int = 0
+    token: str,
+    *,
+    jwks: dict[str, Any],
+    issuer: str | None = None,
+    audience: str | None = None,
+    insecure_any_issuer: bool = False,
+    insecure_any_audience: bool = False,
+    leeway: int = 0,
 ) -> dict[str, Any]:
-    """The claims of a valid assertion; :class:`InvalidAssertion` saying why otherwise."""
+    """The claims of a valid assertion; :class:`InvalidAssertion` saying why otherwise.
+
+    ``issuer`` (the operator's ``--issuer``) and ``audience`` (the verifying service, one of the
+    identity's ``spec.token.audiences``) are required: pyjwt checks ``iss`` and ``aud`` against
+    them, and every claim of :data:`REQUIRED_CLAIMS` must be present. Leaving one out raises
+    :class:`InsecureVerification` unless its loudly named opt-out, ``insecure_any_issuer=True`` or
+    ``insecure_any_audience=True``, says the caller accepts any issuer or any audience (the claim
+    must still be present). The signature, ``exp``, ``nbf`` and ``iat`` are always checked.
+    """
+    _expectations(issuer, audience, any_issuer=insecure_any_issuer, any_audience=insecure_any_audience)
     try:
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError as error:
@@ -190,11 +216,21 @@ def verify(
     public_key = ECAlgorithm.from_jwk(json.dumps(matching[0]))
     if not isinstance(public_key, ec.EllipticCurvePublicKey):  # a JWKS entry with a private part is not ours
         raise InvalidAssertion(f"signing key {kid!r} in the JWKS is not a public EC key")
-    options: Options = {"require": ["exp", "iat", "nbf", "sub", "iss"], "verify_aud": audience is not None}
+    options: Options = {
+        "require": list(REQUIRED_CLAIMS),
+        "verify_iss": not insecure_any_issuer,
+        "verify_aud": not insecure_any_audience,
+    }
     try:
         return dict(
             jwt.decode(
-                token, public_key, algorithms=[ALGORITHM], audience=audience, issuer=issuer, leeway=leeway, options=options
+                token,
+                public_key,
+                algorithms=[ALGORITHM],
+                issuer=None if insecure_any_issuer else issuer,
+                audience=None if insecure_any_audience else audience,
+                leeway=leeway,
+                options=options,
             )
         )
     except jwt.ExpiredSignatureError:
@@ -207,5 +243,7 @@ def verify(
         raise InvalidAssertion(f"wrong issuer: not issued by {issuer!r}") from None
     except jwt.InvalidSignatureError:
         raise InvalidAssertion("bad signature: the assertion was altered or signed by someone else") from None
+    except jwt.MissingRequiredClaimError as error:
+        raise InvalidAssertion(f"missing claim {error.claim!r}: not an assertion of this operator") from None
     except jwt.PyJWTError as error:
         raise InvalidAssertion(f"invalid: {error}") from None

@@ -78,10 +78,12 @@ def assertion_of(cluster: Cluster, namespace: str, name: str) -> str:
     return cluster.token_secret(namespace, name)["assertion"]
 
 
-def verify_with_pyjwt(token: str, jwks: dict[str, Any], audience: str) -> dict[str, Any]:
+def verify_with_pyjwt(token: str, jwks: dict[str, Any], audience: str, issuer: str) -> dict[str, Any]:
+    """What any third-party verifier does, with plain pyjwt: signature, issuer, audience, required claims."""
     kid = jwt.get_unverified_header(token)["kid"]
     key = jwt.PyJWKSet.from_dict(jwks)[kid]
-    return dict(jwt.decode(token, key.key, algorithms=["ES256"], audience=audience))
+    required = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub"]}
+    return dict(jwt.decode(token, key.key, algorithms=["ES256"], audience=audience, issuer=issuer, options=required))
 
 
 def test_assertions_verify_against_the_served_jwks_across_rotation_and_restart(
@@ -91,7 +93,7 @@ def test_assertions_verify_against_the_served_jwks_across_rotation_and_restart(
     cluster.wait_phase(namespace, "before", "Ready")
     first = assertion_of(cluster, namespace, "before")
     first_kid = jwt.get_unverified_header(first)["kid"]
-    claims = verify_with_pyjwt(first, signing.jwks(), "vault")
+    claims = verify_with_pyjwt(first, signing.jwks(), "vault", signing.issuer)
     identity = cluster.get_identity(namespace, "before")
     assert identity is not None
     assert claims["exp"] == int(
@@ -109,7 +111,7 @@ def test_assertions_verify_against_the_served_jwks_across_rotation_and_restart(
     assert jwt.get_unverified_header(second)["kid"] != first_kid
     jwks = signing.jwks()
     for token in (first, second):  # the retired key stays published
-        assert verify_with_pyjwt(token, jwks, "vault")["task"].startswith("test task for")
+        assert verify_with_pyjwt(token, jwks, "vault", signing.issuer)["task"].startswith("test task for")
 
     # the ConfigMap mirror matches what is served
     mirror = cluster.core.read_namespaced_config_map("agent-identity-jwks", namespace)
@@ -120,7 +122,7 @@ def test_assertions_verify_against_the_served_jwks_across_rotation_and_restart(
     signing.operator.start()
     wait_for("the JWKS served again", lambda: _try(signing.jwks))
     assert {k["kid"] for k in signing.jwks()["keys"]} >= {k["kid"] for k in jwks["keys"]}
-    assert verify_with_pyjwt(first, signing.jwks(), "vault")["sub"] == "user:alice"
+    assert verify_with_pyjwt(first, signing.jwks(), "vault", signing.issuer)["sub"] == "user:alice"
     discovery = json.loads(urllib.request.urlopen(f"{signing.issuer}/.well-known/openid-configuration", timeout=5).read())
     assert discovery["jwks_uri"] == f"{signing.issuer}/.well-known/jwks.json"
 
@@ -246,29 +248,49 @@ def test_every_cli_command_end_to_end(cluster: Cluster, namespace: str, signing:
 
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(signing.jwks()))
-    verified = kubectl_agent(
-        cluster, "verify", document["assertion"], "--jwks", f"{signing.issuer}/.well-known/jwks.json", "--audience", "vault"
-    )
+    served = f"{signing.issuer}/.well-known/jwks.json"
+    expected = ["--issuer", signing.issuer, "--audience", "vault"]
+    verified = kubectl_agent(cluster, "verify", document["assertion"], "--jwks", served, *expected)
     assert verified.returncode == 0, verified.stderr
     assert "valid assertion" in verified.stdout and "on behalf of: user:alice" in verified.stdout
+    for insecure in (
+        ["--insecure-any-issuer", "--audience", "vault"],
+        ["--issuer", signing.issuer, "--insecure-any-audience"],
+        ["--insecure-any-issuer", "--insecure-any-audience"],
+    ):
+        opted_out = kubectl_agent(cluster, "verify", document["assertion"], "--jwks", str(jwks_file), *insecure)
+        assert opted_out.returncode == 0 and "valid assertion" in opted_out.stdout, (insecure, opted_out.stderr)
 
     header, payload, signature = document["assertion"].split(".")
     known = KeySet((new_key(datetime.now(UTC)),))  # a key set the verifier trusts, for an expired assertion
     known_file = tmp_path / "jwks-known.json"
     known_file.write_text(json.dumps(known.jwks()))
-    stale = {"sub": "x", "iss": "y", "exp": 1, "iat": 0, "nbf": 0}
+    stale = {"sub": "x", "iss": signing.issuer, "aud": "vault", "exp": 1, "iat": 0, "nbf": 0}
     bad_cases = {
-        "assertion rejected: bad signature": [
-            f"{header}.{payload[:-4]}AAAA.{signature}",
+        "assertion rejected: bad signature": [f"{header}.{payload[:-4]}AAAA.{signature}", "--jwks", str(jwks_file), *expected],
+        "assertion rejected: wrong audience": [
+            document["assertion"],
             "--jwks",
             str(jwks_file),
+            "--issuer",
+            signing.issuer,
+            "--audience",
+            "elsewhere",
+        ],
+        "assertion rejected: wrong issuer": [
+            document["assertion"],
+            "--jwks",
+            str(jwks_file),
+            "--issuer",
+            "https://elsewhere.example",
             "--audience",
             "vault",
         ],
-        "assertion rejected: wrong audience": [document["assertion"], "--jwks", str(jwks_file), "--audience", "elsewhere"],
-        "assertion rejected: unknown signing key": [sign(stale, new_key(datetime.now(UTC))), "--jwks", str(jwks_file)],
-        "assertion rejected: expired": [sign(stale, known.keys[0]), "--jwks", str(known_file)],
-        "cannot read the JWKS": [document["assertion"], "--jwks", str(tmp_path / "missing.json")],
+        "assertion rejected: unknown signing key": [sign(stale, new_key(datetime.now(UTC))), "--jwks", str(jwks_file), *expected],
+        "assertion rejected: expired": [sign(stale, known.keys[0]), "--jwks", str(known_file), *expected],
+        "cannot read the JWKS": [document["assertion"], "--jwks", str(tmp_path / "missing.json"), *expected],
+        "verify needs --issuer": [document["assertion"], "--jwks", served, "--audience", "vault"],
+        "verify needs --audience": [document["assertion"], "--jwks", served, "--issuer", signing.issuer],
     }
     for words, arguments in bad_cases.items():
         rejected = kubectl_agent(cluster, "verify", *arguments)

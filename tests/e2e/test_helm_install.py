@@ -1,6 +1,8 @@
 """`helm install` against the real API server, then the operator run out of cluster with the
 chart's own ServiceAccount credentials: it provisions, retires, revokes and serves webhooks with
-exactly the chart's RBAC, and that RBAC grants nothing beyond the documented list.
+exactly the chart's RBAC and under the chart's fence (the ValidatingAdmissionPolicy that refuses
+its ServiceAccount every write it does not need), and that RBAC grants nothing beyond the
+documented list.
 
 No kubelet runs on the local control plane, so the chart's Deployment is accepted but its pod
 never starts, and the webhook Service has no endpoints: the test points the chart's webhook
@@ -16,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 
 from agent_identity.deploy import CLUSTER_RULES, NAMESPACE_RULES, OWN_NAMESPACE_RULES
+from support import fence
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 from support.tools import helm_binary
@@ -99,11 +102,16 @@ def test_helm_install_then_the_operator_works_with_exactly_the_charts_rbac(
         apps = client.AppsV1Api(cluster.api_client)
         assert apps.read_namespaced_deployment(RELEASE, release_namespace).spec.template.spec.service_account_name == RELEASE
 
+        kubeconfig = cluster.service_account_kubeconfig(release_namespace, RELEASE, tmp_path / "chart-sa.kubeconfig")
+        as_operator = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        fence.wait_active(as_operator, served_namespace=namespace, policy=f"{RELEASE}-fence")
+
         port, cert_dir = free_port(), tmp_path / "certs"
         operator = OperatorProcess(
-            kubeconfig=cluster.service_account_kubeconfig(release_namespace, RELEASE, tmp_path / "chart-sa.kubeconfig"),
+            kubeconfig=kubeconfig,
             namespace=namespace,
             log_dir=tmp_path,
+            env={"POD_NAMESPACE": release_namespace},  # as the chart's Deployment sets it (downward API)
             extra_args=[
                 "--webhook-port",
                 str(port),
@@ -128,7 +136,7 @@ def test_helm_install_then_the_operator_works_with_exactly_the_charts_rbac(
             cluster.wait_phase(namespace, "brief", "Expired", timeout=25)
             cluster.delete_identity(namespace, "charted")
             wait_for("revoked", lambda: not any(cluster.children(namespace, "charted").values()))
-            assert "Forbidden" not in operator.output(), "the chart's RBAC refused the operator something"
+            assert "Forbidden" not in operator.output(), "the chart's RBAC or fence refused the operator something"
 
             review = client.AuthorizationV1Api(client.ApiClient(_token_configuration(cluster, tmp_path)))
             rules = review.create_self_subject_rules_review({"spec": {"namespace": namespace}}).status.resource_rules

@@ -1,5 +1,7 @@
 """The operator runs with exactly the RBAC that ``agent_identity.deploy`` documents: no escalate,
-no bind, no impersonate, no cluster-wide wildcards, tokens only in the namespaces it serves."""
+no bind, no impersonate, no cluster-wide wildcards, tokens only in the namespaces it serves. And it
+runs under the chart's fence (the ValidatingAdmissionPolicy on its own ServiceAccount), which
+refuses every write it does not need."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, utils
+from kubernetes import client, config, utils
 
 from agent_identity.api import PolicyRule
 from agent_identity.deploy import NAME, operator_rbac
+from support import fence
 from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
 from support.webhooks import operator_with_webhooks
 
@@ -60,6 +63,8 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
         ceilings=[PolicyRule.model_validate(rule) for rule in CEILING],
     )
     utils.create_from_yaml(cluster.api_client, yaml_objects=objects)
+    policy = fence.fence_objects(release=NAME, namespace=operator_namespace)
+    fence.install(cluster, policy)
     profile_name = f"ceiling-{namespace}"[:63]
     cluster.custom.create_cluster_custom_object(
         GROUP,
@@ -74,7 +79,10 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
     )
     try:
         kubeconfig = cluster.service_account_kubeconfig(operator_namespace, NAME, tmp_path / "operator.kubeconfig")
-        with operator_with_webhooks(cluster, namespace, tmp_path, kubeconfig=kubeconfig):
+        as_operator = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        fence.wait_active(as_operator, served_namespace=namespace, policy=policy[0]["metadata"]["name"])
+        home = ["--operator-namespace", operator_namespace]  # where its RBAC (and the fence) let it keep its keys
+        with operator_with_webhooks(cluster, namespace, tmp_path, kubeconfig=kubeconfig, extra_args=home) as process:
             cluster.create_identity(
                 make_identity("scoped", namespace, profile=profile_name, ttl="10m", delegator={"kind": "User", "name": "admin"})
             )
@@ -89,6 +97,7 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
             assert not any(cluster.children(namespace, "brief").values())
             cluster.delete_identity(namespace, "scoped")
             wait_for("revoked by the restricted operator", lambda: not any(cluster.children(namespace, "scoped").values()))
+            assert "Forbidden" not in process.output(), "the RBAC or the fence refused the operator something"
 
         allowed = [a for a in FORBIDDEN if may(cluster, operator_namespace, _in(a, namespace))]
         assert allowed == []
@@ -101,6 +110,7 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
         }
         assert may(cluster, operator_namespace, token_here)
     finally:
+        fence.remove(cluster, policy)
         cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "agentprofiles", profile_name)
         rbac = client.RbacAuthorizationV1Api(cluster.api_client)
         for role in (NAME, f"{NAME}:namespace", f"{NAME}:ceilings"):

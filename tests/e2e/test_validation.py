@@ -91,3 +91,80 @@ def test_identity_defining_fields_are_immutable(
     assert refused.value.status == 422
     assert field in refused.value.body and words in refused.value.body, refused.value.body
     assert cluster.get_identity(namespace, "fixed")["spec"] == make_identity("fixed", namespace)["spec"]  # type: ignore[index]
+
+
+def _rule(resources: int, verbs: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiGroups": [""],
+        "resources": [f"r{i}" for i in range(resources)],
+        "verbs": [f"v{i}" for i in range(verbs)],
+        **extra,
+    }
+
+
+CAP_MESSAGE = (
+    'spec.scopes: Invalid value: "array": expands to more than 64 permissions (verbs x resources x apiGroups x'
+    " resourceNames, summed over the scopes); at most 64 are allowed per identity: split the task or name fewer verbs/resources"
+)
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        [_rule(16, 16)],  # one rule of 16 x 16: 256 reviews the webhook would have to ask
+        [_rule(8, 5), _rule(5, 8)],  # the cap is on the identity, not per rule: 40 + 40
+        [_rule(4, 4, resourceNames=["a", "b", "c", "d"]), _rule(1, 1)],  # names multiply: 64 + 1
+        [
+            {
+                "apiGroups": ["*"],
+                "resources": ["*", "pods"],
+                "verbs": ["*"] + [f"v{i}" for i in range(15)],
+                "resourceNames": ["a", "b", "c"],
+            }
+        ],  # 1 x 2 x 16 x 3 = 96: each "*" counts once
+    ],
+    ids=["one-wide-rule", "total-across-rules", "names-multiply", "wildcards-count-once-each"],
+)
+def test_a_spec_expanding_beyond_the_permission_cap_is_refused(
+    cluster: Cluster, namespace: str, scopes: list[dict[str, Any]]
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        cluster.create_identity(make_identity("wide", namespace, scopes=scopes))
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert CAP_MESSAGE in message, message
+    assert cluster.get_identity(namespace, "wide") is None
+
+
+@pytest.mark.parametrize(
+    ("scopes", "field"),
+    [
+        ([_rule(1, 1)] * 17, "spec.scopes"),
+        ([_rule(17, 1)], "spec.scopes[0].resources"),
+        ([_rule(1, 17)], "spec.scopes[0].verbs"),
+        ([{**_rule(1, 1), "apiGroups": [f"g{i}" for i in range(17)]}], "spec.scopes[0].apiGroups"),
+        ([_rule(1, 1, resourceNames=[f"n{i}" for i in range(17)])], "spec.scopes[0].resourceNames"),
+    ],
+    ids=["scopes", "resources", "verbs", "apiGroups", "resourceNames"],
+)
+def test_each_list_of_a_scope_holds_at_most_16(cluster: Cluster, namespace: str, scopes: list[Any], field: str) -> None:
+    with pytest.raises(ApiException) as refused:
+        cluster.create_identity(make_identity("long", namespace, scopes=scopes))
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert f"{field}: Too many: 17: must have at most 16 items" in message, message
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        [_rule(4, 4, resourceNames=["a", "b", "c"]), _rule(4, 4)],  # 48 + 16
+        [_rule(8, 8)],  # 64 in one rule
+        [_rule(1, 1)] * 16,  # 16 scopes of one permission each
+        [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],  # everything, yet one permission to review
+    ],
+    ids=["two-rules", "one-rule", "sixteen-scopes", "wildcards"],
+)
+def test_a_spec_at_the_permission_cap_is_accepted(cluster: Cluster, namespace: str, scopes: list[dict[str, Any]]) -> None:
+    created = cluster.create_identity(make_identity("at-cap", namespace, scopes=scopes))
+    assert created["spec"]["scopes"] == scopes

@@ -18,6 +18,7 @@ from agent_identity.localcluster import LocalControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
+OPERATOR_NAMESPACE = "agent-identity-system"  # the operator's own (its --operator-namespace default)
 T = TypeVar("T")
 
 
@@ -93,6 +94,13 @@ class Cluster:
         name = f"t-{stem}-{uuid.uuid4().hex[:5]}"
         self.core.create_namespace({"metadata": {"name": name}})
         return name
+
+    def ensure_namespace(self, name: str) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name}})
+        except ApiException as error:
+            if error.status != 409:
+                raise
 
     def delete_namespace(self, name: str) -> None:
         try:
@@ -179,14 +187,17 @@ class Cluster:
             "error": status.error,
         }
 
-    def as_token(self, token: str) -> client.CoreV1Api:
-        """A client that authenticates with ``token`` only (no client certificate)."""
+    def token_client(self, token: str) -> client.ApiClient:
+        """An API client that authenticates with ``token`` only (no client certificate)."""
         configuration = client.Configuration()
         configuration.host = self.host
         configuration.ssl_ca_cert = self.ca_file
         configuration.api_key = {"BearerToken": f"Bearer {token}"}
         configuration.api_key_prefix = {}
-        return client.CoreV1Api(client.ApiClient(configuration))
+        return client.ApiClient(configuration)
+
+    def as_token(self, token: str) -> client.CoreV1Api:
+        return client.CoreV1Api(self.token_client(token))
 
     def call_status(self, call: Callable[[], object]) -> int:
         """The HTTP status of one API call: 200 on success, else the error's code."""

@@ -16,11 +16,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class OperatorProcess:
-    def __init__(self, *, kubeconfig: Path, namespace: str, log_dir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        namespace: str,
+        log_dir: Path,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_dir = log_dir
         self.extra_args = extra_args or []
+        self.env = env or {}  # on top of this process's environment
         self.process: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
@@ -30,14 +39,19 @@ class OperatorProcess:
 
     def start(self, *, failpoint: str | None = None, extra_args: list[str] | None = None) -> None:
         assert self.process is None or self.process.poll() is not None, "operator already running"
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         env.pop("AGENT_IDENTITY_FAILPOINT", None)
         if failpoint:
             env["AGENT_IDENTITY_FAILPOINT"] = failpoint
         self.runs += 1
         log = self.log_path.open("ab")
+        args = [*self.extra_args, *(extra_args or [])]
+        if "--webhook-port" not in args:
+            # The lifecycle suites judge provisioning, not admission: they run the documented unsafe
+            # mode. The admission and hostile suites run the operator with its webhooks.
+            args.append("--unsafe-no-admission-webhooks")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent_identity", "--namespace", self.namespace, *self.extra_args, *(extra_args or [])],
+            [sys.executable, "-m", "agent_identity", "--namespace", self.namespace, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

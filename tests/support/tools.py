@@ -1,5 +1,5 @@
-"""The pinned tools the tests use (Helm, Prometheus), provided by the repo's install scripts, and
-the chart rendered by that Helm. One place, so every test gets them the same way."""
+"""The pinned tools the tests use (Helm, checkov, Prometheus), provided by the repo's install
+scripts, and the chart rendered by that Helm. One place, so every test gets them the same way."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def helm_binary() -> str:
     """The pinned Helm, built by scripts/install-helm.sh on first use."""
     path = script_output("install-helm.sh", "helm", timeout=1800)[-1]
     assert Path(path).is_file(), f"install-helm.sh printed {path!r}, which is not a file"
+    return path
+
+
+@functools.cache
+def checkov_binary() -> str:
+    """The pinned checkov, installed by scripts/install-checkov.sh into its own virtualenv on first use."""
+    path = script_output("install-checkov.sh", "checkov", timeout=1200)[-1]
+    assert Path(path).is_file(), f"install-checkov.sh printed {path!r}, which is not a file"
     return path
 
 

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
-from agent_identity.admission import CONFIGURATION_NAME, webhook_configurations
-from agent_identity.builders import ANNOTATION_CREATOR as CREATOR_ANNOTATION
-from support.cluster import GROUP, PLURAL, VERSION, Cluster, make_identity
+from agent_identity.localcluster import register_webhooks, unregister_webhooks
+from support.cluster import Cluster
 from support.operator_process import OperatorProcess
 
 
@@ -34,47 +29,25 @@ def wait_listening(port: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"the webhook server did not listen on {port}")
 
 
-def register(cluster: Cluster, *, port: int, cert_dir: Path) -> None:
-    registration = client.AdmissionregistrationV1Api(cluster.api_client)
-    mutating, validating = webhook_configurations(ca_bundle=(cert_dir / "ca.crt").read_bytes(), url=f"https://127.0.0.1:{port}")
-    _delete_configurations(registration)
-    registration.create_mutating_webhook_configuration(mutating)
-    registration.create_validating_webhook_configuration(validating)
-    _wait_webhook(cluster, active=True)
+def register(cluster: Cluster, *, port: int, cert_dir: Path, exclude_namespace: str | None = None) -> None:
+    register_webhooks(
+        cluster.api_client,
+        url=f"https://127.0.0.1:{port}",
+        ca_bundle=(cert_dir / "ca.crt").read_bytes(),
+        exclude_namespace=exclude_namespace,
+    )
+
+
+def register_again(cluster: Cluster, operator: OperatorProcess, *, exclude_namespace: str | None = None) -> None:
+    """Registers the webhooks of a running ``operator_with_webhooks`` process again."""
+    port = int(operator.extra_args[operator.extra_args.index("--webhook-port") + 1])
+    cert_dir = Path(operator.extra_args[operator.extra_args.index("--webhook-cert-dir") + 1])
+    wait_listening(port)
+    register(cluster, port=port, cert_dir=cert_dir, exclude_namespace=exclude_namespace)
 
 
 def unregister(cluster: Cluster) -> None:
-    """Removes both configurations and waits until the API server has stopped calling them."""
-    if _delete_configurations(client.AdmissionregistrationV1Api(cluster.api_client)):
-        _wait_webhook(cluster, active=False)
-
-
-def _delete_configurations(registration: client.AdmissionregistrationV1Api) -> bool:
-    deleted = False
-    for delete in (registration.delete_mutating_webhook_configuration, registration.delete_validating_webhook_configuration):
-        try:
-            delete(CONFIGURATION_NAME)
-            deleted = True
-        except ApiException as error:
-            if error.status != 404:
-                raise
-    return deleted
-
-
-def _wait_webhook(cluster: Cluster, *, active: bool, timeout: float = 20.0) -> None:
-    """The API server picks up webhook configurations asynchronously: probe with a dry-run create
-    of a valid identity until the creator stamp of the mutating webhook appears (or is gone).
-    A valid probe leaves no denial behind in anyone's metrics."""
-    probe = make_identity(f"webhook-probe-{uuid.uuid4().hex[:6]}", "default")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        created = cluster.custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, probe, dry_run="All")
-        stamped = CREATOR_ANNOTATION in ((created.get("metadata") or {}).get("annotations") or {})
-        if stamped == active:
-            time.sleep(0.3)  # the validating configuration arrives alongside the mutating one
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the webhook did not become {'active' if active else 'inactive'} within {timeout:.0f}s")
+    unregister_webhooks(cluster.api_client)
 
 
 @contextmanager
@@ -86,6 +59,7 @@ def operator_with_webhooks(
     registered: bool = True,
     extra_args: list[str] | None = None,
     kubeconfig: Path | None = None,
+    exclude_namespace: str | None = None,
 ) -> Iterator[OperatorProcess]:
     """The operator serving ``namespace`` with its webhooks registered (as ``kubeconfig``'s user,
     the admin by default)."""
@@ -101,7 +75,7 @@ def operator_with_webhooks(
     try:
         wait_listening(port)
         if registered:
-            register(cluster, port=port, cert_dir=cert_dir)
+            register(cluster, port=port, cert_dir=cert_dir, exclude_namespace=exclude_namespace)
         yield process
     finally:
         unregister(cluster)

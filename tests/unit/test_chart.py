@@ -22,12 +22,16 @@ import pytest
 import yaml
 from cryptography import x509
 
-from agent_identity import deploy
+from agent_identity import deploy, keystore
 from agent_identity.admission import CONFIGURATION_NAME, MUTATE_PATH, VALIDATE_PATH, webhook_configurations
 from agent_identity.api import AgentProfile, PolicyRule
+from agent_identity.builders import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE, child_name, token_secret_name
 from agent_identity.certs import ensure_serving_certificate
+from agent_identity.durations import MAX_TTL
 from agent_identity.main import parse_args
 from support.tools import helm_binary
+
+from . import factories
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agent-identity-operator"
@@ -201,11 +205,11 @@ def test_all_namespaces_mode_binds_namespace_rules_and_ceilings_cluster_wide(def
             }
         )
     assert rbac_view(default_objects) == rbac_view(expected)
-    # The only namespaced grant is the signing Role in the operator's own namespace.
+    # The only namespaced grant is the keys Role in the operator's own namespace.
     assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(default_objects, "RoleBinding")] == [
-        (NAMESPACE, f"{deploy.NAME}-signing")
+        (NAMESPACE, deploy.KEYS_ROLE)
     ]
-    assert one(default_objects, "Role", f"{deploy.NAME}-signing")["rules"] == deploy.OWN_NAMESPACE_RULES
+    assert one(default_objects, "Role", deploy.KEYS_ROLE)["rules"] == deploy.OWN_NAMESPACE_RULES
     assert not [arg for arg in container(default_objects)["args"] if arg.startswith(("--namespace", "-n"))]
 
 
@@ -310,13 +314,16 @@ def test_signing_keys_live_in_the_release_namespace_and_the_jwks_is_served(defau
     assert port["port"] == 80 and container_ports[port["targetPort"]] == config.http_port
 
 
-def test_signing_can_be_turned_off_and_takes_its_rbac_with_it(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_signing_can_be_turned_off_but_the_keys_role_stays_for_the_seal_keys(
+    helm: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     objects = render(helm, "-f", values_file(tmp_path_factory, {"signing": {"enabled": False}}))
     config = parse_args(container(objects)["args"])
     assert config.signing_namespace is None
     assert config.http_port == HTTP_PORT  # still serves /metrics and the probes
-    assert by_kind(objects, "Role") == []
-    assert [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"] == []
+    # The webhooks seal every creator stamp with keys kept in the operator's namespace.
+    assert one(objects, "Role", deploy.KEYS_ROLE)["rules"] == deploy.OWN_NAMESPACE_RULES
+    assert [b["roleRef"]["name"] for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"] == [deploy.KEYS_ROLE]
     assert f"{deploy.NAME}-jwks" not in [s["metadata"]["name"] for s in by_kind(objects, "Service")]
     assert container(objects)["readinessProbe"]["httpGet"]["path"] == "/readyz"
     issuer = render(helm, "-f", values_file(tmp_path_factory, {"signing": {"issuer": "https://agents.example.test"}}))
@@ -543,6 +550,169 @@ def test_http_port_is_one_value_for_flag_container_port_and_services(helm: str, 
     assert (metrics["port"], metrics["targetPort"], jwks["port"], jwks["targetPort"]) == (9100, "http", 80, "http")
 
 
+# --- the operator's own namespace, required profiles --------------------------------------------------
+
+
+def test_the_operator_learns_its_namespace_from_the_downward_api(default_objects: list[dict[str, Any]]) -> None:
+    env = {e["name"]: e for e in container(default_objects)["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # --operator-namespace defaults to POD_NAMESPACE: the seal keys live where the keys Role is.
+    assert one(default_objects, "Role", deploy.KEYS_ROLE)["metadata"]["namespace"] == NAMESPACE
+
+
+def test_profiles_are_required_by_default(
+    helm: str, tmp_path_factory: pytest.TempPathFactory, default_objects: list[dict[str, Any]]
+) -> None:
+    assert parse_args(container(default_objects)["args"]).require_profile is True
+    optional = render(helm, "-f", values_file(tmp_path_factory, {"requireProfile": False}))
+    assert parse_args(container(optional)["args"]).require_profile is False
+
+
+def test_the_keys_role_names_every_secret_the_operator_keeps_at_home() -> None:
+    named = {name for rule in deploy.OWN_NAMESPACE_RULES for name in rule.get("resourceNames", [])}
+    assert named == {keystore.SECRET_NAME, keystore.SEAL_SECRET_NAME, keystore.CONFIGMAP_NAME}
+
+
+# --- the fence: a ValidatingAdmissionPolicy on the operator's own ServiceAccount --------------------------
+# What each rule refuses and admits is proven on a real API server by tests/e2e/test_operator_fence.py;
+# here: that it is rendered, bound, aimed at exactly the operator, and built from the operator's names.
+
+FENCE = f"{deploy.NAME}-fence"
+
+
+def fence_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objects, "ValidatingAdmissionPolicy", FENCE)
+
+
+def fence_text(policy: dict[str, Any]) -> str:
+    """Every CEL expression and message of the policy, as one string."""
+    spec = policy["spec"]
+    parts = [c["expression"] for c in spec["matchConditions"]] + [v["expression"] for v in spec["variables"]]
+    parts += [part for v in spec["validations"] for part in (v["expression"], v["messageExpression"])]
+    return "\n".join(parts)
+
+
+def test_the_fence_is_on_by_default_and_bound_to_deny(default_objects: list[dict[str, Any]]) -> None:
+    policy = fence_policy(default_objects)
+    binding = one(default_objects, "ValidatingAdmissionPolicyBinding", FENCE)
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"] == {"policyName": FENCE, "validationActions": ["Deny"]}
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    # Every write to everything (subresources included): what the fence does not allow, it refuses.
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"], "operations": ["CREATE", "UPDATE", "DELETE", "CONNECT"]}
+    ]
+    assert "namespaceSelector" not in spec["matchConstraints"] and "objectSelector" not in spec["matchConstraints"]
+    assert all(v["reason"] == "Forbidden" and v["messageExpression"] for v in spec["validations"])
+
+
+def test_the_fence_applies_to_the_operators_service_account_and_nobody_else(helm: str) -> None:
+    for namespace, release, account in (
+        (NAMESPACE, RELEASE, deploy.NAME),
+        ("ops", "aid", "aid-agent-identity-operator"),
+    ):
+        result = run_helm(helm, "template", release, str(CHART), "--namespace", namespace)
+        objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        policy = one(objects, "ValidatingAdmissionPolicy")
+        pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == account
+        (condition,) = policy["spec"]["matchConditions"]
+        assert condition["expression"] == f"request.userInfo.username == 'system:serviceaccount:{namespace}:{account}'"
+        home = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}["home"]
+        assert home == f"variables.ns == '{namespace}'"
+
+
+def test_the_fence_is_built_from_the_operators_own_names(default_objects: list[dict[str, Any]]) -> None:
+    text = fence_text(fence_policy(default_objects))
+    prefix = child_name(factories.identity(name="x")).removesuffix("x")
+    assert prefix == "aid-" and f"startsWith('{prefix}')" in text
+    assert f"'{LABEL_MANAGED_BY}'" in text and f"== '{MANAGED_BY}'" in text
+    assert f"'{SECRET_TYPE}'" in text
+    assert token_secret_name(factories.identity(name="x")) == "aid-x-token" and "variables.name + '-token'" in text
+    # At home, exactly what the keys Role lets it update: the fence and RBAC agree.
+    assert f"['{keystore.SECRET_NAME}', '{keystore.SEAL_SECRET_NAME}']" in text
+    assert f"variables.name == '{keystore.CONFIGMAP_NAME}'" in text
+    assert f"<= {int(MAX_TTL.total_seconds())}" in text  # no agent token outlives the longest identity
+
+
+def test_the_fence_can_be_turned_off(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    objects = render(helm, "-f", values_file(tmp_path_factory, {"fence": {"enabled": False}}))
+    assert [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")] == []
+
+
+def test_the_chart_needs_the_kubernetes_that_serves_admission_policies_v1() -> None:
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.30.0-0"
+
+
+# --- NetworkPolicy -------------------------------------------------------------------------------------
+
+
+def network_rules(objects: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The NetworkPolicy's ingress rules by port (one port per rule)."""
+    policy = one(objects, "NetworkPolicy", deploy.NAME)
+    rules: dict[int, dict[str, Any]] = {}
+    for rule in policy["spec"]["ingress"]:
+        (port,) = rule["ports"]
+        assert port["protocol"] == "TCP"
+        rules[port["port"]] = rule
+    return rules
+
+
+def test_network_policy_admits_the_api_server_and_the_scrapers_only(default_objects: list[dict[str, Any]]) -> None:
+    policy = one(default_objects, "NetworkPolicy", deploy.NAME)
+    pod = one(default_objects, "Deployment", deploy.NAME)["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress: the operator calls the API server
+    rules = network_rules(default_objects)
+    assert set(rules) == {9443, HTTP_PORT}  # the container's two ports, nothing else
+    assert {p["containerPort"] for p in container(default_objects)["ports"]} == set(rules)
+    # Default: the webhook port from anywhere (see the chart README), the HTTP port from monitoring.
+    assert "from" not in rules[9443]
+    assert rules[HTTP_PORT]["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def test_network_policy_sources_come_from_values(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    scraper = {"namespaceSelector": {"matchLabels": {"team": "obs"}}, "podSelector": {"matchLabels": {"app": "prometheus"}}}
+    values = {
+        "httpPort": 9100,
+        "networkPolicy": {
+            "webhook": {
+                "allowFromAnywhere": False,
+                "cidrs": ["10.0.0.10/32", "fd00::1/128"],
+                "namespaceSelectors": [{"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}],
+                "podSelectors": [{"matchLabels": {"app": "konnectivity-agent"}}],
+            },
+            "http": {"namespaceSelectors": [], "peers": [scraper]},
+        },
+    }
+    rules = network_rules(render(helm, "-f", values_file(tmp_path_factory, values)))
+    assert rules[9443]["from"] == [
+        {"ipBlock": {"cidr": "10.0.0.10/32"}},
+        {"ipBlock": {"cidr": "fd00::1/128"}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}},
+        {"podSelector": {"matchLabels": {"app": "konnectivity-agent"}}},
+    ]
+    assert rules[9100]["from"] == [scraper]  # both selectors in one peer: both must match
+    anywhere = {"networkPolicy": {"http": {"allowFromAnywhere": True}}}
+    assert "from" not in network_rules(render(helm, "-f", values_file(tmp_path_factory, anywhere)))[HTTP_PORT]
+
+
+def test_a_port_without_sources_admits_nobody(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # An ingress rule without `from` admits everyone: a port with no source must get no rule at all.
+    values = {
+        "networkPolicy": {"webhook": {"allowFromAnywhere": False, "cidrs": ["10.0.0.10/32"]}, "http": {"namespaceSelectors": []}}
+    }
+    objects = render(helm, "-f", values_file(tmp_path_factory, values))
+    assert set(network_rules(objects)) == {9443}
+    assert all("from" in rule for rule in one(objects, "NetworkPolicy")["spec"]["ingress"])
+
+
+def test_network_policy_can_be_turned_off(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    objects = render(helm, "-f", values_file(tmp_path_factory, {"networkPolicy": {"enabled": False}}))
+    assert by_kind(objects, "NetworkPolicy") == []
+
+
 # --- values: documented, validated, refused ----------------------------------------------------------
 
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][\w.-]*):(?P<rest>.*)$")
@@ -631,6 +801,10 @@ def dict_get(values: dict[str, Any], path: str) -> Any:
         ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
         ({"webhook": {"certManager": {"enabled": "yes"}}}, "/webhook/certManager/enabled"),
         ({"profiles": [{"name": "p", "spec": {"riskLevel": "low", "maxTTL": "5m", "permissionCeiling": []}}]}, "/profiles/0"),
+        ({"fence": {"enabled": "yes"}}, "/fence/enabled"),
+        ({"requireProfile": "yes"}, "/requireProfile"),
+        ({"networkPolicy": {"webhook": {"cidrs": ["api-server"]}}}, "/networkPolicy/webhook/cidrs/0"),
+        ({"networkPolicy": {"http": {"namespaceSelectors": [{"matchLabel": {}}]}}}, "/networkPolicy/http/namespaceSelectors/0"),
     ],
 )
 def test_schema_refuses_bad_values(
@@ -647,6 +821,10 @@ def test_schema_refuses_bad_values(
     [
         ({"watchNamespaces": [NAMESPACE]}, "must not include the release namespace"),
         ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "need metrics.enabled=true"),
+        (
+            {"networkPolicy": {"webhook": {"allowFromAnywhere": False}}},
+            "networkPolicy.webhook admits nobody: the API server could not call the webhooks",
+        ),
     ],
 )
 def test_configurations_that_cannot_work_are_refused(

@@ -4,8 +4,9 @@ from datetime import timedelta
 
 import pytest
 
+from agent_identity.api import AgentIdentity
 from agent_identity.conditions import Reason
-from agent_identity.plan import DelegatorView, Deny, Provision, Retire, Wait, decide, parse_identity
+from agent_identity.plan import ChildAction, DelegatorView, Deny, Provision, Retire, Wait, decide, diff_child, parse_identity
 
 from .factories import CREATED, identity, identity_body
 
@@ -123,3 +124,68 @@ def test_an_unparseable_object_yields_a_reason_naming_the_field() -> None:
     reason = parse_identity(body)
     assert isinstance(reason, str)
     assert reason.startswith("spec.scopes.0.verbs")
+
+
+READY_PLANNER = {"phase": "Ready", "expiresAt": "2026-11-28T12:10:00Z", "delegationChain": ["user:alice"]}
+
+
+def provisioned_delegate(owner_uid: str | None = "uid-planner") -> AgentIdentity:
+    body = identity_body(delegator=AGENT_DELEGATOR, status={"phase": "Ready", "serviceAccountUID": "sa-1"})
+    if owner_uid:
+        body["metadata"]["ownerReferences"] = [{"kind": "AgentIdentity", "name": "planner", "uid": owner_uid}]
+    return AgentIdentity.from_body(body)
+
+
+@pytest.mark.parametrize(
+    ("delegate", "view", "why"),
+    [
+        (provisioned_delegate(), DelegatorView(None), "deleted outright"),
+        (provisioned_delegate(owner_uid=None), DelegatorView(None), "orphaned: ownerReference stripped, delegator gone"),
+        (
+            provisioned_delegate(),
+            DelegatorView(identity("planner", uid="uid-planner-2", status=READY_PLANNER)),
+            "deleted and re-created under the same name",
+        ),
+        (
+            provisioned_delegate(),
+            DelegatorView(
+                AgentIdentity.from_body(
+                    {
+                        **identity_body("planner", uid="uid-planner", status=READY_PLANNER),
+                        "metadata": {
+                            **identity_body("planner", uid="uid-planner")["metadata"],
+                            "deletionTimestamp": "2026-11-28T12:00:30Z",
+                        },
+                    }
+                )
+            ),
+            "being deleted (a finalizer holds it)",
+        ),
+    ],
+)
+def test_a_provisioned_delegate_whose_delegator_is_gone_is_revoked_at_once(
+    delegate: AgentIdentity, view: DelegatorView, why: str
+) -> None:
+    decision = decide(delegate, delegator=view, now=CREATED)
+    assert isinstance(decision, Retire), why
+    assert decision.phase == "Revoked" and decision.reason is Reason.DELEGATOR_GONE
+    assert decision.provenance.expires_at == CREATED
+
+
+def test_the_chain_comes_from_the_specs_above_when_given_not_the_delegators_status() -> None:
+    forged = identity("planner", uid="uid-planner", status={**READY_PLANNER, "delegationChain": ["user:mallory"]})
+    decision = decide(
+        identity(delegator=AGENT_DELEGATOR, ttl="60s"),
+        delegator=DelegatorView(forged, chain=("user:alice", "agent:support/planner")),
+        now=CREATED,
+    )
+    assert isinstance(decision, Provision)
+    assert decision.provenance.chain == ("user:alice", "agent:support/planner")
+
+
+def test_a_child_whose_owner_reference_was_stripped_is_still_ours_by_its_recorded_uid() -> None:
+    desired = {"metadata": {"name": "aid-crawler", "ownerReferences": [{"uid": "uid-crawler"}]}, "rules": []}
+    stripped = {"metadata": {"name": "aid-crawler", "uid": "role-1"}, "rules": []}
+    assert diff_child(desired, stripped, owner_uid="uid-crawler", recorded_uid="role-1") is ChildAction.UPDATE
+    assert diff_child(desired, stripped, owner_uid="uid-crawler", recorded_uid="other") is ChildAction.CONFLICT
+    assert diff_child(desired, stripped, owner_uid="uid-crawler") is ChildAction.CONFLICT

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agent_identity.api import AgentIdentity, AgentProfile
-from agent_identity.policy import Creator, Facts, Violation, delegation_depth, evaluate, unchanged_on_update
+from agent_identity.policy import PURE_CHECKS, Creator, Facts, Violation, delegation_depth, evaluate, unchanged_on_update
 from agent_identity.rbac import Permission
 
 from .factories import CREATED, identity
@@ -121,26 +121,88 @@ def delegate(**changes: Any) -> AgentIdentity:
     return identity("crawler", **values)
 
 
+def delegated(agent: AgentIdentity, *above: AgentIdentity, **changes: Any) -> Facts:
+    """Facts of ``agent`` under the chain ``above`` (nearest first), named by its holder."""
+    values: dict[str, Any] = {"delegator": above[0], "ancestors": above, "creator_holds_delegator": True}
+    return facts(agent, **(values | changes))
+
+
 def test_delegation_only_narrows() -> None:
     wider = delegate(scopes=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}])
-    found = evaluate(facts(wider, delegator=planner(chain=["user:alice"])))
+    found = evaluate(delegated(wider, planner(chain=["user:alice"])))
     assert rules(found) == ["delegate-within-delegator"]
     assert "list configmaps (core group)" in found[0].message
 
 
 def test_a_delegate_may_not_outlive_its_delegator() -> None:
-    found = evaluate(facts(delegate(ttl="5m"), delegator=planner(chain=["user:alice"], expires="2026-11-28T12:01:00Z")))
+    found = evaluate(delegated(delegate(ttl="5m"), planner(chain=["user:alice"], expires="2026-11-28T12:01:00Z")))
     assert rules(found) == ["delegate-not-outliving"]
     assert "expires at 2026-11-28T12:01:00Z" in found[0].message
 
 
-def test_delegation_depth_counts_agents_above() -> None:
-    assert delegation_depth(None) == 0
-    assert delegation_depth(planner(chain=["user:alice"])) == 1
-    assert delegation_depth(planner(chain=["user:alice", "agent:support/lead"])) == 2
-    found = evaluate(facts(delegate(), delegator=planner(chain=["user:alice", "agent:support/lead"])))
+def test_delegation_depth_counts_agents_above_through_specs_not_status() -> None:
+    lead = identity("lead", uid="uid-lead", scopes=[CM_GET], status={"phase": "Ready", "expiresAt": "2026-11-28T12:10:00Z"})
+    # The planner's status claims a short chain; the specs above it are what count.
+    forged = planner(chain=["user:alice"])
+    assert delegation_depth(()) == 0
+    assert delegation_depth((forged,)) == 1
+    assert delegation_depth((forged, lead)) == 2
+    found = evaluate(delegated(delegate(), forged, lead))
     assert rules(found) == ["delegation-depth"]
     assert "depth 2 exceeds profile 'standard' maxDelegationDepth 1" in found[0].message
+
+
+def test_a_delegate_cannot_escape_a_stricter_profile_above_by_naming_a_laxer_one() -> None:
+    lax = profile(maxTTL="1h", maxDelegationDepth=5, audiences=["vault", "s3"])
+    strict = profile(maxTTL="5m", maxDelegationDepth=0, audiences=["vault"])
+    strict = AgentProfile.model_validate({**strict.model_dump(by_alias=True), "metadata": {"name": "strict"}})
+    above = planner(chain=["user:alice"])
+    found = evaluate(delegated(delegate(ttl="10m", token={"audiences": ["s3"]}), above, profile=lax, ancestor_profiles=(strict,)))
+    assert rules(found) == ["ttl-within-profile", "audiences-allowed", "delegation-depth"]
+    assert all("profile 'strict' (on the delegation chain above)" in violation.message for violation in found)
+
+
+def test_only_a_holder_of_the_delegator_may_name_it() -> None:
+    above = planner(chain=["user:alice"])
+    found = evaluate(delegated(delegate(), above, creator_holds_delegator=False, delegator_creator=Creator(username="alice")))
+    assert rules(found) == ["delegator-held"]
+    assert "only the agent itself, its creator (alice)" in found[0].message
+
+
+def test_an_agent_creating_an_identity_delegates_as_itself() -> None:
+    agent = planner(chain=["user:alice"])
+    found = evaluate(facts(identity(scopes=[CM_GET], delegator={"kind": "User", "name": "alice"}), creator_agent=agent))
+    assert rules(found) == ["agent-delegates-as-itself"]
+    assert "agent support/planner may only create identities it delegates to" in found[0].message
+    assert evaluate(delegated(delegate(), agent, creator_agent=agent)) == []
+
+
+def test_at_admission_the_delegator_exists_and_is_ready() -> None:
+    missing = evaluate(facts(delegate(), admission=True))
+    assert rules(missing) == ["delegator-ready"] and "does not exist" in missing[0].message
+    pending = identity("planner", uid="uid-planner", scopes=[CM_GET], status={"phase": "Pending"})
+    found = evaluate(delegated(delegate(), pending, admission=True))
+    assert rules(found) == ["delegator-ready"] and "is Pending, not Ready" in found[0].message
+
+
+def test_nothing_is_provisioned_in_the_operators_own_namespace() -> None:
+    found = evaluate(facts(operator_namespace="support"))
+    assert rules(found) == ["namespace-served"]
+    assert "operator's own namespace" in found[0].message
+    assert evaluate(facts(operator_namespace="agent-identity-system")) == []
+
+
+def test_require_profile_refuses_an_identity_without_one() -> None:
+    found = evaluate(facts(identity(scopes=[CM_GET], ttl="1m"), profile=None, require_profile=True))
+    assert rules(found) == ["profile-required"]
+    assert evaluate(facts(identity(scopes=[CM_GET], ttl="1m"), profile=None)) == []
+
+
+def test_an_over_wide_spec_is_refused_before_any_access_review() -> None:
+    wide = {"apiGroups": ["", "apps"], "resources": [f"r{i}" for i in range(9)], "verbs": ["get", "list", "watch", "update"]}
+    found = evaluate(facts(identity(scopes=[wide])), PURE_CHECKS)
+    assert rules(found)[0] == "scopes-bounded"
+    assert "72" in found[0].message and "at most 64" in found[0].message
 
 
 def test_every_violation_is_reported_not_just_the_first() -> None:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from agent_identity.api import PolicyRule
-from agent_identity.rbac import DANGERS, Permission, atoms, covers, dangerous, dangerous_permissions, uncovered
+from agent_identity.rbac import (
+    DANGERS,
+    MAX_PERMISSION_ATOMS,
+    Permission,
+    atom_count,
+    atoms,
+    atoms_within_cap,
+    covers,
+    dangerous,
+    dangerous_permissions,
+    uncovered,
+)
 
 
 def rule(groups: list[str], resources: list[str], verbs: list[str], names: list[str] | None = None) -> PolicyRule:
@@ -308,3 +319,61 @@ def test_each_named_escalation_path_is_in_the_table(permission: Permission) -> N
     assert permission in {probe for probe, _ in dangerous_permissions()}
     requested = rule([permission.api_group], [permission.resource], [permission.verb])
     assert [atom for atom, _ in dangerous([requested])] == [permission]
+
+
+# --- admission cost: how many atoms (one SubjectAccessReview each) a spec expands to --------------
+
+
+def names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{index}" for index in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ([rule([CORE], ["configmaps"], ["get", "list"])], 2),
+        ([rule([CORE, APPS], ["configmaps", "deployments"], ["get", "list", "watch"])], 12),
+        ([rule([APPS], ["deployments"], ["get", "patch"], ["web", "api", "db"])], 6),
+        ([rule([CORE], ["pods"], ["get"], [])], 1),  # empty resourceNames: every name, one atom, as upstream
+        ([rule([CORE], ["pods"], ["get"]), rule([CORE], ["pods"], ["get"])], 2),  # duplicates count, as in CEL
+        ([rule(["*"], ["*"], ["*"])], 1),  # a wildcard is one atom: one review asking for everything
+        ([rule(["*", CORE], ["*", "pods"], ["*"])], 4),
+        ([], 0),
+    ],
+    ids=["two-verbs", "product", "names", "empty-names", "duplicates", "wildcards", "wildcards-and-literals", "none"],
+)
+def test_atom_count_is_the_number_of_atoms(rules: list[PolicyRule], expected: int) -> None:
+    assert atom_count(rules) == expected == sum(len(atoms(r)) for r in rules)
+
+
+def test_atom_count_does_not_build_the_atoms() -> None:
+    # Far beyond what the schema admits (model_construct skips validation): 10^12 atoms, counted at once.
+    huge = PolicyRule.model_construct(
+        api_groups=names("g", 1000), resources=names("r", 1000), verbs=names("v", 1000), resource_names=names("n", 1000)
+    )
+    assert atom_count([huge, huge]) == 2 * 10**12
+
+
+def test_a_spec_at_the_cap_passes() -> None:
+    assert MAX_PERMISSION_ATOMS == 64
+    at_cap = [rule([CORE, APPS], names("r", 4), names("v", 4)), rule(["*"], ["*"], ["*"])]
+    assert atom_count(at_cap) == 33
+    assert atoms_within_cap(at_cap) is None
+    exactly = [rule([CORE], names("r", 8), names("v", 8))]
+    assert atom_count(exactly) == 64 and atoms_within_cap(exactly) is None
+
+
+def test_one_atom_over_the_cap_is_refused() -> None:
+    over = [rule([CORE], names("r", 8), names("v", 8)), rule(["*"], ["*"], ["*"])]
+    assert atoms_within_cap(over) == (
+        "spec.scopes: expands to 65 permissions (verbs x resources x apiGroups x resourceNames);"
+        " at most 64 are allowed per identity: split the task or name fewer verbs/resources"
+    )
+
+
+def test_an_over_wide_spec_is_refused_with_the_count() -> None:
+    wide = [rule(names("g", 4), names("r", 4), names("v", 16), names("n", 16))]  # the schema's per-list maxima
+    assert atoms_within_cap(wide) == (
+        "spec.scopes: expands to 4,096 permissions (verbs x resources x apiGroups x resourceNames);"
+        " at most 64 are allowed per identity: split the task or name fewer verbs/resources"
+    )

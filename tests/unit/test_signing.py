@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agent_identity.durations import MAX_TTL
 from agent_identity.signing import (
+    InsecureVerification,
     InvalidAssertion,
     KeySet,
     actor_claim,
@@ -124,7 +126,7 @@ def test_an_assertion_signed_before_rotation_verifies_after_it() -> None:
     keys = keys_at(timedelta(0))
     token = sign(claims_for(), keys.signing_key(now=CREATED, publish_ahead=AHEAD))
     rotated = keys_at(PERIOD + AHEAD, keys)
-    assert verify(token, jwks=rotated.jwks(), audience="vault", leeway=10**9)["sub"] == "user:alice"
+    assert verify(token, jwks=rotated.jwks(), issuer=ISSUER, audience="vault", leeway=10**9)["sub"] == "user:alice"
 
 
 def test_the_key_set_round_trips_through_its_secret_form() -> None:
@@ -154,7 +156,7 @@ def test_bad_assertions_are_rejected_with_the_reason(make, audience: str, words:
     keys = keys_at(timedelta(0))
     token = sign(claims_for(), keys.signing_key(now=CREATED, publish_ahead=AHEAD))
     with pytest.raises(InvalidAssertion, match=words):
-        verify(make(token, keys), jwks=keys.jwks(), audience=audience, leeway=10**9)
+        verify(make(token, keys), jwks=keys.jwks(), issuer=ISSUER, audience=audience, leeway=10**9)
 
 
 def test_expired_and_not_yet_valid_assertions_are_rejected() -> None:
@@ -162,8 +164,90 @@ def test_expired_and_not_yet_valid_assertions_are_rejected() -> None:
     key = keys.signing_key(now=CREATED, publish_ahead=AHEAD)
     expired = sign(claims_for(), key)  # expired since 2026-11-28T12:01:30Z
     with pytest.raises(InvalidAssertion, match="expired"):
-        verify(expired, jwks=keys.jwks(), audience="vault")
+        verify(expired, jwks=keys.jwks(), issuer=ISSUER, audience="vault")
     future = datetime.now(UTC) + timedelta(hours=1)
     early = sign(claims_for(now=future, expires_at=future + timedelta(hours=1)), key)
     with pytest.raises(InvalidAssertion, match="not yet valid"):
-        verify(early, jwks=keys.jwks(), audience="vault")
+        verify(early, jwks=keys.jwks(), issuer=ISSUER, audience="vault")
+
+
+# --- issuer and audience are required --------------------------------------------------------------
+
+
+def signed(**claim_changes: object) -> tuple[str, dict]:
+    """A valid assertion and the JWKS that verifies it (``leeway`` below keeps it valid "now")."""
+    keys = keys_at(timedelta(0))
+    claims = {**claims_for(), **claim_changes}
+    claims = {key: value for key, value in claims.items() if value is not None}
+    return sign(claims, keys.signing_key(now=CREATED, publish_ahead=AHEAD)), keys.jwks()
+
+
+LEEWAY = 10**9  # the assertions are signed at CREATED, far from "now"
+
+
+def test_the_right_issuer_and_audience_are_accepted() -> None:
+    token, jwks = signed()
+    claims = verify(token, jwks=jwks, issuer=ISSUER, audience="vault", leeway=LEEWAY)
+    assert claims["iss"] == ISSUER and claims["aud"] == ["vault"]
+
+
+def test_without_an_expected_issuer_verify_refuses_to_run() -> None:
+    token, jwks = signed()
+    with pytest.raises(InsecureVerification, match=r"an expected issuer is required .*insecure_any_issuer=True"):
+        verify(token, jwks=jwks, audience="vault", leeway=LEEWAY)
+    with pytest.raises(InsecureVerification, match="an expected issuer is required"):
+        verify(token, jwks=jwks, issuer="", audience="vault", leeway=LEEWAY)
+
+
+def test_without_an_expected_audience_verify_refuses_to_run() -> None:
+    token, jwks = signed()
+    with pytest.raises(InsecureVerification, match=r"an expected audience is required .*insecure_any_audience=True"):
+        verify(token, jwks=jwks, issuer=ISSUER, leeway=LEEWAY)
+    with pytest.raises(InsecureVerification, match="an expected issuer is required"):  # neither: the issuer is said first
+        verify(token, jwks=jwks, leeway=LEEWAY)
+
+
+def test_the_expectations_are_checked_before_the_token_is_read() -> None:
+    with pytest.raises(InsecureVerification):
+        verify("not-a-jwt", jwks={"keys": []}, audience="vault")
+
+
+def test_a_wrong_issuer_is_refused() -> None:
+    token, jwks = signed()
+    with pytest.raises(InvalidAssertion, match=re.escape("wrong issuer: not issued by 'https://elsewhere.example'")):
+        verify(token, jwks=jwks, issuer="https://elsewhere.example", audience="vault", leeway=LEEWAY)
+
+
+def test_a_wrong_audience_is_refused() -> None:
+    token, jwks = signed()
+    with pytest.raises(InvalidAssertion, match="wrong audience: not issued for 'elsewhere'"):
+        verify(token, jwks=jwks, issuer=ISSUER, audience="elsewhere", leeway=LEEWAY)
+
+
+def test_the_insecure_opt_outs_skip_only_their_own_check() -> None:
+    token, jwks = signed()
+    any_issuer = verify(token, jwks=jwks, audience="vault", insecure_any_issuer=True, leeway=LEEWAY)
+    assert any_issuer["iss"] == ISSUER
+    any_audience = verify(token, jwks=jwks, issuer=ISSUER, insecure_any_audience=True, leeway=LEEWAY)
+    assert any_audience["aud"] == ["vault"]
+    assert verify(token, jwks=jwks, insecure_any_issuer=True, insecure_any_audience=True, leeway=LEEWAY)["sub"] == "user:alice"
+    # an opt-out never waives the other check
+    with pytest.raises(InvalidAssertion, match="wrong audience"):
+        verify(token, jwks=jwks, audience="elsewhere", insecure_any_issuer=True, leeway=LEEWAY)
+    with pytest.raises(InvalidAssertion, match="wrong issuer"):
+        verify(token, jwks=jwks, issuer="https://elsewhere.example", insecure_any_audience=True, leeway=LEEWAY)
+
+
+def test_an_expectation_and_its_opt_out_together_are_refused() -> None:
+    token, jwks = signed()
+    with pytest.raises(InsecureVerification, match="not both"):
+        verify(token, jwks=jwks, issuer=ISSUER, audience="vault", insecure_any_issuer=True, leeway=LEEWAY)
+    with pytest.raises(InsecureVerification, match="not both"):
+        verify(token, jwks=jwks, issuer=ISSUER, audience="vault", insecure_any_audience=True, leeway=LEEWAY)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf", "iss", "aud", "sub"])
+def test_every_required_claim_must_be_present_even_with_the_opt_outs(claim: str) -> None:
+    token, jwks = signed(**{claim: None})
+    with pytest.raises(InvalidAssertion, match=f"missing claim '{claim}'"):
+        verify(token, jwks=jwks, insecure_any_issuer=True, insecure_any_audience=True, leeway=LEEWAY)

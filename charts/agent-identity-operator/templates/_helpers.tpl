@@ -65,6 +65,11 @@ helm.sh/chart: {{ include "aio.chart" . }}
 {{- printf "%s-metrics" (include "aio.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The ValidatingAdmissionPolicy and its binding that fence the operator's own writes (fence.yaml). */}}
+{{- define "aio.fence" -}}
+{{- printf "%s-fence" (include "aio.fullname" .) -}}
+{{- end -}}
+
 {{- define "aio.jwksService" -}}
 {{- printf "%s-jwks" (include "aio.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -92,6 +97,11 @@ helm.sh/chart: {{ include "aio.chart" . }}
 {{- define "aio.validate" -}}
 {{- if has .Release.Namespace .Values.watchNamespaces -}}
 {{- fail (printf "watchNamespaces must not include the release namespace %q: the webhooks exclude it (so a broken operator can always be repaired), so identities there could not be stamped with their creator and would be Denied" .Release.Namespace) -}}
+{{- end -}}
+{{- with .Values.networkPolicy }}
+{{- if and .enabled (not .webhook.allowFromAnywhere) (not (or .webhook.cidrs .webhook.namespaceSelectors .webhook.podSelectors .webhook.peers)) -}}
+{{- fail "networkPolicy.webhook admits nobody: the API server could not call the webhooks (failurePolicy Fail refuses every AgentIdentity then). List the API server's addresses in networkPolicy.webhook.cidrs (or its peers), or set networkPolicy.webhook.allowFromAnywhere=true" -}}
+{{- end -}}
 {{- end -}}
 {{- if and (or .Values.metrics.serviceMonitor.enabled .Values.metrics.prometheusRule.enabled) (not .Values.metrics.enabled) -}}
 {{- fail "metrics.serviceMonitor and metrics.prometheusRule need metrics.enabled=true" -}}

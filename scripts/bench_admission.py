@@ -1,0 +1,155 @@
+"""`make bench-admission`: what one AgentIdentity create costs in the admission webhooks.
+
+The largest spec the cap allows (64 permission atoms, every one held by the creator, so all 64
+SubjectAccessReviews run) is created BENCH_ADMISSION_COUNT times as a limited user, dry-run (the
+webhooks run; nothing is stored or reconciled), one at a time; then a spec one atom over the cap
+and a spec whose first atom the creator lacks (both refused before or at the first review).
+Prints p50/p99/max of the create round trip and the API server's own webhook latency histogram.
+Figures only, no assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from agent_identity.api import MAX_PERMISSION_ATOMS
+from agent_identity.localcluster import register_webhooks, running, terminate
+
+REPO = Path(__file__).resolve().parents[1]
+GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
+COUNT = int(os.environ.get("BENCH_ADMISSION_COUNT", "200"))
+NAMESPACE, USER = "bench-admission", "bencher"
+VERBS = ["get", "list", "watch", "update"]
+RESOURCES = [f"widgets{i}" for i in range(MAX_PERMISSION_ATOMS // len(VERBS))]  # 4 x 16 = the cap
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def manifest(name: str, resources: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentIdentity",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "task": "admission benchmark",
+            "ttl": "10m",
+            "delegator": {"kind": "User", "name": USER},
+            "scopes": [{"apiGroups": [""], "resources": resources, "verbs": VERBS}],
+        },
+    }
+
+
+def timed_create(custom: client.CustomObjectsApi, body: dict[str, Any]) -> tuple[float, str]:
+    start = time.perf_counter()
+    try:
+        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body, dry_run="All")
+        outcome = "admitted"
+    except ApiException as error:
+        outcome = f"refused ({error.status})"
+    return time.perf_counter() - start, outcome
+
+
+def webhook_histogram(api: client.ApiClient) -> list[str]:
+    serialized = api.param_serialize(method="GET", resource_path="/metrics", auth_settings=["BearerToken"])
+    text = api.call_api(*serialized).read().decode()
+    wanted = 'apiserver_admission_webhook_admission_duration_seconds_bucket{name="mutate.agentidentities'
+    return [line for line in text.splitlines() if line.startswith(wanted) and 'operation="CREATE"' in line]
+
+
+def main() -> None:
+    work = REPO / ".bench"
+    work.mkdir(exist_ok=True)
+    with running(log_dir=work / "admission-control-plane") as plane:
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
+        extensions, core, rbac = client.ApiextensionsV1Api(api), client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        for namespace in (NAMESPACE, "agent-identity-system"):
+            core.create_namespace({"metadata": {"name": namespace}})
+        rules = [
+            {"apiGroups": [""], "resources": RESOURCES, "verbs": VERBS},
+            {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create"]},
+        ]
+        rbac.create_namespaced_role(NAMESPACE, {"metadata": {"name": USER}, "rules": rules})
+        rbac.create_namespaced_role_binding(
+            NAMESPACE,
+            {
+                "metadata": {"name": USER},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": USER},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
+            },
+        )
+        port, certs = free_port(), work / "admission-webhook-certs"
+        log = (work / "admission-operator.log").open("w")
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent_identity",
+                "--namespace",
+                NAMESPACE,
+                "--webhook-port",
+                str(port),
+                "--webhook-cert-dir",
+                str(certs),
+            ],
+            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig_path)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (certs / "ca.crt").exists() or socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the operator's webhook server did not start: see .bench/admission-operator.log")
+                time.sleep(0.2)
+            register_webhooks(api, url=f"https://127.0.0.1:{port}", ca_bundle=(certs / "ca.crt").read_bytes())
+            user = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
+            user.set_default_header("Impersonate-User", USER)
+            user.set_default_header("Impersonate-Group", "system:authenticated")
+            custom = client.CustomObjectsApi(user)
+            for _ in range(10):  # warm-up: connections, caches
+                timed_create(custom, manifest("warm", RESOURCES))
+            times, outcomes = [], set()
+            for index in range(COUNT):
+                elapsed, outcome = timed_create(custom, manifest(f"largest-{index}", RESOURCES))
+                times.append(elapsed)
+                outcomes.add(outcome)
+            over, over_outcome = timed_create(custom, manifest("over-cap", [*RESOURCES, "widgets-extra"]))
+            lacking, lacking_outcome = timed_create(custom, manifest("lacking", ["secrets", *RESOURCES[1:]]))
+            ms = [t * 1000 for t in times]
+            atoms = MAX_PERMISSION_ATOMS
+            print(f"Admission of the largest allowed spec ({atoms} atoms, {atoms} SubjectAccessReviews):")
+            print(f"  {COUNT} dry-run creates, one at a time: {sorted(outcomes)}")
+            print(f"  round trip p50 {statistics.median(ms):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
+            print(f"  one atom over the cap: {over * 1000:.1f} ms, {over_outcome}")
+            print(f"  first atom not held by the creator: {lacking * 1000:.1f} ms, {lacking_outcome}")
+            print("  API server's webhook latency histogram (mutate, CREATE):")
+            for line in webhook_histogram(api):
+                print(f"    {line}")
+        finally:
+            terminate(operator, timeout=15)
+
+
+if __name__ == "__main__":
+    main()
