@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -359,11 +360,14 @@ def test_an_over_wide_spec_is_refused_before_any_access_review(arena: Arena) -> 
 # -- 3. revocation that cannot be dodged ---------------------------------------------------------------
 
 
-def _assert_revoked_by_the_operator(arena: Arena, name: str, token: str) -> None:
+def _assert_revoked_by_the_operator(arena: Arena, name: str, token: str, *, since: float) -> None:
     revoked = arena.cluster.wait_phase(arena.namespace, name, "Revoked")
     assert {c["type"]: c for c in revoked["status"]["conditions"]}["Ready"]["reason"] == "DelegatorGone"
     assert not any(arena.cluster.children(arena.namespace, name).values())
+    revoked_after = time.monotonic() - since
     wait_for(f"{name}'s token to be refused", lambda: not arena.cluster.token_review(token)["authenticated"], timeout=20)
+    refused_after = time.monotonic() - since
+    print(f"\n{name}: revoked {revoked_after:.2f} s after its delegator went, token refused after {refused_after:.2f} s")
 
 
 def _delegate_of_a_new_lead(arena: Arena, lead: str, name: str) -> str:
@@ -376,10 +380,11 @@ def test_deleting_a_delegator_with_orphan_propagation_still_revokes_its_delegate
     """Attack: delete the delegator with ``propagationPolicy: Orphan``, so Kubernetes' garbage
     collector strips the delegate's ownerReference and leaves it alone, credentials and all."""
     token = _delegate_of_a_new_lead(arena, "orphan-lead", "orphaned")
+    deleted_at = time.monotonic()
     arena.cluster.custom.delete_namespaced_custom_object(
         GROUP, VERSION, arena.namespace, PLURAL, "orphan-lead", body={"propagationPolicy": "Orphan"}
     )
-    _assert_revoked_by_the_operator(arena, "orphaned", token)
+    _assert_revoked_by_the_operator(arena, "orphaned", token, since=deleted_at)
 
 
 def test_a_delegate_with_its_owner_reference_stripped_is_revoked_when_its_delegator_goes(arena: Arena) -> None:
@@ -394,9 +399,10 @@ def test_a_delegate_with_its_owner_reference_stripped_is_revoked_when_its_delega
         wait_for("the delegator gone", lambda: arena.cluster.get_identity(arena.namespace, "strip-lead") is None)
         assert arena.cluster.phase(arena.namespace, "unowned") == "Ready"
     finally:
+        started_at = time.monotonic()
         arena.operator.start()
         register_again(arena.cluster, arena.operator, exclude_namespace=arena.own)
-    _assert_revoked_by_the_operator(arena, "unowned", token)
+    _assert_revoked_by_the_operator(arena, "unowned", token, since=started_at)
 
 
 def test_stripped_children_are_still_the_identitys_and_are_revoked(arena: Arena) -> None:
@@ -431,3 +437,43 @@ def test_stripped_children_are_still_the_identitys_and_are_revoked(arena: Arena)
     ):
         wait_for(f"{kind} deleted", lambda read=read, name=name: arena.cluster.call_status(lambda: read(name, ns)) == 404)
     assert set(recorded) == {"ServiceAccount", "Role", "RoleBinding", "Secret"}
+
+
+def test_a_finalizer_on_an_agents_service_account_delays_authentication_not_authorization(arena: Arena) -> None:
+    """Attack: someone who may update ServiceAccounts and Secrets in the namespace puts a finalizer
+    on an agent's ServiceAccount and token Secret, so revoking them only marks them deleted.
+
+    What it buys them, measured: the API server keeps authenticating a token whose ServiceAccount
+    (and bound Secret) is marked deleted for about 60 s; but the revocation deletes the agent's
+    RoleBinding and Role in the same pass, so during that minute the token holds no permission."""
+    core, ns = arena.cluster.core, arena.namespace
+    arena.ready("alice", "held", scopes=[CM_READ], delegator={"kind": "User", "name": "alice"})
+    token = arena.token("held")
+    agent = arena.cluster.as_token(token)
+    assert arena.cluster.call_status(lambda: agent.list_namespaced_config_map(ns)) == 200
+    hold = {"metadata": {"finalizers": ["example.com/hold"]}}
+    core.patch_namespaced_service_account("aid-held", ns, hold)
+    core.patch_namespaced_secret("aid-held-token", ns, hold)
+    try:
+        revoked_at = time.monotonic()
+        arena.cluster.delete_identity(ns, "held")
+        wait_for(
+            "the RoleBinding deleted",
+            lambda: arena.cluster.call_status(lambda: arena.cluster.rbac.read_namespaced_role_binding("aid-held", ns)) == 404,
+        )
+        wait_for(
+            "the agent's permissions gone",
+            lambda: arena.cluster.call_status(lambda: agent.list_namespaced_config_map(ns)) == 403,
+            timeout=15,
+        )
+        forbidden_after = time.monotonic() - revoked_at
+        wait_for("the token refused", lambda: not arena.cluster.token_review(token)["authenticated"], timeout=90, interval=1)
+        refused_after = time.monotonic() - revoked_at
+        print(f"\nfinalizer hold: permissions gone after {forbidden_after:.1f} s, token refused after {refused_after:.1f} s")
+    finally:
+        release = {"metadata": {"finalizers": None}}
+        released = [
+            arena.cluster.call_status(lambda: core.patch_namespaced_service_account("aid-held", ns, release)),
+            arena.cluster.call_status(lambda: core.patch_namespaced_secret("aid-held-token", ns, release)),
+        ]
+        assert set(released) <= {200, 404}, released

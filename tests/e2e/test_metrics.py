@@ -69,7 +69,7 @@ def test_metrics_match_a_scripted_scenario(cluster: Cluster, namespace: str, tmp
         assert value(samples, "agentidentity_retirement_lag_seconds_count") == 1
         assert value(samples, "agentidentity_retirement_lag_seconds_bucket", le="2.0") == 1
         assert value(samples, "agentidentity_webhook_requests_total", webhook="validate", outcome="allowed") >= 5
-        assert value(samples, "agentidentity_webhook_requests_total", webhook="validate", outcome="denied") == 1
+        assert value(samples, "agentidentity_webhook_requests_total", webhook="mutate", outcome="denied") == 1
         assert value(samples, "agentidentity_webhook_requests_total", webhook="mutate", outcome="mutated") >= 5
         assert value(samples, "agentidentity_reconcile_errors_total") == 0
 

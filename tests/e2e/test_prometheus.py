@@ -254,13 +254,15 @@ def _fail(series: Series) -> None:
 
 def _webhook_rates(series: Series) -> None:
     rates = _by(series, "webhook", "outcome")
-    assert set(rates) == {("validate", "allowed"), ("validate", "denied"), ("mutate", "mutated")}, rates
-    assert rates["validate", "allowed"] > 0 and rates["mutate", "mutated"] > 0 and rates["validate", "denied"] >= 0
+    # the mutating webhook judges and stamps (or denies); the validating one checks the seal as stored
+    assert set(rates) == {("validate", "allowed"), ("mutate", "denied"), ("mutate", "mutated")}, rates
+    assert rates["validate", "allowed"] > 0 and rates["mutate", "mutated"] > 0 and rates["mutate", "denied"] >= 0
 
 
 def _webhook_totals(series: Series) -> None:
     totals = _by(series, "webhook", "outcome")
-    assert totals["validate", "denied"] == 1, totals  # the identity without a TTL
+    assert totals["mutate", "denied"] == 1, totals  # the identity without a TTL
+    # five identities admitted, plus the dry-run probes that wait for the webhooks to be called
     assert totals["validate", "allowed"] >= 5 and totals["mutate", "mutated"] >= 6, totals
 
 
@@ -347,11 +349,13 @@ def test_dashboard_and_alerts_on_a_real_prometheus(
             )
             # The API server's rejection counter is cumulative over the whole suite: count from here.
             wait_for("the API server scraped", lambda: prometheus.query('up{job="apiserver"} == 1'), timeout=15)
-            earlier = sum(v for _, v in prometheus.query(APISERVER_REFUSALS))
+            before = prometheus.query(APISERVER_REFUSALS)
+            earlier = sum(v for _, v in before)
+            earlier_mutate = sum(v for series, v in before if series["name"] == MUTATING_WEBHOOK)
             _scenario(cluster, namespace, risk_profile, scraped=lambda expr: bool(prometheus.query(expr)))
             _wait_until_prometheus_saw_it(prometheus, earlier_refusals=earlier)
             _check_dashboard(prometheus, dashboard)
-            _check_alerts(prometheus, alerts, earlier_refusals=earlier)
+            _check_alerts(prometheus, alerts, earlier_refusals=earlier_mutate)
     finally:
         prometheus.stop()
     assert prometheus.process is not None and prometheus.process.poll() is not None
@@ -379,7 +383,7 @@ def _scenario(cluster: Cluster, namespace: str, profile: str, *, scraped: Callab
     for name in ("brief", "helper", "scoped", "gone"):
         cluster.wait_phase(namespace, name, "Ready")
     cluster.delete_identity(namespace, "gone")
-    with pytest.raises(ApiException) as refused:  # the validating webhook: no TTL anywhere
+    with pytest.raises(ApiException) as refused:  # the mutating webhook judges: no TTL anywhere
         cluster.create_identity(make_identity("ageless", namespace, ttl=None))
     assert refused.value.status == 403
     unregister(cluster)  # as if the webhook were missing: the reconciler denies instead
@@ -389,6 +393,7 @@ def _scenario(cluster: Cluster, namespace: str, profile: str, *, scraped: Callab
     wait_for("gone deleted", lambda: cluster.get_identity(namespace, "gone") is None)
 
 
+MUTATING_WEBHOOK = "mutate.agentidentities.agentidentity.dev"
 APISERVER_REFUSALS = 'apiserver_admission_webhook_rejection_count{job="apiserver", error_type="no_error"}'
 
 
@@ -444,6 +449,7 @@ def _check_dashboard(prometheus: Prometheus, dashboard: dict[str, Any]) -> None:
 
 
 def _check_alerts(prometheus: Prometheus, alerts: dict[str, str], *, earlier_refusals: float) -> None:
+    """``earlier_refusals``: the mutating webhook's refusals the API server counted before the scenario."""
     assert set(ALERT_SIGNALS) | {"AgentIdentityWebhookUnavailable"} == set(alerts)
     for alert, expr in alerts.items():
         assert prometheus.query(expr) == [], f"{alert} would fire: {expr}"
@@ -457,14 +463,14 @@ def _check_alerts(prometheus: Prometheus, alerts: dict[str, str], *, earlier_ref
             signal_expr = re.sub(r"\s*>\s*[\d.]+\s*$", "", expr.strip())
             assert signal_expr != expr.strip(), f"{alert}: no trailing threshold in {expr}"
             ALERT_SIGNALS[alert](prometheus.query(signal_expr))
-    # The webhook alert's API server selector names the real webhooks: the one refusal is there.
+    # The webhook alert's API server selector names the real webhooks: the one refusal (the
+    # mutating webhook judges) is there.
     (webhook,) = [
         m.group(0) for m in SELECTOR.finditer(alerts["AgentIdentityWebhookUnavailable"]) if m["name"].startswith("apiserver_")
     ]
     refusals = prometheus.query(webhook.replace('error_type="calling_webhook_error"', 'error_type="no_error"'))
-    assert [(s["name"], s["type"], s["rejection_code"], v) for s, v in refusals] == [
-        ("validate.agentidentities.agentidentity.dev", "validating", "403", earlier_refusals + 1)
-    ], refusals
+    mutating = [(s["type"], s["rejection_code"], v) for s, v in refusals if s["name"] == MUTATING_WEBHOOK]
+    assert mutating == [("admit", "403", earlier_refusals + 1)], refusals
 
     # Loaded by Prometheus itself, evaluated without error, and nothing pending or firing.
     def evaluated() -> list[dict[str, Any]] | None:
