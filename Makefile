@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/operator
 .DEFAULT_GOAL := help
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) is missing; install Python >= 3.11"; exit 1; }
@@ -31,13 +31,16 @@ lint: $(STAMP) ## ruff, mypy --strict and the import-linter layer contracts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test-unit: $(STAMP) ## Unit tests of pure code (no server)
+test-unit: $(STAMP) ## Unit tests of pure code (no server, no tools: seconds)
 	$(BIN)/pytest tests/unit -q
+
+test-chart: $(STAMP) ## The Helm chart rendered by the pinned Helm and scanned by checkov, its dashboard and alerts (no server; builds/installs the tools once)
+	$(BIN)/pytest tests/chart -q
 
 test-e2e: $(STAMP) control-plane prometheus ## End-to-end tests on a real API server (local control plane, or KUBECONFIG=... via AGENT_IDENTITY_KUBECONFIG)
 	$(BIN)/pytest tests/e2e -q
 
-test: $(STAMP) control-plane prometheus lint ## Everything: lint, unit and end-to-end tests
+test: $(STAMP) control-plane prometheus lint ## Everything: lint, unit, chart, end-to-end and short chaos tests
 	$(BIN)/pytest tests -q
 
 demo: $(STAMP) control-plane ## Start the local control plane and the operator, apply examples/, watch identities live
@@ -76,13 +79,13 @@ kind-e2e: $(STAMP) ## The e2e suite on a kind cluster with the chart-installed o
 image: ## Build the operator image (needs a container engine)
 	docker build -t agent-identity-operator:$$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml) .
 
-.PHONY: help venv control-plane crds lint test-unit test-e2e test demo bench bench-admission helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
+.PHONY: help venv control-plane crds lint test-unit test-chart test-e2e test demo bench bench-admission helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
 
 prometheus: ## Install (or reuse) Prometheus and promtool (Debian's package) for the monitoring tests; prints their paths
 	@bash scripts/install-prometheus.sh
 
 test-monitoring: $(STAMP) control-plane prometheus ## Dashboard and alert queries checked against the exported metrics, then evaluated on a real Prometheus
-	$(BIN)/pytest tests/unit/test_dashboard.py tests/e2e/test_prometheus.py -q
+	$(BIN)/pytest tests/chart/test_dashboard.py tests/e2e/test_prometheus.py -q
 
 rules-check: prometheus ## promtool check rules on the chart's rendered PrometheusRule
 	@helm=$(HELM) && tmp=$$(mktemp -d) && $$helm template agent-identity-operator $(CHART) -n agent-identity-system --set metrics.prometheusRule.enabled=true --show-only templates/prometheusrule.yaml | $(BIN)/python -c 'import sys,yaml; yaml.safe_dump(yaml.safe_load(sys.stdin)["spec"], sys.stdout)' > $$tmp/rules.yml && promtool check rules $$tmp/rules.yml; rc=$$?; rm -rf $$tmp; exit $$rc

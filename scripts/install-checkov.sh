@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs a pinned checkov (the infrastructure-as-code scanner; `make chart-scan` and
-# tests/unit/test_chart_scan.py run its Kubernetes checks on the rendered chart) from PyPI into a
+# tests/chart/test_chart_scan.py run its Kubernetes checks on the rendered chart) from PyPI into a
 # dedicated virtualenv, cached under a directory keyed by version and reused when present.
 #
 # A virtualenv of its own, not the project's: checkov pins dozens of dependencies (boto3,

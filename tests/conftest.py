@@ -1,4 +1,5 @@
-"""Test fixtures. Unit tests need nothing; e2e tests get a real API server.
+"""Test fixtures and markers. Unit and chart tests need no server; e2e and chaos tests (marked
+``e2e``) get a real API server.
 
 The API server is the local control plane (built and started by ``agent_identity.localcluster``)
 unless a kubeconfig is given with ``--kubeconfig`` or ``AGENT_IDENTITY_KUBECONFIG``: then the same
@@ -29,6 +30,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Markers by folder, in one place, so no test module can forget its own: `pytest -m "not e2e"`
+# runs only what needs no API server, `-m "not e2e and not chart"` only pure code.
+FOLDER_MARKERS = {"e2e": "e2e", "chaos": "e2e", "chart": "chart"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(tests):
+            marker = FOLDER_MARKERS.get(item.path.relative_to(tests).parts[0])
+            if marker:
+                item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     given = request.config.getoption("--kubeconfig")
@@ -38,7 +54,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         cluster.ensure_namespace(OPERATOR_NAMESPACE)
         yield cluster
         return
-    with running(log_dir=tmp_path_factory.mktemp("control-plane-logs")) as plane:
+    with running(log_dir=tmp_path_factory.mktemp("control-plane-logs"), audit=True) as plane:
         cluster = Cluster(kubeconfig=plane.kubeconfig_path, plane=plane)
         cluster.install_crds()
         cluster.ensure_namespace(OPERATOR_NAMESPACE)

@@ -6,7 +6,8 @@ reads the rest. So each kind gets one thread with a metadata-only watch (a Secre
 crosses the wire), started from the collection's current resourceVersion: existing children are
 not replayed (the reconcile of their owner verifies them), and a gap in the watch (410 Gone after
 a compaction, an API server restart) starts again from now, as a relisting informer would
-deliver the relisted objects as "existing", which need nothing either.
+deliver the relisted objects as "existing", which need nothing either; but the owners of children
+changed during the gap are verified again, all of them, since nobody knows which.
 
 This replaced kopf for the children: kopf runs every event through its full handler machinery
 (about 0.4 ms of CPU each), and children make five of the seven events of every provisioned
@@ -16,7 +17,6 @@ identity and 40,000 replayed events at a restart with 10,000 identities.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +24,16 @@ from .kube import ChildKind, Kube, KubeError
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 1.0
 ChildChange = Callable[[str, ChildKind, dict[str, Any]], None]  # (MODIFIED | DELETED, kind, metadata)
 
 
 class ChildWatch:
+    """One watch session per :meth:`step` (run by a :class:`supervisor.Supervised` loop). A session
+    the server ends on time resumes from its last resourceVersion; any other end (410 Gone after a
+    compaction, the API server restarting, the connection cut) is a gap in which changes may have
+    been missed: the next session starts from a fresh resourceVersion and calls ``on_gap`` so the
+    owners are verified again (a child deleted during the gap is restored)."""
+
     def __init__(
         self,
         kube: Kube,
@@ -37,43 +42,41 @@ class ChildWatch:
         *,
         label_selector: str,
         on_change: ChildChange,
+        on_gap: Callable[[], None],
         timeout_s: int = 300,
     ) -> None:
         self.kube = kube
         self.kind = kind
         self.namespace = namespace
         self.label_selector = label_selector
-        self.on_change = on_change
+        self.on_change, self.on_gap = on_change, on_gap
         self.timeout_s = timeout_s
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch-{kind.lower()}", daemon=True)
         self.resource_version: str | None = None
-
-    def start(self) -> None:
-        self.resource_version = self.kube.children_version(self.kind, self.namespace, label_selector=self.label_selector)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
+        self._gap = False
 
     @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def name(self) -> str:
+        return f"watch-{self.kind.lower()}" + (f"-{self.namespace}" if self.namespace else "")
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                if self.resource_version is None:
-                    self.resource_version = self.kube.children_version(
-                        self.kind, self.namespace, label_selector=self.label_selector
-                    )
-                self._watch_once()
-            except Exception as error:  # noqa: BLE001 - a watch must outlive any one failure
-                gone = isinstance(error, KubeError) and error.status == 410
-                if gone:
-                    self.resource_version = None
-                log.warning("watch of %s interrupted (%s); resuming in %.0fs", self.kind, error, RETRY_S)
-                self._stopping.wait(RETRY_S)
+    def begin(self) -> None:
+        """Where the first session starts: now (existing children are verified by their owners' reconciles)."""
+        self.resource_version = self._current_version()
+
+    def _current_version(self) -> str:
+        return self.kube.children_version(self.kind, self.namespace, label_selector=self.label_selector)
+
+    def step(self) -> None:
+        if self.resource_version is None:
+            self.resource_version = self._current_version()
+            if self._gap:
+                self._gap = False
+                log.info("watch of %s resumed after a gap: verifying every identity", self.kind)
+                self.on_gap()
+        try:
+            self._watch_once()
+        except KubeError:
+            self.resource_version, self._gap = None, True
+            raise
 
     def _watch_once(self) -> None:
         assert self.resource_version is not None
@@ -86,7 +89,8 @@ class ChildWatch:
         ):
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":  # 410 Gone: the version was compacted away; start again from now
-                self.resource_version = None if obj.get("code") == 410 else self.resource_version
+                if obj.get("code") == 410:
+                    self.resource_version, self._gap = None, True
                 return
             metadata = obj.get("metadata") or {}
             self.resource_version = str(metadata.get("resourceVersion") or self.resource_version)

@@ -1,6 +1,7 @@
 """``kubectl agent``: issue, inspect, verify and revoke agent identities (console script
 ``kubectl-agent``, so kubectl finds it as a plugin). Human-readable by default, ``-o json`` or
-``-o yaml`` for scripts, as kubectl does. Errors go to stderr with exit code 1.
+``-o yaml`` for scripts, as kubectl does; the global flags (``-n``, ``--kubeconfig``, ``-o``) go before or
+after the verb, as kubectl's do. Errors go to stderr with exit code 1.
 """
 
 from __future__ import annotations
@@ -312,14 +313,30 @@ def cmd_audit(args: argparse.Namespace, agents: AgentIdentities) -> None:
     emit(document, args.output, human)
 
 
+def _add_global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The flags kubectl takes anywhere on the line. The top-level parser holds their defaults;
+    each verb's parser accepts them too (``default=SUPPRESS``: absent, they leave the value given
+    before the verb alone; given after it, they win, as in kubectl)."""
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--kubeconfig", default=default(None), help="kubeconfig (default: $KUBECONFIG, then ~/.kube/config)")
+    parser.add_argument("-n", "--namespace", default=default("default"), help="the namespace (default: default)")
+    parser.add_argument("-o", "--output", default=default(None), choices=["json", "yaml", "env"], help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl agent", description="Just-in-time identities for AI agents.")
-    parser.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG, then ~/.kube/config)")
-    parser.add_argument("-n", "--namespace", default="default")
-    parser.add_argument("-o", "--output", choices=["json", "yaml", "env"], help="machine-readable output")
+    _add_global_flags(parser, defaults=True)
+    global_flags = argparse.ArgumentParser(add_help=False)
+    _add_global_flags(global_flags, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    issue = commands.add_parser("issue", help="create an AgentIdentity, wait until Ready, print or write its credentials")
+    def verb(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, parents=[global_flags])
+
+    issue = verb("issue", "create an AgentIdentity, wait until Ready, print or write its credentials")
     issue.add_argument("--task", required=True)
     issue.add_argument("--ttl", help="e.g. 90s, 10m (default: the profile's defaultTTL)")
     issue.add_argument("--scope", action="append", required=True, help="VERBS:RESOURCES[:GROUP[:NAMES]], repeatable")
@@ -331,15 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--wait", type=float, default=30.0, help="seconds to wait for Ready")
     issue.set_defaults(run=cmd_issue)
 
-    tree = commands.add_parser("tree", help="the delegation tree of a namespace, or below one identity")
+    tree = verb("tree", "the delegation tree of a namespace, or below one identity")
     tree.add_argument("name", nargs="?")
     tree.set_defaults(run=cmd_tree)
 
-    revoke = commands.add_parser("revoke", help="retire an identity (and so its delegates) now")
+    revoke = verb("revoke", "retire an identity (and so its delegates) now")
     revoke.add_argument("name")
     revoke.set_defaults(run=cmd_revoke)
 
-    check = commands.add_parser("verify", help="verify a delegation assertion against a JWKS, offline")
+    check = verb("verify", "verify a delegation assertion against a JWKS, offline")
     check.add_argument("assertion", help="the JWT, a file holding it, or - for stdin")
     check.add_argument("--jwks", required=True, help="URL or file of the operator's JWKS")
     issuer = check.add_mutually_exclusive_group()
@@ -354,12 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=cmd_verify, offline=True)
 
-    whoami = commands.add_parser("whoami", help="who a Kubernetes token belongs to (TokenReview), and its identity")
+    whoami = verb("whoami", "who a Kubernetes token belongs to (TokenReview), and its identity")
     whoami.add_argument("token", help="the token, a file holding it, or - for stdin")
     whoami.add_argument("--audience", action="append")
     whoami.set_defaults(run=cmd_whoami)
 
-    audit = commands.add_parser("audit", help="the provenance of one identity")
+    audit = verb("audit", "the provenance of one identity")
     audit.add_argument("name")
     audit.set_defaults(run=cmd_audit)
     return parser

@@ -37,8 +37,12 @@ class _Entry:
 
 
 def _resource_version(body: dict[str, Any]) -> int:
+    return _int(body.get("metadata", {}).get("resourceVersion", 0))
+
+
+def _int(version: object) -> int:
     try:
-        return int(body.get("metadata", {}).get("resourceVersion", 0))
+        return int(str(version))
     except (TypeError, ValueError):
         return 0
 
@@ -203,6 +207,33 @@ class Controller:
         key = (str(kind), owner[0], str(metadata["name"]))
         if not self.reconciler.kube.own_writes.is_echo(key, version, lambda: self.queue.add(owner)):
             self.queue.add(owner)
+
+    def reverify_all(self) -> None:
+        """Every live identity looked at again, behind anything that changed (after a watch gap)."""
+        with self._lock:
+            keys = [key for key, entry in self._cache.items() if not entry.deleted]
+        for key in keys:
+            self.queue.add(key, lane=Lane.BACKGROUND)
+
+    def resync(self, listed: list[dict[str, Any]], *, version: str) -> int:
+        """A fresh listing (collection resourceVersion ``version``) replaces what the watches told us:
+        every identity in it is observed (and verified in the background lane), and one cached but
+        no longer listed, and not changed since the listing was taken, was deleted while a watch
+        was not looking: it is revoked. Returns how many such deletions were found."""
+        seen = {key_of(body) for body in listed}
+        for body in listed:
+            self.observe(None, body)
+        self.reverify_all()
+        with self._lock:
+            vanished = [
+                entry.body
+                for key, entry in self._cache.items()
+                if key not in seen and not entry.deleted and _resource_version(entry.body) <= _int(version)
+            ]
+        for body in vanished:
+            log.info("%s/%s was deleted while no watch was looking: revoking", *key_of(body))
+            self.observe("DELETED", body)
+        return len(vanished)
 
     def lookup(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:

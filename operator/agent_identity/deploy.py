@@ -8,7 +8,7 @@ checks make sure), so the API server's own escalation check passes without ``esc
 ``bind``. ``create serviceaccounts/token`` is granted only in the served namespaces.
 
 Used by the tests (to prove this RBAC is sufficient); the Helm chart renders the same objects
-(tests/unit/test_chart.py compares them), plus the fence that narrows what the operator may write.
+(tests/chart/test_chart.py compares them), plus the fence that narrows what the operator may write.
 """
 
 from __future__ import annotations

@@ -98,14 +98,6 @@ class StoredKeyRing:
     def synced(self, ring: KeyRing) -> None:
         """Called with every ring loaded or rotated (a subclass publishes it)."""
 
-    def run_rotation(self, stop: threading.Event, *, every: timedelta) -> None:
-        """Rotates on schedule until ``stop`` is set (a daemon thread of the operator)."""
-        while not stop.wait(every.total_seconds()):
-            try:
-                self.sync()
-            except KubeError as error:
-                log.warning("%s: rotation failed, retrying in %s: %s", self.secret_name, every, error)
-
 
 def stored_body(namespace: str, kind: str, name: str, current: dict[str, Any] | None, *, data: dict[str, str]) -> dict[str, Any]:
     """The object to store: replacing ``current`` at its resourceVersion, or created anew."""

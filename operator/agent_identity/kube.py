@@ -11,8 +11,10 @@ request or response body: a Secret or a TokenRequest response must not reach a l
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -101,6 +103,12 @@ class OwnWrites:
             return self._last.get(key) == version
 
 
+UNREACHABLE = 0  # KubeError.status when the API server gave no answer
+NOT_LEADER = -1  # KubeError.status of a write this replica refused to send (it lost the lease)
+THROTTLE_RETRIES = 5
+THROTTLE_MAX_WAIT_S = 10.0
+
+
 class KubeError(Exception):
     """An API request failed. Carries the status and the server's message, never a body we sent."""
 
@@ -116,8 +124,32 @@ class KubeError(Exception):
         return self.status == 404
 
     @property
+    def unreachable(self) -> bool:
+        """No answer at all: connection refused or reset, a timeout, a broken stream."""
+        return self.status == UNREACHABLE
+
+    @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+@contextlib.contextmanager
+def unreachable_as_kube_error(method: str, path: str) -> Iterator[None]:
+    """Every way a request can get no answer (refused, reset, timed out, a stream cut short: urllib3
+    errors are not all OSErrors) becomes one :class:`KubeError` that callers already handle."""
+    try:
+        yield
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        message = f"{type(error).__name__}: {error}"[:300]  # host, port and path at most: never a body
+        raise KubeError(method=method, path=path, status=UNREACHABLE, reason="Unreachable", message=message) from None
+
+
+def retry_after(header: str | None) -> float:
+    """Seconds to wait as a 429's Retry-After says (1 s when it says nothing usable), at most 10 s."""
+    try:
+        return min(max(float(header or 1), 0.0), THROTTLE_MAX_WAIT_S)
+    except ValueError:
+        return 1.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +189,9 @@ class Kube:
         self.own_writes = OwnWrites()
         # Called with the object every AgentIdentity write returns (the controller's cache).
         self.on_identity_written: Callable[[dict[str, Any]], None] = lambda body: None
+        # The reconciler's writes are fenced by this (leader election); key rings, Leases and
+        # access reviews are not: every replica keeps its keys, competes and serves webhooks.
+        self.may_write: Callable[[], bool] = lambda: True
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -171,29 +206,41 @@ class Kube:
         accept: str = "application/json",
         timeout: tuple[float, float] = (5, 30),
         stream: bool = False,
+        fenced: bool = True,
     ) -> urllib3.BaseHTTPResponse:
-        """Sends one request; ``stream``: the body is left unread (see :meth:`watch_children`)."""
+        """Sends one request; ``stream``: the body is left unread (see :meth:`watch_children`).
+        A write the reconciler makes (``fenced``) is refused here, before it leaves the process,
+        when :attr:`may_write` says this replica may not act (it lost the lease)."""
+        if fenced and method != "GET" and not self.may_write():
+            raise KubeError(method=method, path=path, status=NOT_LEADER, reason="NotLeader", message="this replica may not write")
         headers = {"Content-Type": content_type, "Accept": accept, "User-Agent": USER_AGENT}
         bearer = self._configuration.auth_settings().get("BearerToken")  # refreshed by the client when due
         if bearer:
             headers["Authorization"] = str(bearer["value"])
         with self._lock:
             self.request_counts[method] += 1
-        return self._pool.urlopen(
-            method,
-            self._prefix + path + (f"?{urlencode(query)}" if query else ""),
-            body=None if body is None else json.dumps(body).encode(),
-            headers=headers,
-            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-            redirect=False,
-            preload_content=not stream,
-            release_conn=not stream,
-        )
+        with unreachable_as_kube_error(method, path):
+            return self._pool.urlopen(
+                method,
+                self._prefix + path + (f"?{urlencode(query)}" if query else ""),
+                body=None if body is None else json.dumps(body).encode(),
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                redirect=False,
+                preload_content=not stream,
+                release_conn=not stream,
+            )
 
     def _request(self, method: str, path: str, **options: Any) -> dict[str, Any]:
-        """One request, read whole: the JSON it returns, or :class:`KubeError` (``options``: :meth:`_send`'s)."""
-        response = self._send(method, path, **options)
-        data = response.data
+        """One request, read whole: the JSON it returns, or :class:`KubeError` (``options``: :meth:`_send`'s).
+        A 429 is retried after the ``Retry-After`` the API server asked for (at most 10 s, 5 times)."""
+        for attempt in range(THROTTLE_RETRIES + 1):
+            response = self._send(method, path, **options)
+            data = response.data
+            if response.status == 429 and attempt < THROTTLE_RETRIES:
+                time.sleep(retry_after(response.headers.get("Retry-After")))
+                continue
+            break
         if not 200 <= response.status < 300:
             raise self._error(method, path, response.status, data)
         return dict(json.loads(data)) if data else {}
@@ -227,7 +274,7 @@ class Kube:
         """The resources the API server currently serves in our group/version (discovery)."""
         try:
             return {str(r["name"]) for r in self._request("GET", f"/apis/{GROUP}/{VERSION}").get("resources", [])}
-        except (KubeError, OSError, urllib3.exceptions.HTTPError):
+        except KubeError:
             return set()
 
     # -- AgentIdentities ------------------------------------------------------------------------
@@ -238,11 +285,18 @@ class Kube:
     def list_identities(
         self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
+        return self.list_identity_collection(namespace, label_selector=label_selector, limit=limit)[0]
+
+    def list_identity_collection(
+        self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The identities and the collection's resourceVersion (what the listing is as of)."""
         path = _IDENTITIES.format(namespace=namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
         query = {"labelSelector": label_selector} if label_selector else {}
         if limit:
             query["limit"] = str(limit)
-        return list(self._request("GET", path, query=query).get("items", []))
+        listed = self._request("GET", path, query=query)
+        return list(listed.get("items", [])), str((listed.get("metadata") or {}).get("resourceVersion", "0"))
 
     def create_identity(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", _IDENTITIES.format(namespace=body["metadata"]["namespace"]), body=body)
@@ -251,7 +305,8 @@ class Kube:
         """TokenReview: is this token valid now, and whose is it? (the status part)"""
         spec: dict[str, Any] = {"token": token, **({"audiences": audiences} if audiences else {})}
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
-        return dict(self._request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=review).get("status", {}))
+        answer = self._request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=review, fenced=False)
+        return dict(answer.get("status", {}))
 
     def patch_identity_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}/status"
@@ -284,8 +339,8 @@ class Kube:
         metadata = body["metadata"]
         collection = _STORED[body["kind"]].format(namespace=metadata["namespace"])
         if metadata.get("resourceVersion"):
-            return self._request("PUT", f"{collection}/{quote(metadata['name'])}", body=body)
-        return self._request("POST", collection, body=body)
+            return self._request("PUT", f"{collection}/{quote(metadata['name'])}", body=body, fenced=False)
+        return self._request("POST", collection, body=body, fenced=False)
 
     # -- authorization ----------------------------------------------------------------------------
 
@@ -310,7 +365,7 @@ class Kube:
                 "resourceAttributes": attributes,
             },
         }
-        answer = self._request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
+        answer = self._request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review, fenced=False)
         return bool(answer.get("status", {}).get("allowed"))
 
     # -- children -------------------------------------------------------------------------------
@@ -342,9 +397,10 @@ class Kube:
         try:
             if response.status != 200:
                 raise self._error("WATCH", path, response.status, response.read())
-            for line in response:  # one JSON event per line
-                if line.strip():
-                    yield dict(json.loads(line))
+            with unreachable_as_kube_error("WATCH", path):
+                for line in response:  # one JSON event per line
+                    if line.strip():
+                        yield dict(json.loads(line))
         finally:
             response.close()  # a watch left early still has data on the wire: never reuse it
             response.release_conn()

@@ -47,6 +47,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-control-plane.sh"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 READY_TIMEOUT_S = 90.0
+# Who wrote what, from the API server's own records (the tests count each replica's writes): one
+# line per write request at Metadata level (user, verb, object, response code; no bodies), none
+# for reads, which are most requests.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -156,11 +168,13 @@ class LocalControlPlane:
     bin_dir: Path
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aio-cp-")))
     log_dir: Path | None = None
+    audit: bool = False  # kube-apiserver writes an audit log of every write request (see AUDIT_POLICY)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     arguments: dict[str, list[str]] = field(default_factory=dict)
     etcd_url: str = field(init=False, default="")
     kubeconfig_path: Path = field(init=False)
     server: str = field(init=False)
+    audit_log: Path | None = field(init=False, default=None)  # JSON lines, when ``audit``
 
     def __post_init__(self) -> None:
         self.kubeconfig_path = self.work_dir / "admin.kubeconfig"
@@ -190,9 +204,22 @@ class LocalControlPlane:
             ],
         )
         self._wait_http(f"{etcd_url}/health", "etcd")
+        audit: list[str] = []
+        if self.audit:
+            policy = self.work_dir / "audit-policy.yaml"
+            policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+            self.audit_log = self.log_dir / "audit.log"
+            audit = [
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=200",  # MB, then audit-<time>.log beside it
+                "--audit-log-maxbackup=2",
+            ]
         self._spawn(
             "kube-apiserver",
             [
+                *audit,
                 f"--etcd-servers={etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
@@ -243,25 +270,34 @@ class LocalControlPlane:
 
     def restart(self, binary: str) -> None:
         """Stops one component and starts it again with the same arguments (chaos scenarios)."""
-        terminate(self.processes[binary], timeout=20)
+        self.stop_component(binary)
+        self.start_component(binary)
+
+    def stop_component(self, binary: str) -> None:
+        terminate(self.processes.pop(binary), timeout=20)
+
+    def start_component(self, binary: str) -> None:
         self._spawn(binary, self.arguments[binary])
         if binary == "kube-apiserver":
             self._wait_ready()
 
+    def _etcd(self, path: str, body: dict[str, object]) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - our own loopback etcd
+            f"{self.etcd_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback etcd
+            return dict(json.loads(response.read()))
+
     def compact_etcd(self) -> int:
         """Compacts etcd to its current revision, so watches resuming from older resourceVersions
         get 410 Gone and must relist; returns the revision."""
-
-        def post(path: str, body: dict[str, object]) -> dict[str, Any]:
-            request = urllib.request.Request(  # noqa: S310 - our own loopback etcd
-                f"{self.etcd_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback etcd
-                return dict(json.loads(response.read()))
-
-        revision = int(post("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
-        post("/v3/kv/compaction", {"revision": revision, "physical": True})
+        revision = int(self._etcd("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        self._etcd("/v3/kv/compaction", {"revision": revision, "physical": True})
         return revision
+
+    def delete_from_etcd(self, key: str) -> None:
+        """Deletes one object behind the API server's back (it is stopped): a change no watch sees."""
+        self._etcd("/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -322,8 +358,8 @@ class LocalControlPlane:
 
 
 @contextlib.contextmanager
-def running(*, log_dir: Path | None = None) -> Iterator[LocalControlPlane]:
-    plane = LocalControlPlane(bin_dir=build_binaries(), log_dir=log_dir)
+def running(*, log_dir: Path | None = None, audit: bool = False) -> Iterator[LocalControlPlane]:
+    plane = LocalControlPlane(bin_dir=build_binaries(), log_dir=log_dir, audit=audit)
     try:
         plane.start()
         yield plane

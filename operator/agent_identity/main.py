@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from .leader import LeaderElector
 from .metrics import Metrics
 from .ops import Readiness
 from .reconciler import Reconciler, Settings
+from .supervisor import Supervised, dead
 
 log = logging.getLogger("agent_identity")
 
@@ -69,6 +69,7 @@ class OperatorConfig:
     lease_name: str = "agent-identity-operator"
     lease_duration: timedelta = timedelta(seconds=15)
     shard_selector: str | None = None  # label selector: this replica serves only matching identities
+    resync_period: timedelta = timedelta(hours=1)  # every identity listed and verified again
     http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
 
     @property
@@ -117,7 +118,6 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         )
     kube = Kube(load_client_configuration(config.kubeconfig), pool_size=config.workers + 4)
     _wait_for_crds(kube)
-    memo["stopping"] = threading.Event()
     signer = _start_signing(config, kube, memo) if config.signing_namespace else None
     sealer = _start_sealing(config, kube, memo) if config.webhooks else None
     policy = PolicySettings(
@@ -150,33 +150,46 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     audit.subscribe(metrics.on_audit)
     if config.leader_election:
         controller.queue.pause()  # a standby until it holds the lease: watching, caching, not acting
-        memo["elector"] = LeaderElector(
+        memo["elector"] = elector = LeaderElector(
             kube,
             namespace=config.leader_election_namespace,
             name=config.lease_name,
-            identity=f"{socket.gethostname()}-{os.getpid()}",
-            clock=utc_now,
+            identity=f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}",
+            wall_clock=utc_now,
             lease_duration=config.lease_duration,
             on_started_leading=controller.queue.resume,
-            on_stopped_leading=controller.queue.pause,
+            on_stopped_leading=controller.queue.pause,  # and then the process exits (leader.py)
         )
-        memo["elector"].start()
+        controller.queue.may_process = elector.holds  # no key taken past the renew deadline
+        kube.may_write = elector.holds  # and no write sent: a reconcile caught mid-way by a freeze stops there
+        elector.start()
     controller.start()
-    # Children are watched by thin metadata-only watches, not kopf (see childwatch.py).
-    memo["child_watches"] = [
-        ChildWatch(kube, kind, namespace, label_selector=SELECTOR, on_change=controller.child_changed)
-        for kind in ChildKind
-        for namespace in config.namespaces or (None,)
-    ]
-    for watch in memo["child_watches"]:
-        watch.start()
+    resync = _supervise(
+        memo,
+        Supervised(
+            "resync",
+            lambda: _resync(kube, controller, config),
+            every=config.resync_period.total_seconds(),
+            first_after=config.resync_period.total_seconds(),
+            stale_after=config.resync_period.total_seconds() + 600,
+        ),
+    )
+    # Children are watched by thin metadata-only watches, not kopf (see childwatch.py); a gap in
+    # any of them (compaction, API server restart) resyncs at once.
+    for kind in ChildKind:
+        for namespace in config.namespaces or (None,):
+            watch = ChildWatch(
+                kube, kind, namespace, label_selector=SELECTOR, on_change=controller.child_changed, on_gap=resync.wake
+            )
+            watch.begin()
+            _supervise(memo, Supervised(watch.name, watch.step, every=0, max_backoff=5, stale_after=watch.timeout_s + 90))
     # Seed the cache with one list per namespace now, rather than waiting for kopf to dispatch the
     # initial listing object by object: after downtime, overdue identities are retired first.
     for namespace in config.namespaces or (None,):
-        for body in kube.list_identities(namespace):
+        for body in kube.list_identities(namespace, label_selector=config.shard_selector):
             controller.observe(None, body)
     if config.http_port:
-        memo["http"] = _serve_http(config, kube, controller, metrics, memo.get("keystore"), watches=memo["child_watches"])
+        memo["http"] = _serve_http(config, kube, controller, metrics, memo)
     memo["controller"] = controller
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
 
@@ -193,25 +206,37 @@ def _wait_for_crds(kube: Kube, timeout: float = 120.0) -> None:
         time.sleep(1)
 
 
+def _supervise(memo: kopf.Memo, loop: Supervised) -> Supervised:
+    memo.setdefault("loops", []).append(loop)
+    return loop.start()
+
+
+def _resync(kube: Kube, controller: Controller, config: OperatorConfig) -> None:
+    """A fresh listing of every served identity: each verified again, deletions nobody saw revoked."""
+    for namespace in config.namespaces or (None,):
+        listed, version = kube.list_identity_collection(namespace, label_selector=config.shard_selector)
+        vanished = controller.resync(listed, version=version)
+        log.info("resync of %s: %d identities, %d deleted unseen", namespace or "all namespaces", len(listed), vanished)
+
+
 def _serve_http(
-    config: OperatorConfig,
-    kube: Kube,
-    controller: Controller,
-    metrics: Metrics,
-    store: KeyStore | None,
-    *,
-    watches: list[ChildWatch],
+    config: OperatorConfig, kube: Kube, controller: Controller, metrics: Metrics, memo: kopf.Memo
 ) -> ThreadingHTTPServer:
     namespace = config.namespaces[0] if config.namespaces else None
     readiness = Readiness(
         lambda: kube.list_identities(namespace, limit=1),
-        alive=lambda: controller.queue.alive and all(watch.alive for watch in watches),
+        alive=lambda: ([] if controller.queue.alive else ["reconcile workers"]) + dead(memo.get("loops", [])),
+    )
+    _supervise(
+        memo,
+        Supervised("readiness-probe", readiness.probe, every=ops.PROBE_EVERY_S, max_backoff=ops.PROBE_EVERY_S, stale_after=60),
     )
     routes: dict[str, ops.Route] = {
         "/metrics": ops.metrics_route(metrics.registry),
         "/healthz": readiness.healthz,
         "/readyz": readiness.readyz,
     }
+    store: KeyStore | None = memo.get("keystore")
     if store is not None:
         routes["/.well-known/jwks.json"] = ops.json_route(store.jwks)
         routes["/.well-known/openid-configuration"] = ops.json_route(lambda: discovery_document(config.issuer))
@@ -240,21 +265,15 @@ def _rotation(config: OperatorConfig) -> dict[str, timedelta]:
 
 def _rotate_in_background(store: StoredKeyRing, memo: kopf.Memo, config: OperatorConfig) -> None:
     store.sync()
-    threading.Thread(
-        target=store.run_rotation,
-        args=(memo["stopping"],),
-        kwargs={"every": min(config.key_rotation / 10, timedelta(minutes=1))},
-        name=f"rotation-{store.secret_name}",
-        daemon=True,
-    ).start()
+    every = min(config.key_rotation / 10, timedelta(minutes=1)).total_seconds()
+    _supervise(memo, Supervised(f"rotation-{store.secret_name}", store.sync, every=every, stale_after=every + 120))
 
 
 @kopf.on.cleanup()
 def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].stop()
-    for watch in memo.get("child_watches", ()):
-        watch.stop()
-    memo["stopping"].set()
+    for loop in memo.get("loops", ()):
+        loop.stop()
     if "elector" in memo:
         memo["elector"].stop()
     if "http" in memo:
@@ -455,6 +474,11 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         help="label selector: serve only AgentIdentities matching it (e.g. shard=a)",
     )
     parser.add_argument(
+        "--resync-period",
+        default=env("AGENT_IDENTITY_RESYNC_PERIOD", "1h"),
+        help="list and verify every identity this often, and at once after a gap in a watch (default 1h)",
+    )
+    parser.add_argument(
         "--webhook-cert-dir",
         default=env("AGENT_IDENTITY_WEBHOOK_CERT_DIR"),
         help="tls.crt, tls.key and ca.crt: used if present, else generated here",
@@ -491,6 +515,7 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         lease_name=args.lease_name,
         lease_duration=parse_duration(args.lease_duration),
         shard_selector=args.shard_selector,
+        resync_period=parse_duration(args.resync_period),
     )
 
 

@@ -1,7 +1,7 @@
 """The operator's one HTTP endpoint for people and machines that watch it:
 
 - ``/metrics``: Prometheus;
-- ``/healthz``: the reconcile workers are alive;
+- ``/healthz``: the reconcile workers and every background loop are alive (see ``supervisor``);
 - ``/readyz``: ready only when the operator can reach the API server and list the identities it
   serves (checked every few seconds), so a Service never routes to an operator that cannot work;
 - ``/.well-known/jwks.json`` and ``/.well-known/openid-configuration`` when it signs assertions.
@@ -38,35 +38,31 @@ def metrics_route(registry: CollectorRegistry) -> Route:
 
 
 class Readiness:
-    """Probes the API server on a daemon thread; ready while the last success is recent."""
+    """Ready while the last successful probe of the API server is recent and every worker and
+    background loop is alive; live while they are. :meth:`probe` is run by a supervised loop."""
 
-    def __init__(self, probe: Callable[[], object], *, alive: Callable[[], bool]) -> None:
-        self._probe, self._alive = probe, alive
+    def __init__(self, probe: Callable[[], object], *, alive: Callable[[], list[str]]) -> None:
+        self._probe, self._dead = probe, alive
         self._last_success = 0.0
         self.last_error = "not probed yet"
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, name="readiness-probe", daemon=True).start()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                self._probe()
-                self._last_success, self.last_error = time.monotonic(), ""
-            except (KubeError, OSError) as error:
-                self.last_error = str(error)
-            if self._stop.wait(PROBE_EVERY_S):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
+    def probe(self) -> None:
+        try:
+            self._probe()
+        except KubeError as error:
+            self.last_error = str(error)
+            raise
+        self._last_success, self.last_error = time.monotonic(), ""
 
     def healthz(self) -> tuple[int, str, bytes]:
-        return (200, "text/plain", b"ok") if self._alive() else (500, "text/plain", b"reconcile workers stopped")
+        dead = self._dead()
+        return (500, "text/plain", f"stopped: {', '.join(dead)}".encode()) if dead else (200, "text/plain", b"ok")
 
     def readyz(self) -> tuple[int, str, bytes]:
-        if self._alive() and time.monotonic() - self._last_success < READY_WINDOW_S:
+        dead = self._dead()
+        if not dead and time.monotonic() - self._last_success < READY_WINDOW_S:
             return 200, "text/plain", b"ready"
-        return 503, "text/plain", f"not ready: {self.last_error or 'workers stopped'}".encode()
+        return 503, "text/plain", f"not ready: {self.last_error or 'stopped: ' + ', '.join(dead)}".encode()
 
 
 def serve(routes: dict[str, Route], *, address: str, port: int) -> ThreadingHTTPServer:

@@ -46,15 +46,21 @@ class WorkQueue(Generic[K]):
         *,
         workers: int,
         clock: Callable[[], float] = time.time,
+        condition: Callable[[threading.Lock], threading.Condition] = threading.Condition,
         name: str = "workqueue",
     ) -> None:
-        """``process(key)`` returns the wall-clock time to process the key again, or None."""
+        """``process(key)`` returns the wall-clock time to process the key again, or None.
+
+        ``clock`` tells the time deadlines are compared with, and ``condition`` makes the two
+        conditions every wait goes through (the workers' and the scheduler's, on one lock), so a
+        test can run the queue on a fake clock it moves by hand and see when its threads wait.
+        """
         self._process = process
         self._workers = workers
         self._clock = clock
         self._name = name
         mutex = threading.Lock()
-        self._lock = threading.Condition(mutex)  # workers wait here for keys
+        self._lock = condition(mutex)  # workers wait here for keys
         self._lanes: tuple[deque[K], ...] = tuple(deque() for _ in Lane)
         self._queued: dict[K, Lane] = {}  # a lane may also hold stale entries of keys that moved up
         self._processing: set[K] = set()
@@ -63,9 +69,13 @@ class WorkQueue(Generic[K]):
         self._heap: list[tuple[float, int, K]] = []
         self._sequence = 0
         self._failures: dict[K, int] = {}
-        self._scheduler_wakeup = threading.Condition(mutex)  # the scheduler waits here for deadlines
+        self._scheduler_wakeup = condition(mutex)  # the scheduler waits here for deadlines
         self._stopping = False
         self._paused = False
+        # Asked under the queue's lock before each key is taken: False holds the workers as
+        # pause() does. A leader's elector answers from its local clock, so a leader frozen past
+        # its lease takes no key when thawed, before its elector has even run (leader.py).
+        self.may_process: Callable[[], bool] = lambda: True
         self._threads: list[threading.Thread] = []
 
     # -- producers ------------------------------------------------------------------------------
@@ -173,7 +183,7 @@ class WorkQueue(Generic[K]):
         while True:
             with self._lock:
                 key = None
-                while not self._stopping and (self._paused or (key := self._pop_locked()) is None):
+                while not self._stopping and (self._paused or not self.may_process() or (key := self._pop_locked()) is None):
                     self._lock.wait()
                 if self._stopping or key is None:
                     return

@@ -236,6 +236,9 @@ def test_every_cli_command_end_to_end(cluster: Cluster, namespace: str, signing:
     assert tree.returncode == 0 and "cli-planner  Ready" in tree.stdout and "└── cli-crawler  Ready" in tree.stdout
     tree_json = json.loads(kubectl_agent(cluster, *ns, "-o", "json", "tree", "cli-planner").stdout)
     assert tree_json[0]["delegates"][0]["name"] == "cli-crawler"
+    after_the_verb = kubectl_agent(cluster, "tree", "cli-planner", "-n", namespace, "-o", "json")  # as kubectl takes them
+    assert after_the_verb.returncode == 0, after_the_verb.stderr
+    assert [node["name"] for node in json.loads(after_the_verb.stdout)] == ["cli-planner"]
 
     audit = kubectl_agent(cluster, *ns, "-o", "yaml", "audit", "cli-crawler")
     assert "task: fetch" in audit.stdout and f"agent:{namespace}/cli-planner" in audit.stdout

@@ -8,6 +8,7 @@ from typing import Any
 from agent_identity.builders import SELECTOR
 from agent_identity.childwatch import ChildWatch
 from agent_identity.kube import ChildKind, Kube, load_client_configuration
+from agent_identity.supervisor import Supervised
 from support.cluster import Cluster, wait_for
 
 LABELS = {"app.kubernetes.io/managed-by": "agent-identity-operator", "agentidentity.dev/identity": "w"}
@@ -19,8 +20,17 @@ def test_it_reports_changes_and_deletions_by_metadata_only_and_never_replays(clu
         namespace, {"metadata": {"name": "before", "labels": LABELS}, "stringData": {"token": "s3cret"}}
     )
     seen: list[tuple[str, ChildKind, dict[str, Any]]] = []
-    watch = ChildWatch(kube, ChildKind.TOKEN_SECRET, namespace, label_selector=SELECTOR, on_change=lambda *e: seen.append(e))
-    watch.start()
+    gaps: list[bool] = []
+    watch = ChildWatch(
+        kube,
+        ChildKind.TOKEN_SECRET,
+        namespace,
+        label_selector=SELECTOR,
+        on_change=lambda *e: seen.append(e),
+        on_gap=lambda: gaps.append(True),
+    )
+    watch.begin()
+    loop = Supervised(watch.name, watch.step, every=0, max_backoff=1, stale_after=watch.timeout_s + 90).start()
     try:
         cluster.core.create_namespaced_secret(namespace, {"metadata": {"name": "added", "labels": LABELS}})
         cluster.core.create_namespaced_secret(namespace, {"metadata": {"name": "not-ours"}})  # no label: never seen
@@ -34,12 +44,14 @@ def test_it_reports_changes_and_deletions_by_metadata_only_and_never_replays(clu
         assert all("data" not in metadata for _, _, metadata in seen)
         assert seen[0][2]["labels"]["agentidentity.dev/identity"] == "w"
 
+        assert gaps == []
         if cluster.plane is not None:  # a compaction past the watch's version: it starts again from now
             cluster.plane.compact_etcd()
             cluster.plane.restart("kube-apiserver")
             cluster.core.patch_namespaced_secret("before", namespace, {"metadata": {"annotations": {"touched": "again"}}})
             wait_for("the change after the restart", lambda: len(seen) >= 3 or None, timeout=30)
             assert seen[2][0] == "MODIFIED" and seen[2][2]["annotations"]["touched"] == "again"
-        assert watch.alive
+            assert gaps, "the gap was not reported: changes made during it would go unnoticed"
+        assert loop.alive
     finally:
-        watch.stop()
+        loop.stop()

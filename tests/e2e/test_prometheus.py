@@ -412,12 +412,22 @@ def _wait_until_prometheus_saw_it(prometheus: Prometheus, *, earlier_refusals: f
     twice = [f'{metric}{{job="{JOB}"}}' for metric in ("agentidentity_expired_total", "agentidentity_revoked_total")]
     twice.append(f'agentidentity_denied_total{{job="{JOB}"}}')
 
-    def seen() -> bool:
-        return all([v for _, v in prometheus.query(expr)] == [value] for expr, value in final.items()) and all(
-            [v for _, v in prometheus.query(f"count_over_time({selector}[{RATE_WINDOW}])")] >= [2.0] for selector in twice
-        )
+    differing: dict[str, object] = {}
 
-    wait_for("Prometheus to scrape the scenario's end state", seen, timeout=20, interval=0.5)
+    def seen() -> bool:
+        differing.clear()
+        for expr, value in final.items():
+            if (got := [v for _, v in prometheus.query(expr)]) != [value]:
+                differing[expr] = got
+        for selector in twice:
+            if (got := [v for _, v in prometheus.query(f"count_over_time({selector}[{RATE_WINDOW}])")]) < [2.0]:
+                differing[selector] = got
+        return not differing
+
+    try:
+        wait_for("Prometheus to scrape the scenario's end state", seen, timeout=20, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"Prometheus never saw the scenario's end state: {differing} (wanted {final})") from None
 
 
 def _grafana(expr: str) -> str:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
-from kubernetes import client
+import pytest
 
+from agent_identity.leader import EXIT_LEASE_LOST
 from support.cluster import Cluster, make_identity, wait_for
+from support.leases import audited_writes, holder, holding, lease, start_replicas
 from support.operator_process import OperatorProcess
+
+LEASE_S = 5
 
 
 def provisioned_by(operator: OperatorProcess) -> set[str]:
@@ -16,18 +22,9 @@ def provisioned_by(operator: OperatorProcess) -> set[str]:
 
 
 def test_a_standby_takes_over_when_the_leader_dies(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
-    args = ["--leader-election", "--leader-election-namespace", namespace, "--lease-duration", "5s"]
-    replicas = [
-        OperatorProcess(kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path / name, extra_args=args)
-        for name in ("a", "b")
-    ]
-    coordination = client.CoordinationV1Api(cluster.api_client)
-    for replica in replicas:
-        replica.log_dir.mkdir()
-        replica.start()
+    replicas = start_replicas(cluster.kubeconfig, namespace, tmp_path, lease_s=LEASE_S)
     try:
-        holder = wait_for("a lease holder", lambda: _holder(coordination, namespace))
-        leader = next(r for r in replicas if holder.endswith(f"-{r.process.pid}"))  # type: ignore[union-attr]
+        leader = holding(wait_for("a lease holder", lambda: holder(cluster.api_client, namespace)), replicas)
         standby = next(r for r in replicas if r is not leader)
         cluster.create_identity(make_identity("first", namespace))
         cluster.wait_phase(namespace, "first", "Ready")
@@ -40,18 +37,95 @@ def test_a_standby_takes_over_when_the_leader_dies(cluster: Cluster, namespace: 
         cluster.wait_phase(namespace, "second", "Ready", timeout=30)
         takeover = time.monotonic() - killed
         assert provisioned_by(standby) == {"second"}
-        assert takeover < 5 + 2 + 5, f"takeover took {takeover:.1f}s"  # lease duration + retry period + slack
-        print(f"\nfailover: standby provisioned an identity {takeover:.1f}s after the leader was killed (lease 5s)")
+        assert takeover < LEASE_S + 1 + 5, f"takeover took {takeover:.1f}s"  # lease duration + retry period + slack
+        print(f"\nfailover: standby provisioned an identity {takeover:.1f}s after the leader was killed (lease {LEASE_S}s)")
     finally:
         for replica in replicas:
             replica.stop()
 
 
-def _holder(coordination: client.CoordinationV1Api, namespace: str) -> str | None:
+def test_a_frozen_leader_is_replaced_and_never_writes_again(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """SIGSTOP the leader past its lease: the standby takes over and works; SIGCONT: the old leader
+    makes no write (as the API server's audit log tells, one ServiceAccount per replica) and exits."""
+    plane = cluster.plane
+    if plane is None or plane.audit_log is None:
+        pytest.skip("counts each replica's writes in the local control plane's audit log")
+    names = ("a", "b")
+    for name in names:
+        cluster.core.create_namespaced_service_account(namespace, {"metadata": {"name": f"replica-{name}"}})
+    binding = f"{namespace}-replicas"
+    cluster.rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": binding},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": f"replica-{n}", "namespace": namespace} for n in names],
+        }
+    )
+    args = ["--leader-election", "--leader-election-namespace", namespace, "--lease-duration", f"{LEASE_S}s"]
+    replicas = {
+        name: OperatorProcess(
+            kubeconfig=cluster.service_account_kubeconfig(namespace, f"replica-{name}", tmp_path / f"{name}.kubeconfig"),
+            namespace=namespace,
+            log_dir=tmp_path / name,
+            extra_args=args,
+        )
+        for name in names
+    }
+    user = {r: f"system:serviceaccount:{namespace}:replica-{name}" for name, r in replicas.items()}
+    for replica in replicas.values():
+        replica.log_dir.mkdir()
+        replica.start()
     try:
-        return coordination.read_namespaced_lease("agent-identity-operator", namespace).spec.holder_identity  # type: ignore[no-any-return]
-    except client.ApiException:
-        return None
+        first_holder = wait_for("a lease holder", lambda: holder(cluster.api_client, namespace))
+        leader = holding(first_holder, replicas.values())
+        standby = next(r for r in replicas.values() if r is not leader)
+        cluster.create_identity(make_identity("first", namespace))
+        cluster.wait_phase(namespace, "first", "Ready")
+
+        assert leader.process is not None
+        leader.process.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        try:
+            wait_for(
+                "the standby to take the lease", lambda: holder(cluster.api_client, namespace) != first_holder, interval=0.05
+            )
+            takeover = time.monotonic() - frozen
+            taken = lease(cluster.api_client, namespace)
+            assert holding(taken.holder_identity, replicas.values()) is standby and taken.lease_transitions == 1
+            taken_at: datetime = taken.acquire_time
+            after = [f"after-{i}" for i in range(3)]
+            for name in after:
+                cluster.create_identity(make_identity(name, namespace))
+            for name in after:
+                cluster.wait_phase(namespace, name, "Ready")
+            working = time.monotonic() - frozen
+        finally:
+            leader.process.send_signal(signal.SIGCONT)
+        code = leader.wait_exit(timeout=20)
+        assert code == EXIT_LEASE_LOST and "lost the lease" in leader.output()
+        time.sleep(1)  # anything it sent on its way out reaches the audit log
+
+        writes = audited_writes(plane)
+        old_before = [w for w in writes if w.user == user[leader] and w.received < taken_at]
+        old_after = [w for w in writes if w.user == user[leader] and w.received >= taken_at]
+        new_after = [w for w in writes if w.user == user[standby] and w.received >= taken_at]
+        assert old_before, "the leader's writes are in the audit log while it led"
+        assert old_after == [], f"the old leader wrote after the takeover: {old_after}"
+        assert any(w.what == "leases/agent-identity-operator" for w in new_after)
+        assert provisioned_by(standby) >= set(after) and provisioned_by(leader) == {"first"}
+        retry = LEASE_S * 2 / 15
+        assert LEASE_S - retry - 0.5 < takeover < LEASE_S + 2 * retry + 3, f"takeover took {takeover:.1f}s"
+        print(
+            f"\nfrozen leader: the standby took the lease {takeover:.1f}s after SIGSTOP (lease {LEASE_S}s) and had 3 new "
+            f"identities Ready {working:.1f}s after SIGSTOP; the old leader wrote {len(old_before)} times before the takeover, "
+            f"0 after, and exited with {code} when thawed; the new leader wrote {len(new_after)} times"
+        )
+    finally:
+        for replica in replicas.values():
+            if replica.process and replica.process.poll() is None:
+                replica.process.send_signal(signal.SIGCONT)  # a frozen process would not hear SIGTERM
+            replica.stop()
+        cluster.rbac.delete_cluster_role_binding(binding)
 
 
 def test_two_shards_split_the_work_by_label(cluster: Cluster, namespace: str, tmp_path: Path) -> None:

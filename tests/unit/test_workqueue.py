@@ -1,165 +1,237 @@
 """The work queue's promises: one run per burst of adds, never two workers on one key, deadlines
-on time, failures retried with backoff."""
+on time, failures retried with backoff, lanes served in order.
+
+The queue runs its real threads on a ``FakeClock``: time moves only when a test advances it, and
+``settle`` returns once the queue has done everything due, so no test sleeps or reads the wall
+clock, and every time asserted is exact."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from agent_identity.workqueue import Lane, WorkQueue
+from agent_identity.workqueue import BACKOFF_BASE_S, Lane, WorkQueue
+
+from .fakeclock import SETTLE_TIMEOUT_S, FakeClock
+
+WAIT_S = SETTLE_TIMEOUT_S  # how long a test waits for an event before calling the queue broken
 
 
-def run_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.005)
-    raise AssertionError("condition not reached")
+@contextlib.contextmanager
+def running(
+    process: Callable[[str], float | None], clock: FakeClock, *, workers: int, name: str = "workqueue"
+) -> Iterator[WorkQueue[str]]:
+    """The queue started on ``clock``, its threads all waiting for work."""
+    clock.threads = workers + 1
+    queue: WorkQueue[str] = WorkQueue(process, workers=workers, clock=clock, condition=clock.condition, name=name)
+    queue.start()
+    try:
+        clock.settle()
+        yield queue
+    finally:
+        queue.stop(timeout=WAIT_S)
 
 
 def test_a_burst_of_adds_for_one_key_runs_it_at_most_twice_and_never_concurrently() -> None:
     runs: Counter[str] = Counter()
     active: set[str] = set()
-    overlaps = []
-    gate = threading.Event()
+    overlaps: list[str] = []
+    started, gate = threading.Event(), threading.Event()
 
     def process(key: str) -> None:
         if key in active:
             overlaps.append(key)
         active.add(key)
-        gate.wait(1)
+        started.set()
+        gate.wait(WAIT_S)
         runs[key] += 1
         active.discard(key)
 
-    queue: WorkQueue[str] = WorkQueue(process, workers=4)
-    queue.start()
-    try:
+    clock = FakeClock()
+    with running(process, clock, workers=4) as queue:
         for _ in range(50):
             queue.add("a")
-        run_until(lambda: "a" in active)
+        assert started.wait(WAIT_S)
         for _ in range(50):
             queue.add("a")  # while it runs: marked dirty, runs once more afterwards
+        assert len(queue) == 1  # being processed, not queued a second time
         gate.set()
-        run_until(lambda: runs["a"] == 2 and not len(queue))
-        time.sleep(0.05)
+        clock.settle()
         assert runs["a"] == 2
         assert overlaps == []
-    finally:
-        queue.stop()
+        assert len(queue) == 0
 
 
-def test_deadlines_fire_in_order_and_a_later_answer_replaces_an_earlier_one() -> None:
+def test_deadlines_fire_on_time_and_a_later_answer_replaces_an_earlier_one() -> None:
+    clock = FakeClock()
     fired: list[tuple[str, float]] = []
-    queue: WorkQueue[str] = WorkQueue(lambda key: fired.append((key, time.time())), workers=2)
-    queue.start()
-    try:
-        start = time.time()
-        queue.add_at("late", start + 0.20)
-        queue.add_at("early", start + 0.05)
-        queue.add_at("moved", start + 0.10)
-        queue.add_at("moved", start + 0.30)  # replaces 0.10
-        run_until(lambda: len(fired) == 3)
-        time.sleep(0.1)
-        assert [key for key, _ in fired] == ["early", "late", "moved"]
-        lateness = [at - start - due for (_, at), due in zip(fired, (0.05, 0.20, 0.30), strict=True)]
-        assert all(0 <= late < 0.1 for late in lateness), lateness
+    with running(lambda key: fired.append((key, clock())), clock, workers=2) as queue:
+        start = clock()
+        queue.add_at("late", start + 20)
+        queue.add_at("early", start + 5)
+        queue.add_at("moved", start + 10)
+        queue.add_at("moved", start + 30)  # replaces +10
+        clock.settle()
+        assert fired == [] and queue.pending_deadlines == 3
+        clock.advance(4)
+        assert fired == []
+        clock.advance(1)
+        assert fired == [("early", start + 5)]
+        clock.advance(5)
+        assert fired == [("early", start + 5)]  # "moved" is no longer due at +10
+        clock.advance(10)
+        assert fired == [("early", start + 5), ("late", start + 20)]
+        clock.advance(10)
+        assert fired == [("early", start + 5), ("late", start + 20), ("moved", start + 30)]
         assert queue.pending_deadlines == 0
-    finally:
-        queue.stop()
+
+
+def test_deadlines_that_fall_due_together_run_earliest_first() -> None:
+    clock = FakeClock()
+    fired: list[str] = []
+    with running(fired.append, clock, workers=1) as queue:
+        start = clock()
+        for key, due in (("third", 3), ("first", 1), ("fourth", 4), ("second", 2)):
+            queue.add_at(key, start + due)
+        clock.advance(10)
+        assert fired == ["first", "second", "third", "fourth"]
+
+
+def test_forget_drops_a_deadline() -> None:
+    clock = FakeClock()
+    fired: list[str] = []
+    with running(fired.append, clock, workers=1) as queue:
+        queue.add_at("gone", clock() + 5)
+        queue.add_at("kept", clock() + 5)
+        queue.forget("gone")
+        assert queue.pending_deadlines == 1
+        clock.advance(5)
+        assert fired == ["kept"]
 
 
 def test_the_returned_time_schedules_the_next_run() -> None:
+    clock = FakeClock()
     runs: list[float] = []
 
     def process(key: str) -> float | None:
-        runs.append(time.time())
-        return time.time() + 0.05 if len(runs) < 3 else None
+        runs.append(clock())
+        return clock() + 5 if len(runs) < 3 else None
 
-    queue: WorkQueue[str] = WorkQueue(process, workers=1)
-    queue.start()
-    try:
+    with running(process, clock, workers=1) as queue:
+        start = clock()
         queue.add("k")
-        run_until(lambda: len(runs) == 3)
-        assert runs[2] - runs[0] >= 0.1
-    finally:
-        queue.stop()
+        clock.settle()
+        assert runs == [start] and queue.pending_deadlines == 1
+        clock.advance(4)
+        assert runs == [start]
+        clock.advance(1)
+        assert runs == [start, start + 5]
+        clock.advance(5)
+        assert runs == [start, start + 5, start + 10]
+        clock.advance(100)  # the third run returned None: nothing more
+        assert runs == [start, start + 5, start + 10] and queue.pending_deadlines == 0
 
 
 def test_a_failing_key_is_retried_with_growing_delays_and_others_keep_flowing() -> None:
+    clock = FakeClock()
     attempts: list[float] = []
     done: list[str] = []
+    failures = [True, True, False, True, False]  # what each attempt at "bad" does
 
     def process(key: str) -> None:
         if key == "bad":
-            attempts.append(time.time())
-            if len(attempts) < 3:
+            attempts.append(clock())
+            if failures.pop(0):
                 raise RuntimeError("API server said no")
         done.append(key)
 
-    queue: WorkQueue[str] = WorkQueue(process, workers=1)
-    queue.start()
-    try:
+    with running(process, clock, workers=1) as queue:
+        start = clock()
         queue.add("bad")
         queue.add("good")
-        run_until(lambda: "bad" in done, timeout=5)
-        assert "good" in done
-        first_gap, second_gap = attempts[1] - attempts[0], attempts[2] - attempts[1]
-        assert 0.45 <= first_gap < 0.8 and 0.95 <= second_gap < 1.5, (first_gap, second_gap)
-    finally:
-        queue.stop()
+        clock.settle()
+        assert attempts == [start] and done == ["good"]  # "good" did not wait for the retry
+        clock.advance(BACKOFF_BASE_S / 2)
+        assert attempts == [start]
+        clock.advance(BACKOFF_BASE_S / 2)
+        assert attempts == [start, start + BACKOFF_BASE_S]  # failed again: the delay doubles
+        clock.advance(BACKOFF_BASE_S * 1.5)
+        assert len(attempts) == 2
+        clock.advance(BACKOFF_BASE_S / 2)
+        assert attempts == [start, start + BACKOFF_BASE_S, start + 3 * BACKOFF_BASE_S]
+        assert done == ["good", "bad"]
+
+        queue.add("bad")  # a success forgot the failures: the next one backs off from the start again
+        clock.settle()
+        assert len(attempts) == 4
+        clock.advance(BACKOFF_BASE_S)
+        assert len(attempts) == 5 and done == ["good", "bad", "bad"]
+        assert queue.pending_deadlines == 0
 
 
-def test_stop_returns_promptly() -> None:
-    queue: WorkQueue[str] = WorkQueue(lambda key: None, workers=3)
-    queue.start()
-    queue.add_at("far", time.time() + 3600)
-    started = time.monotonic()
-    queue.stop()
-    assert time.monotonic() - started < 1
+def test_a_paused_queue_keeps_keys_and_deadlines_until_resumed() -> None:
+    clock = FakeClock()
+    done: list[str] = []
+    with running(done.append, clock, workers=2) as queue:
+        queue.pause()
+        queue.add("changed")
+        queue.add_at("due", clock() + 1)
+        clock.advance(1)
+        assert done == [] and len(queue) == 2
+        queue.resume()
+        clock.settle()
+        assert sorted(done) == ["changed", "due"] and len(queue) == 0
+
+
+def test_stop_wakes_every_thread() -> None:
+    """The fake clock's waits never time out, so only stop() itself can end them."""
+    clock = FakeClock()
+    with running(lambda key: None, clock, workers=3, name="stopping") as queue:
+        queue.add_at("far", clock() + 3600)
+        clock.settle()
+        queue.stop(timeout=WAIT_S)
+        assert [thread.name for thread in threading.enumerate() if thread.name.startswith("stopping-")] == []
+        assert not queue.alive
 
 
 @contextlib.contextmanager
-def behind_a_blocker() -> Iterator[tuple[WorkQueue[str], list[str], threading.Event]]:
+def behind_a_blocker() -> Iterator[tuple[WorkQueue[str], FakeClock, list[str], threading.Event]]:
     """A one-worker queue busy with "blocker" until the event is set: keys added meanwhile wait,
     and ``order`` shows in which order they ran."""
+    clock = FakeClock()
     order: list[str] = []
     gate, started = threading.Event(), threading.Event()
 
     def process(key: str) -> None:
         if key == "blocker":
             started.set()
-            gate.wait(2)
+            gate.wait(WAIT_S)
         order.append(key)
 
-    queue: WorkQueue[str] = WorkQueue(process, workers=1)
-    queue.start()
-    try:
+    with running(process, clock, workers=1) as queue:
         queue.add("blocker")
-        run_until(started.is_set)
-        yield queue, order, gate
-    finally:
-        queue.stop()
+        assert started.wait(WAIT_S)
+        yield queue, clock, order, gate
 
 
 def test_urgent_keys_and_due_deadlines_jump_the_queue() -> None:
-    with behind_a_blocker() as (queue, order, gate):
+    with behind_a_blocker() as (queue, clock, order, gate):
         for key in ("a", "b", "c"):
             queue.add(key)
         queue.add("overdue", lane=Lane.URGENT)
         queue.add("c", lane=Lane.URGENT)  # already waiting: moved to the front
-        queue.add_at("deadline", time.time())
-        time.sleep(0.05)
+        queue.add_at("deadline", clock())
+        clock.settle(busy=1)  # the scheduler has queued "deadline"; the worker is still held
+        assert len(queue) == 6  # blocker + five waiting keys
         gate.set()
-        run_until(lambda: len(order) == 6)
+        clock.settle()
         assert order == ["blocker", "overdue", "c", "deadline", "a", "b"]  # urgent first, in arrival order
 
 
 def test_background_keys_wait_for_routine_ones_and_move_up_when_something_changes() -> None:
-    with behind_a_blocker() as (queue, order, gate):
+    with behind_a_blocker() as (queue, clock, order, gate):
         for key in ("verify-1", "verify-2", "verify-3"):
             queue.add(key, lane=Lane.BACKGROUND)
         queue.add("new")
@@ -167,7 +239,6 @@ def test_background_keys_wait_for_routine_ones_and_move_up_when_something_change
         queue.add("verify-1", lane=Lane.BACKGROUND)  # already waiting: no second entry
         assert len(queue) == 5  # blocker + four waiting keys
         gate.set()
-        run_until(lambda: len(order) == 5)
-        time.sleep(0.05)
+        clock.settle()
         assert order == ["blocker", "new", "verify-3", "verify-1", "verify-2"]
         assert len(queue) == 0

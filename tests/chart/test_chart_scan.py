@@ -5,7 +5,7 @@ table never keeps an excuse for something already fixed. `make chart-scan` runs 
 
 checkov comes from scripts/install-checkov.sh: a pinned version in a virtualenv of its own, under
 ~/.cache/agent-identity-operator/, installed on first use (about a minute on a fresh machine) and
-reused after that. Helm comes from scripts/install-helm.sh, as for tests/unit/test_chart.py.
+reused after that. Helm comes from scripts/install-helm.sh, as for tests/chart/test_chart.py.
 """
 
 from __future__ import annotations

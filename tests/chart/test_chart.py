@@ -30,8 +30,7 @@ from agent_identity.certs import ensure_serving_certificate
 from agent_identity.durations import MAX_TTL
 from agent_identity.main import parse_args
 from support.tools import helm_binary
-
-from . import factories
+from unit.factories import identity
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agent-identity-operator"
@@ -465,7 +464,7 @@ ALERTS = {
 
 
 def test_prometheus_rule_alerts_on_the_operator_metrics(custom_objects: list[dict[str, Any]]) -> None:
-    # Which metric names exist is tests/unit/test_dashboard.py's job; tests/e2e/test_prometheus.py
+    # Which metric names exist is tests/chart/test_dashboard.py's job; tests/e2e/test_prometheus.py
     # evaluates every expression on a real Prometheus and runs promtool over the rules.
     rule = one(custom_objects, "PrometheusRule")
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
@@ -625,11 +624,11 @@ def test_the_fence_applies_to_the_operators_service_account_and_nobody_else(helm
 
 def test_the_fence_is_built_from_the_operators_own_names(default_objects: list[dict[str, Any]]) -> None:
     text = fence_text(fence_policy(default_objects))
-    prefix = child_name(factories.identity(name="x")).removesuffix("x")
+    prefix = child_name(identity(name="x")).removesuffix("x")
     assert prefix == "aid-" and f"startsWith('{prefix}')" in text
     assert f"'{LABEL_MANAGED_BY}'" in text and f"== '{MANAGED_BY}'" in text
     assert f"'{SECRET_TYPE}'" in text
-    assert token_secret_name(factories.identity(name="x")) == "aid-x-token" and "variables.name + '-token'" in text
+    assert token_secret_name(identity(name="x")) == "aid-x-token" and "variables.name + '-token'" in text
     # At home, exactly what the keys Role lets it update: the fence and RBAC agree.
     assert f"['{keystore.SECRET_NAME}', '{keystore.SEAL_SECRET_NAME}']" in text
     assert f"variables.name == '{keystore.CONFIGMAP_NAME}'" in text
