@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 SETTLED_PHASES = FINAL_PHASES | {"Ready"}
+TOMBSTONE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Controller:
         # delegator key -> its delegates' keys, so a delegator's change reaches them at once
         self._delegates: dict[Key, set[Key]] = {}
         self._profiles: dict[str, dict[str, Any]] = {}
+        self._deleted_uids: dict[str, float] = {}  # uid -> when its deletion was seen (insertion order)
         self.reconciler = make_reconciler(self.lookup, self.lookup_profile)
         self.reconciler.kube.on_identity_written = self._remember
         self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, name="agentidentity")
@@ -129,10 +131,15 @@ class Controller:
         """An AgentIdentity event: remember the newest body, enqueue the key if anything is new."""
         key = key_of(body)
         deleted = event_type == "DELETED"
+        uid = str(body["metadata"].get("uid", ""))
         with self._lock:
             current = self._cache.get(key)
             if current and not deleted and _resource_version(current.body) >= _resource_version(body):
                 return  # our own write, already cached from its response, or an older event
+            if deleted:
+                self._remember_deletion(uid)
+            elif uid in self._deleted_uids:
+                return  # a listing taken before its deletion: it must not come back to life
             entry = _Entry(_slim(body), deleted=deleted)
             delegates = self._store_locked(key, entry, previous=current)
             if deleted:
@@ -146,6 +153,16 @@ class Controller:
         if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, lane=lane)):
             self.queue.add(key, lane=lane)
         self._notify_delegates(delegates, entry)
+
+    def _remember_deletion(self, uid: str) -> None:
+        """Tombstones, kept for TOMBSTONE_S: longer than any listing can take to be observed."""
+        now = time.monotonic()
+        self._deleted_uids[uid] = now
+        while self._deleted_uids:
+            oldest, when = next(iter(self._deleted_uids.items()))
+            if now - when < TOMBSTONE_S:
+                break
+            del self._deleted_uids[oldest]
 
     def _notify_delegates(self, delegates: list[Key], delegator: _Entry) -> None:
         """A delegator's state moved: its delegates are looked at again, first of all when it is
