@@ -8,6 +8,7 @@ the same shape. Pure: no I/O, no kopf.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
@@ -17,10 +18,24 @@ from .durations import MAX_TTL, MIN_TTL, TTL_PATTERN, format_duration
 JsonDict = dict[str, JsonValue]
 
 DelegatorKind = Literal["User", "ServiceAccount", "AgentIdentity"]
-Phase = Literal["Pending", "Ready", "Expired", "Revoked", "Denied", "Failed"]
 RiskLevel = Literal["low", "medium", "high", "critical"]
-RETIRED_PHASES: frozenset[str] = frozenset({"Expired", "Revoked"})
-FINAL_PHASES: frozenset[str] = RETIRED_PHASES | {"Denied"}
+
+
+class Phase(StrEnum):
+    """Where the AgentIdentity is in its life: Pending, Ready, Expired, Revoked, Denied or Failed."""
+
+    PENDING = "Pending"  # not provisioned yet (waiting for a delegator, or an API error)
+    READY = "Ready"
+    EXPIRED = "Expired"  # its TTL passed, or its delegator retired
+    REVOKED = "Revoked"  # its delegator was deleted
+    DENIED = "Denied"  # refused by policy; nothing was provisioned
+    FAILED = "Failed"  # could not be provisioned (a name conflict): retried
+
+
+RETIRED_PHASES: frozenset[str] = frozenset({Phase.EXPIRED, Phase.REVOKED})
+FINAL_PHASES: frozenset[str] = RETIRED_PHASES | {Phase.DENIED}  # nothing will ever be provisioned again
+# Nothing to do until something changes: what a client waits for, and what a listing only re-verifies.
+SETTLED_PHASES: frozenset[str] = FINAL_PHASES | {Phase.READY}
 
 _DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 Name = Annotated[str, Field(min_length=1, max_length=253)]

@@ -22,11 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from . import API_VERSION, KIND
+from .api import SETTLED_PHASES, Phase
 from .durations import parse_timestamp
 from .kube import ChildKind, Kube, KubeError, load_client_configuration
 from .plan import decode_secret_data
 
-SETTLED = {"Ready", "Denied", "Failed", "Expired"}
+# What ``wait`` returns on: settled (api.SETTLED_PHASES), or Failed (an outcome worth reporting).
+OUTCOME_PHASES = SETTLED_PHASES | {Phase.FAILED}
 
 
 class IdentityRefused(Exception):
@@ -112,13 +114,13 @@ class AgentIdentities:
         )
 
     def wait(self, name: str, *, timeout: float = 30.0) -> dict[str, Any]:
-        """The identity once it has settled (Ready, Denied, Failed or Expired)."""
+        """The identity once it has settled (Ready, Expired, Revoked or Denied) or Failed."""
         deadline = time.monotonic() + timeout
         while True:
             identity = self.kube.get_identity(self.namespace, name)
             if identity is None:
                 raise IdentityRefused(f"{self.namespace}/{name} does not exist")
-            if (identity.get("status") or {}).get("phase") in SETTLED:
+            if (identity.get("status") or {}).get("phase") in OUTCOME_PHASES:
                 return identity
             if time.monotonic() > deadline:
                 raise IdentityRefused(f"{self.namespace}/{name} not Ready after {timeout:.0f}s: {ready_message(identity)}")

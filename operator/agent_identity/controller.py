@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .api import FINAL_PHASES, RETIRED_PHASES
+from .api import RETIRED_PHASES, SETTLED_PHASES
 from .builders import LABEL_IDENTITY
 from .durations import next_look, parse_timestamp
 from .kube import DELETED, IDENTITY, ChildKind, KubeError
@@ -27,7 +27,6 @@ from .workqueue import Lane, WorkQueue
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
-SETTLED_PHASES = FINAL_PHASES | {"Ready"}
 TOMBSTONE_S = 600.0
 
 

@@ -1,6 +1,6 @@
 """The Helm chart (charts/agent-identity-operator), rendered by a real Helm and checked against the
 operator's own sources of truth: ``deploy`` for the RBAC, ``admission.webhook_configurations`` for
-the webhooks, ``main.parse_args`` for the flags, examples/profiles.yaml and crds/.
+the webhooks, ``config.parse_args`` for the flags, examples/profiles.yaml and crds/.
 
 Helm comes from scripts/install-helm.sh, which builds a pinned Helm from the Go module proxy once
 (about a minute and a half on a cold Go cache) and reuses it from then on.
@@ -27,8 +27,8 @@ from agent_identity.admission import CONFIGURATION_NAME, MUTATE_PATH, VALIDATE_P
 from agent_identity.api import AgentProfile, PolicyRule
 from agent_identity.builders import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE, child_name, token_secret_name
 from agent_identity.certs import ensure_serving_certificate
+from agent_identity.config import parse_args
 from agent_identity.durations import MAX_TTL
-from agent_identity.main import parse_args
 from support.tools import helm_binary
 from unit.factories import identity
 
