@@ -11,7 +11,6 @@ Figures only, no assertions.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from agent_identity.api import MAX_PERMISSION_ATOMS
-from agent_identity.localcluster import register_webhooks, running, terminate
+from agent_identity.localcluster import free_port, listening, register_webhooks, running, terminate
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
@@ -32,12 +31,6 @@ COUNT = int(os.environ.get("BENCH_ADMISSION_COUNT", "200"))
 NAMESPACE, USER = "bench-admission", "bencher"
 VERBS = ["get", "list", "watch", "update"]
 RESOURCES = [f"widgets{i}" for i in range(MAX_PERMISSION_ATOMS // len(VERBS))]  # 4 x 16 = the cap
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -119,7 +112,7 @@ def main() -> None:
         )
         try:
             deadline = time.monotonic() + 60
-            while not (certs / "ca.crt").exists() or socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            while not (certs / "ca.crt").exists() or not listening(port):
                 if time.monotonic() > deadline:
                     raise SystemExit("the operator's webhook server did not start: see .bench/admission-operator.log")
                 time.sleep(0.2)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agent_identity.localcluster import ControlPlaneError, register_webhooks, running
+from agent_identity.localcluster import ControlPlaneError, free_port, listening, register_webhooks, running
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".demo"
@@ -57,17 +56,6 @@ def wait_established(api: client.ApiClient, name: str) -> None:
             return
         time.sleep(0.1)
     raise SystemExit(f"the CRD {name} was not established")
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, ready: Callable[[], bool], operator: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

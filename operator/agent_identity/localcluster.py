@@ -113,10 +113,17 @@ def admin_kubeconfig(*, server: str, pki: dict[str, Path]) -> dict[str, object]:
 # Processes
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now (the control plane's, the webhook server's in tests and the demo)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    """Something accepts connections on this loopback port."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not dlopen after fork
@@ -184,7 +191,7 @@ class LocalControlPlane:
         assert self.log_dir is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pki = write_pki(self.work_dir / "pki")
-        etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.server = f"https://127.0.0.1:{api_port}"
         self.kubeconfig_path.write_text(yaml.safe_dump(admin_kubeconfig(server=self.server, pki=pki)))

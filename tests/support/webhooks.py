@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent_identity.localcluster import register_webhooks, unregister_webhooks
+from agent_identity.localcluster import free_port, listening, register_webhooks, unregister_webhooks
 from support.cluster import Cluster
 from support.operator_process import OperatorProcess
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if listening(port):
+            return
         time.sleep(0.1)
     raise AssertionError(f"the webhook server did not listen on {port}")
 
