@@ -24,7 +24,7 @@ control-plane: ## Build (or reuse the cached) etcd, kube-apiserver and kube-cont
 	bash scripts/build-control-plane.sh
 
 crds: $(STAMP) ## Regenerate crds/ from the pydantic models
-	$(BIN)/python -m agent_identity.crd crds
+	$(BIN)/python -m agent_identity.api.crd crds
 
 lint: $(STAMP) ## ruff, mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff check operator tests scripts

@@ -13,7 +13,7 @@ import sys
 import yaml
 from kubernetes import client, config
 
-from agent_identity.client import AgentIdentities, user
+from agent_identity.sdk.client import AgentIdentities, user
 
 READ_CONFIGMAPS = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
 

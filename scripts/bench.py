@@ -44,15 +44,15 @@ from typing import Any
 import yaml
 from kubernetes import client, config, watch
 
-from agent_identity import builders
-from agent_identity.api import AgentIdentity
-from agent_identity.builders import Provenance
-from agent_identity.conditions import Reason
-from agent_identity.durations import parse_timestamp
-from agent_identity.kube import ChildKind, Kube, load_client_configuration
-from agent_identity.localcluster import running
-from agent_identity.plan import parse_identity
-from agent_identity.reconciler import phase_status
+from agent_identity.api.conditions import Reason
+from agent_identity.api.durations import parse_timestamp
+from agent_identity.api.v1alpha1 import AgentIdentity
+from agent_identity.engine.reconciler import phase_status
+from agent_identity.kube.client import ChildKind, Kube, load_client_configuration
+from agent_identity.local.controlplane import running
+from agent_identity.plan import children
+from agent_identity.plan.children import Provenance
+from agent_identity.plan.decisions import parse_identity
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
@@ -151,16 +151,16 @@ def baseline(kube: Kube, namespace: str, count: int) -> float:
         provenance = Provenance(
             delegator="user:bench", task="bench", chain=("user:bench",), expires_at=created + timedelta(hours=1)
         )
-        kube.create_child(ChildKind.SERVICE_ACCOUNT, builders.service_account(agent, provenance))
-        kube.create_child(ChildKind.ROLE, builders.role(agent, provenance))
-        kube.create_child(ChildKind.ROLE_BINDING, builders.role_binding(agent, provenance))
-        secret = kube.create_child(ChildKind.TOKEN_SECRET, builders.token_secret(agent, provenance))["metadata"]
-        request = builders.token_request(
+        kube.create_child(ChildKind.SERVICE_ACCOUNT, children.service_account(agent, provenance))
+        kube.create_child(ChildKind.ROLE, children.role(agent, provenance))
+        kube.create_child(ChildKind.ROLE_BINDING, children.role_binding(agent, provenance))
+        secret = kube.create_child(ChildKind.TOKEN_SECRET, children.token_secret(agent, provenance))["metadata"]
+        request = children.token_request(
             audiences=[], expiration_seconds=3600, secret_name=secret["name"], secret_uid=secret["uid"]
         )
-        issued = kube.request_token(namespace, builders.child_name(agent), request, now=now)
-        data = builders.token_secret_data(identity=agent, issued=issued, server=access.server, ca_cert=access.ca_cert)
-        kube.write_token(namespace, secret["name"], data=data, annotations=builders.token_annotations(issued))
+        issued = kube.request_token(namespace, children.child_name(agent), request, now=now)
+        data = children.token_secret_data(identity=agent, issued=issued, server=access.server, ca_cert=access.ca_cert)
+        kube.write_token(namespace, secret["name"], data=data, annotations=children.token_annotations(issued))
         status = phase_status(body, "Ready", Reason.PROVISIONED, "credentials valid", now=now, ready=True)
         kube.patch_identity_status(namespace, agent.metadata.name, status)
         kube.record_event(

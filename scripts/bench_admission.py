@@ -22,8 +22,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agent_identity.api import MAX_PERMISSION_ATOMS
-from agent_identity.localcluster import free_port, listening, register_webhooks, running, terminate
+from agent_identity.api.v1alpha1 import MAX_PERMISSION_ATOMS
+from agent_identity.local.controlplane import free_port, listening, register_webhooks, running, terminate
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"

@@ -5,7 +5,8 @@
 # Why a wrapper module: k8s.io/kubernetes requires its staging modules (k8s.io/api, ...) at v0.0.0
 # and replaces them with local paths that a consumer never sees, so we add one
 # `replace k8s.io/<staging> => k8s.io/<staging> v0.<minor>.<patch>` per staging module, read from
-# k8s.io/kubernetes's own go.mod. The etcd binary is the root package of go.etcd.io/etcd/server/v3.
+# k8s.io/kubernetes's own go.mod (scripts/lib/k8s-go.sh, shared with scripts/kind/node-image.sh).
+# The etcd binary is the root package of go.etcd.io/etcd/server/v3.
 #
 # Prints the bin directory on stdout (last line); everything else goes to stderr.
 set -euo pipefail
@@ -30,13 +31,9 @@ if have_all; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || die "the Go toolchain is missing: install Go >= 1.24 (e.g. 'apt-get install golang-go' or the official tarball) and make sure 'go' is on PATH"
-go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
-[[ "$go_minor" =~ ^[0-9]+$ && "$go_minor" -ge 24 ]] || die "Go $(go env GOVERSION) is too old: Kubernetes ${K8S_VERSION} needs Go >= 1.24"
-
-minor=$(echo "$K8S_VERSION" | sed -E 's/^v1\.([0-9]+)\.([0-9]+)$/\1/')
-patch=$(echo "$K8S_VERSION" | sed -E 's/^v1\.([0-9]+)\.([0-9]+)$/\2/')
-staging_version="v0.${minor}.${patch}"
+# shellcheck source=lib/k8s-go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-go.sh"
+k8s_check_go || die "no usable Go toolchain (see above)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/aio-cp-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -45,36 +42,12 @@ export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 # --- kube-apiserver and kube-controller-manager -------------------------------------------------
 log "resolving k8s.io/kubernetes@${K8S_VERSION}"
-k8s_gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("GoMod") or ""); sys.exit(1 if d.get("Error") else 0)') \
-  || die "could not download k8s.io/kubernetes@${K8S_VERSION} from the Go module proxy (check GOPROXY and network)"
+mkdir -p "$BIN_DIR"
+k8s_wrapper_module "$work/k8s" "$K8S_VERSION" agentidentity.dev/controlplane \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  || die "could not prepare the wrapper module for k8s.io/kubernetes@${K8S_VERSION} (see above)"
 
-mkdir -p "$work/k8s" "$BIN_DIR"
-{
-  echo "module agentidentity.dev/controlplane"
-  echo
-  echo "go 1.24"
-  echo
-  echo "require k8s.io/kubernetes ${K8S_VERSION}"
-  echo
-  # every staging module that upstream replaces with ./staging/src/... gets its published tag
-  sed -nE 's#^[[:space:]]*(replace[[:space:]]+)?(k8s\.io/[^[:space:]]+)[[:space:]]+=>[[:space:]]+\./staging/.*#replace \2 => \2 '"${staging_version}"'#p' "$k8s_gomod"
-} > "$work/k8s/go.mod"
-n_replace=$(grep -c '^replace' "$work/k8s/go.mod" || true)
-[[ "$n_replace" -gt 10 ]] || die "found only ${n_replace} staging replacements in $k8s_gomod; the go.mod format changed?"
-cat > "$work/k8s/tools.go" <<'GO'
-//go:build tools
-
-package controlplane
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-)
-GO
-log "tidying the wrapper module (${n_replace} staging replacements at ${staging_version})"
-(cd "$work/k8s" && go mod tidy >&2) || die "go mod tidy failed for k8s.io/kubernetes@${K8S_VERSION}"
-
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${K8S_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor} -X k8s.io/component-base/version.gitTreeState=clean"
+ldflags=$(k8s_ldflags "$K8S_VERSION")
 for cmd in kube-apiserver kube-controller-manager; do
   log "building ${cmd} ${K8S_VERSION} (several minutes on a cold cache)"
   (cd "$work/k8s" && go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/${cmd}.tmp" "k8s.io/kubernetes/cmd/${cmd}") \

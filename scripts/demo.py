@@ -22,7 +22,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agent_identity.localcluster import ControlPlaneError, free_port, listening, register_webhooks, running
+from agent_identity.local.controlplane import ControlPlaneError, free_port, listening, register_webhooks, running
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".demo"

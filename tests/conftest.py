@@ -1,7 +1,7 @@
 """Test fixtures and markers. Unit and chart tests need no server; e2e and chaos tests (marked
 ``e2e``) get a real API server.
 
-The API server is the local control plane (built and started by ``agent_identity.localcluster``)
+The API server is the local control plane (built and started by ``agent_identity.local.controlplane``)
 unless a kubeconfig is given with ``--kubeconfig`` or ``AGENT_IDENTITY_KUBECONFIG``: then the same
 suite runs against that cluster (kind, for instance) and nothing is started.
 """
@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from agent_identity.localcluster import running
+from agent_identity.local.controlplane import running
 from support.cluster import OPERATOR_NAMESPACE, Cluster
 from support.operator_process import OperatorProcess
 

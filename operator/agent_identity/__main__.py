@@ -1,3 +1,3 @@
-from .main import main
+from agent_identity.app.main import main
 
 main()

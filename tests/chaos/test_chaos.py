@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes.client.rest import ApiException
 
-from agent_identity.durations import InvalidTTLError, parse_ttl
+from agent_identity.api.durations import InvalidTTLError, parse_ttl
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 

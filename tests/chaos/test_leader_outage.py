@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_identity.leader import EXIT_LEASE_LOST
+from agent_identity.engine.leader import EXIT_LEASE_LOST
 from support.cluster import Cluster, make_identity, wait_for
 from support.leases import holder, holding, start_replicas
 from support.operator_process import OperatorProcess

@@ -22,22 +22,23 @@ import pytest
 import yaml
 from cryptography import x509
 
-from agent_identity import deploy, keystore
-from agent_identity.admission import CONFIGURATION_NAME, MUTATE_PATH, VALIDATE_PATH, webhook_configurations
-from agent_identity.api import AgentProfile, PolicyRule
-from agent_identity.builders import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE, child_name, token_secret_name
-from agent_identity.certs import ensure_serving_certificate
-from agent_identity.config import parse_args
-from agent_identity.durations import MAX_TTL
+from agent_identity.admission.identity import CONFIGURATION_NAME, MUTATE_PATH, VALIDATE_PATH, webhook_configurations
+from agent_identity.api.durations import MAX_TTL
+from agent_identity.api.v1alpha1 import AgentProfile, PolicyRule
+from agent_identity.app import operator_rbac
+from agent_identity.app.config import parse_args
+from agent_identity.keys import keystore
+from agent_identity.keys.certs import ensure_serving_certificate
+from agent_identity.plan.children import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE, child_name, token_secret_name
 from support.tools import helm_binary
 from unit.factories import identity
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agent-identity-operator"
-RELEASE = deploy.NAME
+RELEASE = operator_rbac.NAME
 NAMESPACE = "agent-identity-system"
 WATCHED = ["support", "production"]
-WEBHOOK_SERVICE = f"{deploy.NAME}-webhook"
+WEBHOOK_SERVICE = f"{operator_rbac.NAME}-webhook"
 WEBHOOK_HOST = f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"
 HTTP_PORT = 8081  # --http-port: /metrics, /healthz, /readyz and the JWKS
 DASHBOARD = CHART / "dashboards" / "agent-identity.json"
@@ -120,7 +121,7 @@ def rbac_view(objects: Iterable[dict[str, Any]]) -> set[str]:
 
 
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    pod = one(objects, "Deployment", deploy.NAME)["spec"]["template"]["spec"]
+    pod = one(objects, "Deployment", operator_rbac.NAME)["spec"]["template"]["spec"]
     (operator,) = pod["containers"]
     assert isinstance(operator, dict)
     return operator
@@ -162,28 +163,28 @@ def test_chart_crds_are_byte_for_byte_copies_of_the_generated_ones() -> None:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), f"{name} is stale: `make chart-crds`"
 
 
-# --- RBAC: exactly agent_identity.deploy ------------------------------------------------------------
+# --- RBAC: exactly agent_identity.app.operator_rbac ------------------------------------------------------------
 
 
 def test_cluster_roles_hold_exactly_the_deploy_rules(default_objects: list[dict[str, Any]]) -> None:
-    assert one(default_objects, "ClusterRole", deploy.NAME)["rules"] == deploy.CLUSTER_RULES
-    assert one(default_objects, "ClusterRole", f"{deploy.NAME}:namespace")["rules"] == deploy.NAMESPACE_RULES
+    assert one(default_objects, "ClusterRole", operator_rbac.NAME)["rules"] == operator_rbac.CLUSTER_RULES
+    assert one(default_objects, "ClusterRole", f"{operator_rbac.NAME}:namespace")["rules"] == operator_rbac.NAMESPACE_RULES
     expected = [rule.model_dump(by_alias=True, exclude_none=True) for rule in ceilings(example_profiles())]
-    assert one(default_objects, "ClusterRole", f"{deploy.NAME}:ceilings")["rules"] == expected
+    assert one(default_objects, "ClusterRole", f"{operator_rbac.NAME}:ceilings")["rules"] == expected
     assert len(by_kind(default_objects, "ClusterRole")) == 3
 
 
 def test_watched_namespaces_get_the_same_rbac_as_operator_rbac(custom_objects: list[dict[str, Any]]) -> None:
-    expected = deploy.operator_rbac(
+    expected = operator_rbac.operator_rbac(
         operator_namespace=NAMESPACE, served_namespaces=WATCHED, ceilings=ceilings(example_profiles())
     )
     assert rbac_view(custom_objects) == rbac_view(expected)
     bindings = [b for b in by_kind(custom_objects, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
     assert sorted((b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings) == sorted(
-        (ns, f"{deploy.NAME}:{role}") for ns in WATCHED for role in ("namespace", "ceilings")
+        (ns, f"{operator_rbac.NAME}:{role}") for ns in WATCHED for role in ("namespace", "ceilings")
     )
     # Nothing namespaced is granted cluster-wide in this mode.
-    assert [b["roleRef"]["name"] for b in by_kind(custom_objects, "ClusterRoleBinding")] == [deploy.NAME]
+    assert [b["roleRef"]["name"] for b in by_kind(custom_objects, "ClusterRoleBinding")] == [operator_rbac.NAME]
     rendered = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o for o in custom_objects}
     for obj in expected:
         twin = rendered[(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))]
@@ -192,23 +193,29 @@ def test_watched_namespaces_get_the_same_rbac_as_operator_rbac(custom_objects: l
 
 def test_all_namespaces_mode_binds_namespace_rules_and_ceilings_cluster_wide(default_objects: list[dict[str, Any]]) -> None:
     # operator_rbac() with no served namespace, plus the two bindings that make "all namespaces".
-    expected = deploy.operator_rbac(operator_namespace=NAMESPACE, served_namespaces=[], ceilings=ceilings(example_profiles()))
-    subjects = [{"kind": "ServiceAccount", "name": deploy.NAME, "namespace": NAMESPACE}]
+    expected = operator_rbac.operator_rbac(
+        operator_namespace=NAMESPACE, served_namespaces=[], ceilings=ceilings(example_profiles())
+    )
+    subjects = [{"kind": "ServiceAccount", "name": operator_rbac.NAME, "namespace": NAMESPACE}]
     for role in ("namespace", "ceilings"):
         expected.append(
             {
                 "kind": "ClusterRoleBinding",
-                "metadata": {"name": f"{deploy.NAME}-{role}"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{deploy.NAME}:{role}"},
+                "metadata": {"name": f"{operator_rbac.NAME}-{role}"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": f"{operator_rbac.NAME}:{role}",
+                },
                 "subjects": subjects,
             }
         )
     assert rbac_view(default_objects) == rbac_view(expected)
     # The only namespaced grant is the keys Role in the operator's own namespace.
     assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(default_objects, "RoleBinding")] == [
-        (NAMESPACE, deploy.KEYS_ROLE)
+        (NAMESPACE, operator_rbac.KEYS_ROLE)
     ]
-    assert one(default_objects, "Role", deploy.KEYS_ROLE)["rules"] == deploy.OWN_NAMESPACE_RULES
+    assert one(default_objects, "Role", operator_rbac.KEYS_ROLE)["rules"] == operator_rbac.OWN_NAMESPACE_RULES
     assert not [arg for arg in container(default_objects)["args"] if arg.startswith(("--namespace", "-n"))]
 
 
@@ -229,12 +236,12 @@ def test_ceilings_are_the_concatenation_of_the_given_profiles(helm: str, tmp_pat
         "rbac": {"extraCeilingRules": [extra]},
     }
     objects = render(helm, "-f", values_file(tmp_path_factory, values))
-    rules = one(objects, "ClusterRole", f"{deploy.NAME}:ceilings")["rules"]
+    rules = one(objects, "ClusterRole", f"{operator_rbac.NAME}:ceilings")["rules"]
     assert rules == [*narrow["permissionCeiling"], *named["permissionCeiling"], extra]
     assert [p["metadata"]["name"] for p in by_kind(objects, "AgentProfile")] == ["narrow", "named"]
 
     empty = render(helm, "-f", values_file(tmp_path_factory, {"profiles": []}))
-    assert one(empty, "ClusterRole", f"{deploy.NAME}:ceilings")["rules"] == []
+    assert one(empty, "ClusterRole", f"{operator_rbac.NAME}:ceilings")["rules"] == []
     assert by_kind(empty, "AgentProfile") == []
 
 
@@ -253,10 +260,10 @@ def test_default_profiles_are_the_examples(default_objects: list[dict[str, Any]]
 
 
 def test_deployment_is_pod_security_restricted(default_objects: list[dict[str, Any]]) -> None:
-    deployment = one(default_objects, "Deployment", deploy.NAME)
+    deployment = one(default_objects, "Deployment", operator_rbac.NAME)
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 1
-    assert pod["serviceAccountName"] == deploy.NAME
+    assert pod["serviceAccountName"] == operator_rbac.NAME
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -271,13 +278,13 @@ def test_deployment_is_pod_security_restricted(default_objects: list[dict[str, A
 
 def test_deployment_probes_volumes_and_flags(default_objects: list[dict[str, Any]]) -> None:
     operator = container(default_objects)
-    pod = one(default_objects, "Deployment", deploy.NAME)["spec"]["template"]["spec"]
+    pod = one(default_objects, "Deployment", operator_rbac.NAME)["spec"]["template"]["spec"]
     config = parse_args(operator["args"])
     assert config.liveness_endpoint is None  # kopf's own endpoint: replaced by /healthz on --http-port
     assert (config.http_port, config.http_listen) == (HTTP_PORT, "0.0.0.0")
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
     assert ports == {"webhook": 9443, "http": HTTP_PORT}
-    # The operator's ops endpoint (agent_identity.ops): workers alive, and API server reachable.
+    # The operator's ops endpoint (agent_identity.ops.http): workers alive, and API server reachable.
     probes = {probe: operator[probe]["httpGet"] for probe in ("livenessProbe", "readinessProbe")}
     assert probes["livenessProbe"]["path"] == "/healthz"
     assert probes["readinessProbe"]["path"] == "/readyz"
@@ -291,7 +298,7 @@ def test_deployment_probes_volumes_and_flags(default_objects: list[dict[str, Any
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert mounts["/certs"]["readOnly"] is True
-    assert volumes[mounts["/certs"]["name"]]["secret"]["secretName"] == f"{deploy.NAME}-webhook-tls"
+    assert volumes[mounts["/certs"]["name"]]["secret"]["secretName"] == f"{operator_rbac.NAME}-webhook-tls"
 
 
 def test_custom_values_reach_the_operator_flags(custom_objects: list[dict[str, Any]]) -> None:
@@ -303,9 +310,9 @@ def test_custom_values_reach_the_operator_flags(custom_objects: list[dict[str, A
 
 def test_signing_keys_live_in_the_release_namespace_and_the_jwks_is_served(default_objects: list[dict[str, Any]]) -> None:
     config = parse_args(container(default_objects)["args"])
-    jwks = one(default_objects, "Service", f"{deploy.NAME}-jwks")
+    jwks = one(default_objects, "Service", f"{operator_rbac.NAME}-jwks")
     assert config.signing_namespace == NAMESPACE
-    assert config.issuer == f"http://{deploy.NAME}-jwks.{NAMESPACE}.svc"  # verifiers find <issuer>/.well-known/jwks.json
+    assert config.issuer == f"http://{operator_rbac.NAME}-jwks.{NAMESPACE}.svc"  # verifiers find <issuer>/.well-known/jwks.json
     assert (config.trust_domain, config.key_rotation.total_seconds()) == ("cluster.local", 86400)
     assert (config.http_port, config.http_listen) == (HTTP_PORT, "0.0.0.0")
     (port,) = jwks["spec"]["ports"]
@@ -321,9 +328,11 @@ def test_signing_can_be_turned_off_but_the_keys_role_stays_for_the_seal_keys(
     assert config.signing_namespace is None
     assert config.http_port == HTTP_PORT  # still serves /metrics and the probes
     # The webhooks seal every creator stamp with keys kept in the operator's namespace.
-    assert one(objects, "Role", deploy.KEYS_ROLE)["rules"] == deploy.OWN_NAMESPACE_RULES
-    assert [b["roleRef"]["name"] for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"] == [deploy.KEYS_ROLE]
-    assert f"{deploy.NAME}-jwks" not in [s["metadata"]["name"] for s in by_kind(objects, "Service")]
+    assert one(objects, "Role", operator_rbac.KEYS_ROLE)["rules"] == operator_rbac.OWN_NAMESPACE_RULES
+    assert [b["roleRef"]["name"] for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"] == [
+        operator_rbac.KEYS_ROLE
+    ]
+    assert f"{operator_rbac.NAME}-jwks" not in [s["metadata"]["name"] for s in by_kind(objects, "Service")]
     assert container(objects)["readinessProbe"]["httpGet"]["path"] == "/readyz"
     issuer = render(helm, "-f", values_file(tmp_path_factory, {"signing": {"issuer": "https://agents.example.test"}}))
     assert parse_args(container(issuer)["args"]).issuer == "https://agents.example.test"
@@ -342,7 +351,7 @@ def expected_webhooks(ca_bundle: bytes) -> dict[str, dict[str, Any]]:
 
 
 def test_webhooks_mirror_admission_webhook_configurations(default_objects: list[dict[str, Any]]) -> None:
-    secret = one(default_objects, "Secret", f"{deploy.NAME}-webhook-tls")
+    secret = one(default_objects, "Secret", f"{operator_rbac.NAME}-webhook-tls")
     ca = base64.b64decode(secret["data"]["ca.crt"])
     rendered, expected = webhooks_by_kind(default_objects), expected_webhooks(ca)
     assert set(rendered) == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
@@ -365,12 +374,12 @@ def test_webhooks_mirror_admission_webhook_configurations(default_objects: list[
 
 def test_webhook_service_reaches_the_operator(default_objects: list[dict[str, Any]]) -> None:
     service = one(default_objects, "Service", WEBHOOK_SERVICE)
-    pod_labels = one(default_objects, "Deployment", deploy.NAME)["spec"]["template"]["metadata"]["labels"]
+    pod_labels = one(default_objects, "Deployment", operator_rbac.NAME)["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     (port,) = service["spec"]["ports"]
     container_ports = {p["name"]: p["containerPort"] for p in container(default_objects)["ports"]}
     assert port["port"] == 443 and container_ports[port["targetPort"]] == 9443
-    metrics = one(default_objects, "Service", f"{deploy.NAME}-metrics")
+    metrics = one(default_objects, "Service", f"{operator_rbac.NAME}-metrics")
     assert metrics["spec"]["selector"].items() <= pod_labels.items()
     (metrics_port,) = metrics["spec"]["ports"]
     assert metrics_port["name"] == "metrics"
@@ -380,7 +389,7 @@ def test_webhook_service_reaches_the_operator(default_objects: list[dict[str, An
 def test_generated_certificate_is_what_the_operator_serves_and_the_api_server_trusts(
     default_objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    secret = one(default_objects, "Secret", f"{deploy.NAME}-webhook-tls")
+    secret = one(default_objects, "Secret", f"{operator_rbac.NAME}-webhook-tls")
     assert secret["type"] == "kubernetes.io/tls"
     files = {key: base64.b64decode(value) for key, value in secret["data"].items()}
     assert set(files) == {"tls.crt", "tls.key", "ca.crt"}
@@ -404,19 +413,22 @@ def test_generated_certificate_is_what_the_operator_serves_and_the_api_server_tr
 
 def test_cert_manager_mode_injects_the_ca_from_the_serving_certificate(custom_objects: list[dict[str, Any]]) -> None:
     assert by_kind(custom_objects, "Secret") == []  # cert-manager writes it
-    certificate = one(custom_objects, "Certificate", f"{deploy.NAME}-webhook")
-    pod = one(custom_objects, "Deployment", deploy.NAME)["spec"]["template"]["spec"]
+    certificate = one(custom_objects, "Certificate", f"{operator_rbac.NAME}-webhook")
+    pod = one(custom_objects, "Deployment", operator_rbac.NAME)["spec"]["template"]["spec"]
     cert_volume = next(v for v in pod["volumes"] if "secret" in v)
     assert certificate["spec"]["secretName"] == cert_volume["secret"]["secretName"]
     assert WEBHOOK_HOST in certificate["spec"]["dnsNames"]
     issuer = one(custom_objects, "Issuer", certificate["spec"]["issuerRef"]["name"])
-    ca_certificate = one(custom_objects, "Certificate", f"{deploy.NAME}-webhook-ca")
+    ca_certificate = one(custom_objects, "Certificate", f"{operator_rbac.NAME}-webhook-ca")
     assert issuer["spec"]["ca"]["secretName"] == ca_certificate["spec"]["secretName"]
     assert ca_certificate["spec"]["isCA"] is True
     assert one(custom_objects, "Issuer", ca_certificate["spec"]["issuerRef"]["name"])["spec"] == {"selfSigned": {}}
     expected = expected_webhooks(b"")
     for kind, configuration in webhooks_by_kind(custom_objects).items():
-        assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{deploy.NAME}-webhook"
+        assert (
+            configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            == f"{NAMESPACE}/{operator_rbac.NAME}-webhook"
+        )
         for hook in expected[kind]["webhooks"]:
             del hook["clientConfig"]["caBundle"]  # filled in by cert-manager's CA injector
         assert configuration["webhooks"] == expected[kind]["webhooks"]
@@ -436,12 +448,12 @@ def test_cert_manager_mode_can_use_an_existing_issuer(helm: str, tmp_path_factor
 def test_monitoring_is_off_by_default_but_the_dashboard_ships(default_objects: list[dict[str, Any]]) -> None:
     assert by_kind(default_objects, "ServiceMonitor") == []
     assert by_kind(default_objects, "PrometheusRule") == []
-    assert [c["metadata"]["name"] for c in by_kind(default_objects, "ConfigMap")] == [f"{deploy.NAME}-dashboard"]
+    assert [c["metadata"]["name"] for c in by_kind(default_objects, "ConfigMap")] == [f"{operator_rbac.NAME}-dashboard"]
 
 
 def test_service_monitor_scrapes_the_metrics_service(custom_objects: list[dict[str, Any]]) -> None:
     monitor = one(custom_objects, "ServiceMonitor")
-    metrics = one(custom_objects, "Service", f"{deploy.NAME}-metrics")
+    metrics = one(custom_objects, "Service", f"{operator_rbac.NAME}-metrics")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics["metadata"]["labels"].items()
     # ... and only it: the webhook Service lacks the component label.
@@ -469,7 +481,7 @@ def test_prometheus_rule_alerts_on_the_operator_metrics(custom_objects: list[dic
     rule = one(custom_objects, "PrometheusRule")
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
     assert set(alerts) == set(ALERTS)
-    scope = f'job="{deploy.NAME}-metrics", namespace="{NAMESPACE}"'
+    scope = f'job="{operator_rbac.NAME}-metrics", namespace="{NAMESPACE}"'
     for name, alert in alerts.items():
         assert f"{ALERTS[name]}{{{scope}}}" in alert["expr"], f"{name} does not watch this release's {ALERTS[name]}"
         assert alert["expr"].count("(") == alert["expr"].count(")")
@@ -498,7 +510,7 @@ def test_prometheus_rule_threshold_is_a_value(helm: str, tmp_path_factory: pytes
 
 
 def test_grafana_dashboard_ships_as_a_sidecar_configmap(default_objects: list[dict[str, Any]]) -> None:
-    configmap = one(default_objects, "ConfigMap", f"{deploy.NAME}-dashboard")
+    configmap = one(default_objects, "ConfigMap", f"{operator_rbac.NAME}-dashboard")
     assert configmap["metadata"]["namespace"] == NAMESPACE
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert list(configmap["data"]) == ["agent-identity.json"]
@@ -526,7 +538,7 @@ def test_grafana_dashboard_placement_and_switch(helm: str, tmp_path_factory: pyt
             }
         }
     }
-    configmap = one(render(helm, "-f", values_file(tmp_path_factory, values)), "ConfigMap", f"{deploy.NAME}-dashboard")
+    configmap = one(render(helm, "-f", values_file(tmp_path_factory, values)), "ConfigMap", f"{operator_rbac.NAME}-dashboard")
     assert configmap["metadata"]["namespace"] == "monitoring"
     assert configmap["metadata"]["labels"]["team"] == "sec" and configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert configmap["metadata"]["annotations"] == {"grafana_folder": "Security"}
@@ -534,7 +546,7 @@ def test_grafana_dashboard_placement_and_switch(helm: str, tmp_path_factory: pyt
         objects = render(helm, "-f", values_file(tmp_path_factory, off))
         assert by_kind(objects, "ConfigMap") == []
     no_metrics = render(helm, "-f", values_file(tmp_path_factory, {"metrics": {"enabled": False}}))
-    assert f"{deploy.NAME}-metrics" not in [s["metadata"]["name"] for s in by_kind(no_metrics, "Service")]
+    assert f"{operator_rbac.NAME}-metrics" not in [s["metadata"]["name"] for s in by_kind(no_metrics, "Service")]
     # /metrics and the probes stay: the Service is all metrics.enabled adds.
     assert container(no_metrics)["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
@@ -544,8 +556,8 @@ def test_http_port_is_one_value_for_flag_container_port_and_services(helm: str, 
     assert parse_args(container(objects)["args"]).http_port == 9100
     ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
     assert ports["http"] == 9100
-    metrics = one(objects, "Service", f"{deploy.NAME}-metrics")["spec"]["ports"][0]
-    jwks = one(objects, "Service", f"{deploy.NAME}-jwks")["spec"]["ports"][0]
+    metrics = one(objects, "Service", f"{operator_rbac.NAME}-metrics")["spec"]["ports"][0]
+    jwks = one(objects, "Service", f"{operator_rbac.NAME}-jwks")["spec"]["ports"][0]
     assert (metrics["port"], metrics["targetPort"], jwks["port"], jwks["targetPort"]) == (9100, "http", 80, "http")
 
 
@@ -556,7 +568,7 @@ def test_the_operator_learns_its_namespace_from_the_downward_api(default_objects
     env = {e["name"]: e for e in container(default_objects)["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     # --operator-namespace defaults to POD_NAMESPACE: the seal keys live where the keys Role is.
-    assert one(default_objects, "Role", deploy.KEYS_ROLE)["metadata"]["namespace"] == NAMESPACE
+    assert one(default_objects, "Role", operator_rbac.KEYS_ROLE)["metadata"]["namespace"] == NAMESPACE
 
 
 def test_profiles_are_required_by_default(
@@ -568,7 +580,7 @@ def test_profiles_are_required_by_default(
 
 
 def test_the_keys_role_names_every_secret_the_operator_keeps_at_home() -> None:
-    named = {name for rule in deploy.OWN_NAMESPACE_RULES for name in rule.get("resourceNames", [])}
+    named = {name for rule in operator_rbac.OWN_NAMESPACE_RULES for name in rule.get("resourceNames", [])}
     assert named == {keystore.SECRET_NAME, keystore.SEAL_SECRET_NAME, keystore.CONFIGMAP_NAME}
 
 
@@ -576,7 +588,7 @@ def test_the_keys_role_names_every_secret_the_operator_keeps_at_home() -> None:
 # What each rule refuses and admits is proven on a real API server by tests/e2e/test_operator_fence.py;
 # here: that it is rendered, bound, aimed at exactly the operator, and built from the operator's names.
 
-FENCE = f"{deploy.NAME}-fence"
+FENCE = f"{operator_rbac.NAME}-fence"
 
 
 def fence_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -608,7 +620,7 @@ def test_the_fence_is_on_by_default_and_bound_to_deny(default_objects: list[dict
 
 def test_the_fence_applies_to_the_operators_service_account_and_nobody_else(helm: str) -> None:
     for namespace, release, account in (
-        (NAMESPACE, RELEASE, deploy.NAME),
+        (NAMESPACE, RELEASE, operator_rbac.NAME),
         ("ops", "aid", "aid-agent-identity-operator"),
     ):
         result = run_helm(helm, "template", release, str(CHART), "--namespace", namespace)
@@ -649,7 +661,7 @@ def test_the_chart_needs_the_kubernetes_that_serves_admission_policies_v1() -> N
 
 def network_rules(objects: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The NetworkPolicy's ingress rules by port (one port per rule)."""
-    policy = one(objects, "NetworkPolicy", deploy.NAME)
+    policy = one(objects, "NetworkPolicy", operator_rbac.NAME)
     rules: dict[int, dict[str, Any]] = {}
     for rule in policy["spec"]["ingress"]:
         (port,) = rule["ports"]
@@ -659,8 +671,8 @@ def network_rules(objects: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
 
 def test_network_policy_admits_the_api_server_and_the_scrapers_only(default_objects: list[dict[str, Any]]) -> None:
-    policy = one(default_objects, "NetworkPolicy", deploy.NAME)
-    pod = one(default_objects, "Deployment", deploy.NAME)["spec"]["template"]
+    policy = one(default_objects, "NetworkPolicy", operator_rbac.NAME)
+    pod = one(default_objects, "Deployment", operator_rbac.NAME)["spec"]["template"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress: the operator calls the API server
     rules = network_rules(default_objects)
@@ -850,7 +862,7 @@ def test_notes_tell_the_user_what_to_do_next(helm: str, tmp_path: Path) -> None:
     values.write_text(yaml.safe_dump({"watchNamespaces": WATCHED}))
     (configmap,) = render(helm, "--show-only", "templates/notes_probe.yaml", "-f", str(values), chart=chart)
     text = configmap["data"]["text"]
-    assert f"rollout status deployment/{deploy.NAME}" in text
+    assert f"rollout status deployment/{operator_rbac.NAME}" in text
     assert "kubectl get aid" in text
     assert "kubectl apply -f -" in text
     document = text.split("<<YAML\n", 1)[1].split("YAML\n", 1)[0]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent_identity.metrics import Metrics
+from agent_identity.ops.metrics import Metrics
 from support.tools import render_chart
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,9 +17,9 @@ from typing import Any
 import jwt
 import pytest
 
-from agent_identity.client import AgentIdentities, IdentityRefused, user
-from agent_identity.kube import Kube, load_client_configuration
-from agent_identity.signing import KeySet, new_key, sign
+from agent_identity.keys.signing import KeySet, new_key, sign
+from agent_identity.kube.client import Kube, load_client_configuration
+from agent_identity.sdk.client import AgentIdentities, IdentityRefused, user
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 from support.webhooks import free_port
@@ -157,7 +157,7 @@ def kubectl_agent(
     cluster: Cluster, *args: str, stdin: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: PLW1510 - the tests read returncode themselves
-        [sys.executable, "-m", "agent_identity.cli", "--kubeconfig", str(cluster.kubeconfig), *args],
+        [sys.executable, "-m", "agent_identity.sdk.cli", "--kubeconfig", str(cluster.kubeconfig), *args],
         capture_output=True,
         text=True,
         input=stdin,

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from agent_identity.deploy import CLUSTER_RULES, NAMESPACE_RULES, OWN_NAMESPACE_RULES
+from agent_identity.app.operator_rbac import CLUSTER_RULES, NAMESPACE_RULES, OWN_NAMESPACE_RULES
 from support import fence
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent_identity import failpoints
+from agent_identity.engine import failpoints
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 

@@ -25,8 +25,8 @@ import pytest
 from kubernetes import client, config, utils
 from kubernetes.client.rest import ApiException
 
-from agent_identity.builders import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE
-from agent_identity.keystore import CONFIGMAP_NAME, SEAL_SECRET_NAME
+from agent_identity.keys.keystore import CONFIGMAP_NAME, SEAL_SECRET_NAME
+from agent_identity.plan.children import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE
 from support import fence
 from support.cluster import Cluster, make_identity, wait_for
 from support.tools import render_chart

@@ -1,4 +1,4 @@
-"""The operator runs with exactly the RBAC that ``agent_identity.deploy`` documents: no escalate,
+"""The operator runs with exactly the RBAC that ``agent_identity.app.operator_rbac`` documents: no escalate,
 no bind, no impersonate, no cluster-wide wildcards, tokens only in the namespaces it serves. And it
 runs under the chart's fence (the ValidatingAdmissionPolicy on its own ServiceAccount), which
 refuses every write it does not need."""
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config, utils
 
-from agent_identity.api import PolicyRule
-from agent_identity.deploy import NAME, operator_rbac
+from agent_identity.api.v1alpha1 import PolicyRule
+from agent_identity.app.operator_rbac import NAME, operator_rbac
 from support import fence
 from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
 from support.webhooks import operator_with_webhooks

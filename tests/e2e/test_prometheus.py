@@ -30,8 +30,8 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from agent_identity.localcluster import terminate
-from agent_identity.metrics import LAG_BUCKETS
+from agent_identity.local.controlplane import terminate
+from agent_identity.ops.metrics import LAG_BUCKETS
 from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
 from support.tools import render_chart, script_output
 from support.webhooks import free_port, operator_with_webhooks, unregister

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_identity.leader import EXIT_LEASE_LOST
+from agent_identity.engine.leader import EXIT_LEASE_LOST
 from support.cluster import Cluster, make_identity, wait_for
 from support.leases import audited_writes, holder, holding, lease, start_replicas
 from support.operator_process import OperatorProcess

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agent_identity.localcluster import LocalControlPlane
+from agent_identity.local.controlplane import LocalControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"

@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client
 
-from agent_identity.localcluster import LocalControlPlane
+from agent_identity.local.controlplane import LocalControlPlane
 from support.operator_process import OperatorProcess
 
 LEASE_NAME = "agent-identity-operator"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent_identity.localcluster import terminate
+from agent_identity.local.controlplane import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 

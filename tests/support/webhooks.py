@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent_identity.localcluster import free_port, listening, register_webhooks, unregister_webhooks
+from agent_identity.local.controlplane import free_port, listening, register_webhooks, unregister_webhooks
 from support.cluster import Cluster
 from support.operator_process import OperatorProcess
 

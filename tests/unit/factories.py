@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agent_identity.api import AgentIdentity
+from agent_identity.api.v1alpha1 import AgentIdentity
 
 CREATED = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 

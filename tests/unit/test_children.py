@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from agent_identity import builders
-from agent_identity.builders import IssuedToken, Provenance
-from agent_identity.plan import ChildAction, TokenVerdict, diff_child, merged_for_update, token_verdict
+from agent_identity.plan import children
+from agent_identity.plan.children import IssuedToken, Provenance
+from agent_identity.plan.decisions import ChildAction, TokenVerdict, diff_child, merged_for_update, token_verdict
 
 from .factories import CREATED, identity
 
@@ -33,10 +33,10 @@ def observed(desired: dict, **changes: object) -> dict:
 def test_every_child_is_labelled_annotated_and_owned() -> None:
     agent = identity()
     for child in (
-        builders.service_account(agent, PROVENANCE),
-        builders.role(agent, PROVENANCE),
-        builders.role_binding(agent, PROVENANCE),
-        builders.token_secret(agent, PROVENANCE),
+        children.service_account(agent, PROVENANCE),
+        children.role(agent, PROVENANCE),
+        children.role_binding(agent, PROVENANCE),
+        children.token_secret(agent, PROVENANCE),
     ):
         metadata = child["metadata"]
         assert metadata["labels"] == {
@@ -61,27 +61,27 @@ def test_every_child_is_labelled_annotated_and_owned() -> None:
 
 def test_role_holds_exactly_the_scopes() -> None:
     agent = identity(scopes=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["notes"]}])
-    assert builders.role(agent, PROVENANCE)["rules"] == [
+    assert children.role(agent, PROVENANCE)["rules"] == [
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["notes"]}
     ]
 
 
 def test_service_account_mounts_nothing_and_binding_binds_only_it() -> None:
     agent = identity()
-    assert builders.service_account(agent, PROVENANCE)["automountServiceAccountToken"] is False
-    binding = builders.role_binding(agent, PROVENANCE)
+    assert children.service_account(agent, PROVENANCE)["automountServiceAccountToken"] is False
+    binding = children.role_binding(agent, PROVENANCE)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "aid-crawler"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aid-crawler", "namespace": "support"}]
 
 
 def test_token_request_is_bound_to_the_secret() -> None:
-    request = builders.token_request(audiences=["vault"], expiration_seconds=600, secret_name="s", secret_uid="u")
+    request = children.token_request(audiences=["vault"], expiration_seconds=600, secret_name="s", secret_uid="u")
     assert request["spec"]["boundObjectRef"] == {"apiVersion": "v1", "kind": "Secret", "name": "s", "uid": "u"}
     assert request["spec"]["audiences"] == ["vault"]
 
 
 def test_the_kubeconfig_uses_exactly_the_token_in_the_identity_namespace() -> None:
-    data = builders.token_secret_data(identity=identity(), issued=ISSUED, **ACCESS)
+    data = children.token_secret_data(identity=identity(), issued=ISSUED, **ACCESS)
     document = yaml.safe_load(data["kubeconfig"])
     assert document["users"][0]["user"] == {"token": TOKEN}
     assert document["contexts"][0]["context"]["namespace"] == "support"
@@ -105,25 +105,25 @@ def test_an_issued_token_never_shows_in_its_repr() -> None:
     ids=["missing", "as-desired", "not-ours", "rules-widened", "labels-stripped"],
 )
 def test_diff_of_a_role(mutate, expected: ChildAction) -> None:  # type: ignore[no-untyped-def]
-    desired = builders.role(identity(), PROVENANCE)
+    desired = children.role(identity(), PROVENANCE)
     assert diff_child(desired, mutate(desired), owner_uid="uid-crawler") is expected
 
 
 def test_a_rebound_rolebinding_is_recreated_because_roleref_is_immutable() -> None:
-    desired = builders.role_binding(identity(), PROVENANCE)
+    desired = children.role_binding(identity(), PROVENANCE)
     actual = observed(desired, roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"})
     assert diff_child(desired, actual, owner_uid="uid-crawler") is ChildAction.RECREATE
 
 
 def test_a_service_account_that_starts_automounting_is_updated() -> None:
-    desired = builders.service_account(identity(), PROVENANCE)
+    desired = children.service_account(identity(), PROVENANCE)
     assert (
         diff_child(desired, observed(desired, automountServiceAccountToken=True), owner_uid="uid-crawler") is ChildAction.UPDATE
     )
 
 
 def test_updates_keep_what_others_and_the_token_wrote() -> None:
-    desired = builders.token_secret(identity(), PROVENANCE)
+    desired = children.token_secret(identity(), PROVENANCE)
     actual = observed(desired, data={"token": "dG9r"})
     actual["metadata"]["annotations"]["agentidentity.dev/token-sha256"] = "abc"
     actual["metadata"]["labels"]["team"] = "support"
@@ -135,21 +135,21 @@ def test_updates_keep_what_others_and_the_token_wrote() -> None:
 
 
 def secret_holding(data: dict[str, str], issued: IssuedToken = ISSUED) -> dict:
-    secret = observed(builders.token_secret(identity(), PROVENANCE))
+    secret = observed(children.token_secret(identity(), PROVENANCE))
     secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    secret["metadata"]["annotations"].update(builders.token_annotations(issued))
+    secret["metadata"]["annotations"].update(children.token_annotations(issued))
     return secret
 
 
 def test_token_verdicts() -> None:
-    expected = builders.token_secret_data(identity=identity(), issued=ISSUED, **ACCESS)
+    expected = children.token_secret_data(identity=identity(), issued=ISSUED, **ACCESS)
     deadline = PROVENANCE.expires_at
 
     def verdict(secret: dict, expected_data: dict | None = expected) -> TokenVerdict:
         return token_verdict(secret, expected_data=expected_data, now=CREATED, identity_expires_at=deadline)
 
     assert verdict(secret_holding(expected)) is TokenVerdict.VALID
-    assert verdict(observed(builders.token_secret(identity(), PROVENANCE)), None) is TokenVerdict.MISSING
+    assert verdict(observed(children.token_secret(identity(), PROVENANCE)), None) is TokenVerdict.MISSING
     assert verdict(secret_holding({**expected, "token": "forged"})) is TokenVerdict.ALTERED
     assert verdict(secret_holding({**expected, "namespace": "other"})) is TokenVerdict.ALTERED
     capped = IssuedToken(token=TOKEN, issued_at=CREATED - timedelta(minutes=9), expires_at=CREATED + timedelta(minutes=1))

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent_identity import cli
-from agent_identity.cli import build_parser, main
+from agent_identity.sdk import cli
+from agent_identity.sdk.cli import build_parser, main
 
 from .factories import identity_body
 

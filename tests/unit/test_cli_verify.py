@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_identity.cli import main
-from agent_identity.signing import KeySet, assertion_claims, new_key, sign
+from agent_identity.keys.signing import KeySet, assertion_claims, new_key, sign
+from agent_identity.sdk.cli import main
 
 from .factories import identity
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_identity import audit, crd
-from agent_identity.conditions import Reason, set_condition
+from agent_identity.api import crd
+from agent_identity.api.conditions import Reason, set_condition
+from agent_identity.ops import audit
 
 from .factories import CREATED, identity
 

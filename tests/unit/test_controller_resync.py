@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from agent_identity.controller import Controller
-from agent_identity.kube import OwnWrites
+from agent_identity.engine.controller import Controller
+from agent_identity.kube.client import OwnWrites
 
 from .factories import identity_body
 

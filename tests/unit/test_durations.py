@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from agent_identity.durations import (
+from agent_identity.api.durations import (
     InvalidTTLError,
     format_duration,
     identity_expires_at,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent_identity.controller import lane_for
-from agent_identity.durations import format_timestamp
-from agent_identity.workqueue import Lane
+from agent_identity.api.durations import format_timestamp
+from agent_identity.engine.controller import lane_for
+from agent_identity.engine.workqueue import Lane
 
 
 def body(phase: str | None, *, expires_in: timedelta = timedelta(hours=1), observed: int = 1) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import urllib3
 
-from agent_identity.kube import KubeError
-from agent_identity.leader import EXIT_LEASE_LOST, LeaderElector, Timing
-from agent_identity.workqueue import WorkQueue
+from agent_identity.engine.leader import EXIT_LEASE_LOST, LeaderElector, Timing
+from agent_identity.engine.workqueue import WorkQueue
+from agent_identity.kube.client import KubeError
 
 LEASE = timedelta(seconds=15)  # client-go's defaults: renew deadline 10 s, retry period 2 s
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from agent_identity.kube import KubeError
-from agent_identity.ops import Readiness, serve
+from agent_identity.kube.client import KubeError
+from agent_identity.ops.http import Readiness, serve
 
 
 def test_ready_only_after_a_successful_probe_and_while_every_loop_lives() -> None:

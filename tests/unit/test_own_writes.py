@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent_identity.kube import DELETED, OwnWrites
+from agent_identity.kube.client import DELETED, OwnWrites
 
 KEY = ("Secret", "team-a", "aid-x-token")
 

@@ -4,9 +4,19 @@ from datetime import timedelta
 
 import pytest
 
-from agent_identity.api import AgentIdentity
-from agent_identity.conditions import Reason
-from agent_identity.plan import ChildAction, DelegatorView, Deny, Provision, Retire, Wait, decide, diff_child, parse_identity
+from agent_identity.api.conditions import Reason
+from agent_identity.api.v1alpha1 import AgentIdentity
+from agent_identity.plan.decisions import (
+    ChildAction,
+    DelegatorView,
+    Deny,
+    Provision,
+    Retire,
+    Wait,
+    decide,
+    diff_child,
+    parse_identity,
+)
 
 from .factories import CREATED, identity, identity_body
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from agent_identity.api import AgentIdentity, AgentProfile
-from agent_identity.policy import PURE_CHECKS, Creator, Facts, Violation, delegation_depth, evaluate, unchanged_on_update
-from agent_identity.rbac import Permission
+from agent_identity.api.v1alpha1 import AgentIdentity, AgentProfile
+from agent_identity.policy.rbac import Permission
+from agent_identity.policy.rules import PURE_CHECKS, Creator, Facts, Violation, delegation_depth, evaluate, unchanged_on_update
 
 from .factories import CREATED, identity
 

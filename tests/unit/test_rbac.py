@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent_identity.api import PolicyRule
-from agent_identity.rbac import (
+from agent_identity.api.v1alpha1 import PolicyRule
+from agent_identity.policy.rbac import (
     DANGERS,
     MAX_PERMISSION_ATOMS,
     Permission,

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from agent_identity.facts import PolicySettings
-from agent_identity.kube import ChildKind
-from agent_identity.reconciler import Reconciler, Settings
+from agent_identity.engine.reconciler import Reconciler, Settings
+from agent_identity.kube.client import ChildKind
+from agent_identity.policy.facts import PolicySettings
 
 from .factories import CREATED, identity_body
 from .fakekube import FakeKube

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agent_identity.keyring import KeyRing, random_material, rotate
-from agent_identity.seal import check, seal
+from agent_identity.keys.keyring import KeyRing, random_material, rotate
+from agent_identity.keys.seal import check, seal
 
 from .factories import CREATED
 

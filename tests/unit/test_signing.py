@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent_identity.durations import MAX_TTL
-from agent_identity.signing import (
+from agent_identity.api.durations import MAX_TTL
+from agent_identity.keys.signing import (
     InsecureVerification,
     InvalidAssertion,
     KeySet,

@@ -6,7 +6,7 @@ import threading
 
 import urllib3
 
-from agent_identity.supervisor import Supervised, dead
+from agent_identity.engine.supervisor import Supervised, dead
 
 
 class Clock:

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from agent_identity.workqueue import BACKOFF_BASE_S, Lane, WorkQueue
+from agent_identity.engine.workqueue import BACKOFF_BASE_S, Lane, WorkQueue
 
 from .fakeclock import SETTLE_TIMEOUT_S, FakeClock
 

@@ -1,5 +1,5 @@
 {{/*
-Names, labels and shared values. Resource names follow agent_identity.deploy when the release is
+Names, labels and shared values. Resource names follow agent_identity.app.operator_rbac when the release is
 named "agent-identity-operator" (or fullnameOverride is): ClusterRoles <fullname>,
 <fullname>:namespace and <fullname>:ceilings, RoleBindings <fullname>-namespace and
 <fullname>-ceilings.

@@ -1,0 +1,1 @@
+"""What the admission webhooks decide, and the webhook configurations that register them."""

@@ -1,0 +1,213 @@
+"""What the admission webhooks decide. The kopf handlers in ``main`` are one line each.
+
+- mutating, on create: judge the object as it will be stored (the policy chain, with the facts
+  gathered exactly as the reconciler gathers them), then stamp the creator from the request's
+  userInfo and seal the stamp to this object (see :mod:`seal`); refuse with every rule named;
+- validating: the seal holds for the object as stored (nothing changed it after us), and
+  identity-defining fields never change on update.
+
+Also builds the webhook configurations.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agent_identity import GROUP, PLURAL, VERSION
+from agent_identity.api.durations import format_timestamp
+from agent_identity.api.v1alpha1 import AgentIdentity
+from agent_identity.keys.seal import Sealer
+from agent_identity.kube.client import Kube
+from agent_identity.plan.children import ANNOTATION_CREATOR, ANNOTATION_SEAL, LABEL_PROFILE, LABEL_RISK_LEVEL
+from agent_identity.plan.decisions import parse_identity
+from agent_identity.policy.facts import IdentityLookup, PolicySettings, ProfileLookup, creator_agent, facts_for, judge
+from agent_identity.policy.rules import Creator, Violation, unchanged_on_update
+
+MUTATE_PATH = "mutate-identity"
+VALIDATE_PATH = "validate-identity"
+CONFIGURATION_NAME = "agent-identity-operator"
+TIMEOUT_SECONDS = 5
+
+
+def creator_from_userinfo(userinfo: Mapping[str, Any]) -> Creator:
+    return Creator(
+        username=str(userinfo.get("username", "")),
+        uid=str(userinfo.get("uid", "")),
+        groups=tuple(userinfo.get("groups") or ()),
+        extra={key: tuple(values) for key, values in (userinfo.get("extra") or {}).items()},
+    )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What both webhooks need: the API, the cached lookups, the seal keys and the operator's rules."""
+
+    kube: Kube
+    lookup: IdentityLookup
+    profile_lookup: ProfileLookup
+    sealer: Sealer
+    settings: PolicySettings
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What the mutating webhook writes: a ``None`` value removes the key."""
+
+    annotations: dict[str, str | None]
+    labels: dict[str, str | None]
+    spec: dict[str, Any]  # spec fields to set (the default profile; an agent creator as delegator)
+
+
+class Refused(Exception):
+    def __init__(self, violations: list[Violation]) -> None:
+        super().__init__(denial_message(violations))
+        self.violations = violations
+
+
+def stamp(
+    admission: Admission,
+    *,
+    operation: str,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    userinfo: Mapping[str, Any],
+    now: datetime,
+) -> Stamp:
+    """On create: judge the object as it will be stored, then stamp and seal its creator. The
+    creator comes from the request's userInfo, never from the client; on update the stamp and
+    seal are put back to what create wrote (or removed if there were none)."""
+    if operation != "CREATE":
+        previous = (old or {}).get("metadata") or {}
+        old_annotations, old_labels = previous.get("annotations") or {}, previous.get("labels") or {}
+        return Stamp(
+            annotations={key: old_annotations.get(key) for key in (ANNOTATION_CREATOR, ANNOTATION_SEAL)},
+            labels={key: old_labels.get(key) for key in (LABEL_PROFILE, LABEL_RISK_LEVEL)},
+            spec={},
+        )
+    creator = creator_from_userinfo(userinfo)
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name") or "")
+    if not name:
+        raise Refused([Violation("name-required", "metadata.name: required (the creator seal binds the name; no generateName)")])
+    spec = dict(body.get("spec") or {})
+    changes: dict[str, Any] = {}
+    if not spec.get("profile") and admission.settings.default_profile:
+        changes["profile"] = admission.settings.default_profile
+    agent = creator_agent(creator, admission.lookup)
+    if agent is not None and not spec.get("delegator") and agent.metadata.namespace == namespace:
+        changes["delegator"] = {"kind": "AgentIdentity", "name": agent.metadata.name}  # an agent creating is delegating
+    spec |= changes
+    # Mutating admission runs before the API server assigns the uid and creation time.
+    assigned = {"uid": "", "creationTimestamp": format_timestamp(now)}
+    identity = parse_identity({**body, "metadata": assigned | dict(metadata), "spec": spec})
+    if isinstance(identity, str):
+        raise Refused([Violation("schema", identity)])
+    facts = facts_for(
+        identity,
+        settings=admission.settings,
+        lookup=admission.lookup,
+        profile_lookup=admission.profile_lookup,
+        creator=creator,
+        creator_of=admission.sealer.creator_of,
+        created_at=now,
+        admission=True,
+    )
+    violations = judge(admission.kube, facts)
+    if violations:
+        raise Refused(violations)
+    annotation = creator.to_annotation()
+    profile = facts.profile
+    labels = {LABEL_PROFILE: profile.name, LABEL_RISK_LEVEL: profile.spec.risk_level} if profile else {}
+    return Stamp(
+        annotations={
+            ANNOTATION_CREATOR: annotation,
+            ANNOTATION_SEAL: admission.sealer.seal(namespace=namespace, name=name, spec=spec, creator=annotation),
+        },
+        labels=dict(labels),
+        spec=changes,
+    )
+
+
+def review(
+    admission: Admission, *, operation: str, body: Mapping[str, Any], old: Mapping[str, Any] | None, now: datetime
+) -> None:
+    """The validating webhook, after every mutation: identity-defining fields never change, and a
+    new object carries a seal that holds for it exactly as it will be stored (so no later
+    mutating webhook changed what was judged). Raises :class:`Refused`."""
+    if operation == "UPDATE":
+        previous, identity = parse_identity(dict(old or {})), parse_identity(dict(body))
+        if isinstance(previous, AgentIdentity) and isinstance(identity, AgentIdentity):
+            unchanged = unchanged_on_update(previous.spec, identity.spec)
+            if unchanged:
+                raise Refused([unchanged])
+        return
+    problem = admission.sealer.problem(body, created_at=now)
+    if problem:
+        raise Refused([Violation("creator-sealed", f"metadata.annotations[{ANNOTATION_SEAL}]: {problem}")])
+
+
+def denial_message(violations: list[Violation]) -> str:
+    return "AgentIdentity refused: " + "; ".join(str(v) for v in violations)
+
+
+# -- configurations ------------------------------------------------------------------------------
+
+
+def webhook_configurations(
+    *, ca_bundle: bytes, url: str | None = None, service: dict[str, Any] | None = None, exclude_namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """The Mutating- and ValidatingWebhookConfiguration, pointing at ``url`` (the operator on
+    loopback) or ``service`` (in a cluster): failurePolicy Fail, a short timeout, and the
+    operator's own namespace excluded so a broken operator can always be repaired."""
+
+    def client_config(path: str) -> dict[str, Any]:
+        config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
+        if url:
+            config["url"] = f"{url.rstrip('/')}/{path}"
+        elif service:
+            config["service"] = {**service, "path": f"/{path}"}
+        return config
+
+    def webhook(kind: str, path: str, operations: list[str]) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": f"{kind}.{PLURAL}.{GROUP}",
+            "clientConfig": client_config(path),
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "apiVersions": [VERSION],
+                    "resources": [PLURAL],
+                    "operations": operations,
+                    "scope": "Namespaced",
+                }
+            ],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+        }
+        if exclude_namespace:
+            entry["namespaceSelector"] = {
+                "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [exclude_namespace]}]
+            }
+        return entry
+
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": CONFIGURATION_NAME},
+            "webhooks": [{**webhook("mutate", MUTATE_PATH, ["CREATE", "UPDATE"]), "reinvocationPolicy": "Never"}],
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": CONFIGURATION_NAME},
+            "webhooks": [webhook("validate", VALIDATE_PATH, ["CREATE", "UPDATE"])],
+        },
+    ]

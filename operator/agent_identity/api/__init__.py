@@ -1,0 +1,3 @@
+"""The custom resources as pydantic models (the CRD's single source), their conditions and reasons,
+TTL arithmetic. Pure.
+"""

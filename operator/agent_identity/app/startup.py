@@ -1,0 +1,214 @@
+"""Start-up: the running operator, assembled from its configuration. No kopf here: the kopf
+handlers (``handlers``) call :func:`start` once and hand it every event.
+
+What runs: one request layer to the API server, the controller (cache, work queue, workers), the
+creator seals' and (optionally) the assertions' key rings with their rotation, leader election
+when asked, the children's metadata watches, a periodic resync, and the HTTP endpoints. Every
+background loop runs under a :class:`Supervised` and reports to ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import ThreadingHTTPServer
+
+from agent_identity import GROUP, PLURAL, VERSION
+from agent_identity.admission.identity import Admission
+from agent_identity.app.config import OperatorConfig
+from agent_identity.engine.childwatch import ChildWatch
+from agent_identity.engine.controller import Controller, utc_now
+from agent_identity.engine.leader import LeaderElector
+from agent_identity.engine.reconciler import Reconciler, Settings
+from agent_identity.engine.supervisor import Supervised, dead
+from agent_identity.keys.keystore import KeyStore, SealKeys, Signer, StoredKeyRing, discovery_document
+from agent_identity.kube.client import ChildKind, Kube, load_client_configuration
+from agent_identity.ops import audit, http
+from agent_identity.ops.metrics import Metrics
+from agent_identity.plan.children import SELECTOR
+from agent_identity.policy.facts import PolicySettings
+
+log = logging.getLogger("agent_identity")
+
+
+class CRDsMissing(RuntimeError):
+    """The API server does not serve our resources: nothing can be served until it does."""
+
+
+@dataclass
+class Operator:
+    """Everything :func:`start` started, so that :meth:`stop` stops all of it."""
+
+    config: OperatorConfig
+    kube: Kube
+    controller: Controller
+    metrics: Metrics
+    admission: Admission | None = None
+    keystore: KeyStore | None = None
+    elector: LeaderElector | None = None
+    http: ThreadingHTTPServer | None = None
+    loops: list[Supervised] = field(default_factory=list)
+
+    def supervise(self, loop: Supervised) -> Supervised:
+        self.loops.append(loop)
+        return loop.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+        for loop in self.loops:
+            loop.stop()
+        if self.elector is not None:
+            self.elector.stop()
+        if self.http is not None:
+            self.http.shutdown()
+
+
+def start(config: OperatorConfig) -> Operator:
+    kube = Kube(load_client_configuration(config.kubeconfig), pool_size=config.workers + 4)
+    wait_for_crds(kube)
+    policy = PolicySettings(
+        require_creator=config.webhooks,
+        require_profile=config.require_profile,
+        default_profile=config.default_profile,
+        operator_namespace=config.operator_namespace,
+    )
+    metrics = Metrics()
+    keystore = (
+        KeyStore(kube, namespace=config.signing_namespace, clock=utc_now, **_rotation(config))
+        if config.signing_namespace
+        else None
+    )
+    sealer = SealKeys(kube, namespace=config.operator_namespace, clock=utc_now, **_rotation(config)) if config.webhooks else None
+    signer = Signer(keystore, issuer=config.issuer, trust_domain=config.trust_domain) if keystore else None
+    reconciler_settings = Settings(retain_for=config.retain_for, cluster_server=config.cluster_server, policy=policy)
+    controller = Controller(
+        lambda lookup_identity, lookup_profile: Reconciler(
+            kube,
+            settings=reconciler_settings,
+            clock=utc_now,
+            lookup_identity=lookup_identity,
+            lookup_profile=lookup_profile,
+            signer=signer,
+            sealer=sealer,
+        ),
+        workers=config.workers,
+        metrics=metrics,
+    )
+    operator = Operator(config=config, kube=kube, controller=controller, metrics=metrics, keystore=keystore)
+    for store in (keystore, sealer):
+        if store is not None:
+            _rotate_in_background(operator, store)
+    if sealer is not None:
+        operator.admission = Admission(
+            kube=kube, lookup=controller.lookup, profile_lookup=controller.lookup_profile, sealer=sealer, settings=policy
+        )
+    metrics.first_seen = controller.first_seen
+    metrics.watch(controller.bodies, queue_depth=lambda: len(controller.queue))
+    audit.subscribe(metrics.on_audit)
+    if config.leader_election:
+        operator.elector = _elect(kube, controller, config)
+    controller.start()
+    _watch_children(operator)
+    # Seed the cache with one list per namespace now, rather than waiting for kopf to dispatch the
+    # initial listing object by object: after downtime, overdue identities are retired first.
+    for namespace in config.namespaces or (None,):
+        for body in kube.list_identities(namespace, label_selector=config.shard_selector):
+            controller.observe(None, body)
+    if config.http_port:
+        operator.http = _serve_http(operator)
+    log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
+    return operator
+
+
+def wait_for_crds(kube: Kube, timeout: float = 120.0) -> None:
+    """kopf resolves the resources it serves once, at start-up (no CRD scanning, for least
+    privilege): starting while the API server (re)starts could resolve nothing and serve nothing
+    for good. So wait until discovery lists our resources, or fail loudly (and get restarted)."""
+    wanted = {PLURAL, "agentprofiles"}
+    deadline = time.monotonic() + timeout
+    while not wanted <= kube.served_resources():
+        if time.monotonic() > deadline:
+            raise CRDsMissing(f"the API server does not serve {sorted(wanted)} in {GROUP}/{VERSION}: install the CRDs")
+        time.sleep(1)
+
+
+def _elect(kube: Kube, controller: Controller, config: OperatorConfig) -> LeaderElector:
+    """A standby until it holds the lease: watching, caching, not acting."""
+    controller.queue.pause()
+    elector = LeaderElector(
+        kube,
+        namespace=config.leader_election_namespace,
+        name=config.lease_name,
+        identity=f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}",
+        wall_clock=utc_now,
+        lease_duration=config.lease_duration,
+        on_started_leading=controller.queue.resume,
+        on_stopped_leading=controller.queue.pause,  # and then the process exits (leader.py)
+    )
+    controller.queue.may_process = elector.holds  # no key taken past the renew deadline
+    kube.may_write = elector.holds  # and no write sent: a reconcile caught mid-way by a freeze stops there
+    elector.start()
+    return elector
+
+
+def _watch_children(operator: Operator) -> None:
+    """Children are watched by thin metadata-only watches, not kopf (see childwatch.py); a gap in
+    any of them (compaction, API server restart) resyncs at once, as does the resync period."""
+    config, kube, controller = operator.config, operator.kube, operator.controller
+    period = config.resync_period.total_seconds()
+    resync = operator.supervise(
+        Supervised(
+            "resync", lambda: _resync(kube, controller, config), every=period, first_after=period, stale_after=period + 600
+        )
+    )
+    for kind in ChildKind:
+        for namespace in config.namespaces or (None,):
+            watch = ChildWatch(
+                kube, kind, namespace, label_selector=SELECTOR, on_change=controller.child_changed, on_gap=resync.wake
+            )
+            watch.begin()
+            operator.supervise(Supervised(watch.name, watch.step, every=0, max_backoff=5, stale_after=watch.timeout_s + 90))
+
+
+def _resync(kube: Kube, controller: Controller, config: OperatorConfig) -> None:
+    """A fresh listing of every served identity: each verified again, deletions nobody saw revoked."""
+    for namespace in config.namespaces or (None,):
+        listed, version = kube.list_identity_collection(namespace, label_selector=config.shard_selector)
+        vanished = controller.resync(listed, version=version)
+        log.info("resync of %s: %d identities, %d deleted unseen", namespace or "all namespaces", len(listed), vanished)
+
+
+def _serve_http(operator: Operator) -> ThreadingHTTPServer:
+    config, kube, controller = operator.config, operator.kube, operator.controller
+    namespace = config.namespaces[0] if config.namespaces else None
+    readiness = http.Readiness(
+        lambda: kube.list_identities(namespace, limit=1),
+        alive=lambda: ([] if controller.queue.alive else ["reconcile workers"]) + dead(operator.loops),
+    )
+    operator.supervise(
+        Supervised("readiness-probe", readiness.probe, every=http.PROBE_EVERY_S, max_backoff=http.PROBE_EVERY_S, stale_after=60)
+    )
+    routes: dict[str, http.Route] = {
+        "/metrics": http.metrics_route(operator.metrics.registry),
+        "/healthz": readiness.healthz,
+        "/readyz": readiness.readyz,
+    }
+    if operator.keystore is not None:
+        routes["/.well-known/jwks.json"] = http.json_route(operator.keystore.jwks)
+        routes["/.well-known/openid-configuration"] = http.json_route(lambda: discovery_document(config.issuer))
+    return http.serve(routes, address=config.http_listen, port=config.http_port)
+
+
+def _rotation(config: OperatorConfig) -> dict[str, timedelta]:
+    return {"period": config.key_rotation, "publish_ahead": min(config.key_rotation / 10, timedelta(minutes=10))}
+
+
+def _rotate_in_background(operator: Operator, store: StoredKeyRing) -> None:
+    """Reads (or creates) the key ring now, then rotates it on schedule."""
+    store.sync()
+    every = min(operator.config.key_rotation / 10, timedelta(minutes=1)).total_seconds()
+    operator.supervise(Supervised(f"rotation-{store.secret_name}", store.sync, every=every, stale_after=every + 120))

@@ -1,0 +1,324 @@
+"""Glue between watch events and the reconciler: a cache of the latest AgentIdentity bodies, a
+work queue of their keys, and the deadlines each reconcile asks for.
+
+Watch events only *enqueue*; workers reconcile the newest body seen for the key, so a burst of
+events for one object costs one reconcile, and a deadline needs no timer of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent_identity.api.durations import next_look, parse_timestamp
+from agent_identity.api.v1alpha1 import RETIRED_PHASES, SETTLED_PHASES
+from agent_identity.engine.reconciler import Reconciler, SigningFailed
+from agent_identity.engine.workqueue import Lane, WorkQueue
+from agent_identity.kube.client import DELETED, IDENTITY, ChildKind, KubeError
+from agent_identity.ops.metrics import Metrics
+from agent_identity.plan.children import LABEL_IDENTITY
+from agent_identity.plan.decisions import parse_identity
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+TOMBSTONE_S = 600.0
+
+
+@dataclass(frozen=True)
+class _Entry:
+    body: dict[str, Any]
+    deleted: bool = False
+
+
+def _resource_version(body: dict[str, Any]) -> int:
+    return _int(body.get("metadata", {}).get("resourceVersion", 0))
+
+
+def _int(version: object) -> int:
+    try:
+        return int(str(version))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without managedFields: the largest part of an object, and nothing we read.
+    (At 10,000 identities it is most of the cache.)"""
+    metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
+    return {**body, "metadata": metadata}
+
+
+def _overdue(body: dict[str, Any]) -> bool:
+    """A live identity past its deadline (seen at start-up after downtime): retire it first."""
+    status = body.get("status") or {}
+    expires = status.get("expiresAt")
+    if not expires or status.get("phase") not in ("Ready", "Pending"):
+        return False
+    return parse_timestamp(str(expires)) <= utc_now()
+
+
+def lane_for(event_type: str | None, body: dict[str, Any]) -> Lane:
+    """Where a key goes: a due deadline first; an identity that a listing (start-up, relist)
+    shows settled is only re-verified, behind anything that changed."""
+    if _overdue(body):
+        return Lane.URGENT
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    settled = status.get("phase") in SETTLED_PHASES and status.get("observedGeneration") == generation
+    return Lane.BACKGROUND if event_type is None and settled else Lane.ROUTINE
+
+
+def _phase(entry: _Entry | None) -> str | None:
+    if entry is None or entry.deleted:
+        return None
+    return (entry.body.get("status") or {}).get("phase")
+
+
+def _gone(entry: _Entry | None) -> bool:
+    """Deleted, being deleted, or retired: its delegates lose their credentials now."""
+    if entry is None or entry.deleted:
+        return True
+    return bool(entry.body["metadata"].get("deletionTimestamp")) or _phase(entry) in RETIRED_PHASES
+
+
+def _state(entry: _Entry | None) -> tuple[str | None, bool]:
+    return _phase(entry), _gone(entry)
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    metadata = body["metadata"]
+    return str(metadata["namespace"]), str(metadata["name"])
+
+
+class Controller:
+    def __init__(
+        self,
+        make_reconciler: Callable[
+            [Callable[[str, str], dict[str, Any] | None], Callable[[str], dict[str, Any] | None]], Reconciler
+        ],
+        *,
+        workers: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self._first_seen: dict[Key, float] = {}
+        self._lock = threading.Lock()
+        self._cache: dict[Key, _Entry] = {}
+        # delegator key -> its delegates' keys, so a delegator's change reaches them at once
+        self._delegates: dict[Key, set[Key]] = {}
+        self._profiles: dict[str, dict[str, Any]] = {}
+        self._deleted_uids: dict[str, float] = {}  # uid -> when its deletion was seen (insertion order)
+        self.reconciler = make_reconciler(self.lookup, self.lookup_profile)
+        self.reconciler.kube.on_identity_written = self._remember
+        self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, name="agentidentity")
+
+    def start(self) -> None:
+        self.queue.start()
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+    # -- fed by watch events ----------------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """An AgentIdentity event: remember the newest body, enqueue the key if anything is new."""
+        key = key_of(body)
+        deleted = event_type == "DELETED"
+        uid = str(body["metadata"].get("uid", ""))
+        with self._lock:
+            current = self._cache.get(key)
+            if current and not deleted and _resource_version(current.body) >= _resource_version(body):
+                return  # our own write, already cached from its response, or an older event
+            if deleted:
+                self._remember_deletion(uid)
+            elif uid in self._deleted_uids:
+                return  # a listing taken before its deletion: it must not come back to life
+            entry = _Entry(_slim(body), deleted=deleted)
+            delegates = self._store_locked(key, entry, previous=current)
+            if deleted:
+                self._first_seen.pop(key, None)
+            else:
+                self._first_seen.setdefault(key, time.time())
+        lane = lane_for(event_type, body)
+        if lane is Lane.BACKGROUND and (body.get("status") or {}).get("phase") == "Ready":
+            self._schedule_from_status(key, body)
+        version = DELETED if deleted else str(body["metadata"].get("resourceVersion"))
+        if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, lane=lane)):
+            self.queue.add(key, lane=lane)
+        self._notify_delegates(delegates, entry)
+
+    def _remember_deletion(self, uid: str) -> None:
+        """Tombstones, kept for TOMBSTONE_S: longer than any listing can take to be observed."""
+        now = time.monotonic()
+        self._deleted_uids[uid] = now
+        while self._deleted_uids:
+            oldest, when = next(iter(self._deleted_uids.items()))
+            if now - when < TOMBSTONE_S:
+                break
+            del self._deleted_uids[oldest]
+
+    def _notify_delegates(self, delegates: list[Key], delegator: _Entry) -> None:
+        """A delegator's state moved: its delegates are looked at again, first of all when it is
+        gone (revoked by the operator at once, not whenever the garbage collector gets to them)."""
+        lane = Lane.URGENT if _gone(delegator) else Lane.ROUTINE
+        for delegate in delegates:
+            self.queue.add(delegate, lane=lane)
+
+    def _schedule_from_status(self, key: Key, body: dict[str, Any]) -> None:
+        """A Ready identity found by a listing is re-verified in the background; meanwhile its
+        deadline, as its status states it, is kept."""
+        status = body.get("status") or {}
+        try:
+            when = next_look(
+                expires_at=parse_timestamp(status["expiresAt"]),
+                token_issued_at=parse_timestamp(status["issuedAt"]),
+                token_expires_at=parse_timestamp(status["tokenExpiresAt"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            self.queue.add(key)  # a status we cannot read: look now
+            return
+        self.queue.add_at(key, when.timestamp())
+
+    def _store_locked(self, key: Key, entry: _Entry, *, previous: _Entry | None) -> list[Key]:
+        """Caches ``entry``; the delegates to look at again because their delegator's phase moved."""
+        self._cache[key] = entry
+        self._index_delegator(key, entry.body, deleted=entry.deleted)
+        return list(self._delegates.get(key, ())) if _state(previous) != _state(entry) else []
+
+    def _index_delegator(self, key: Key, body: dict[str, Any], *, deleted: bool) -> None:
+        delegator = (body.get("spec") or {}).get("delegator") or {}
+        if delegator.get("kind") != "AgentIdentity":
+            return
+        parent = (key[0], str(delegator.get("name")))
+        if deleted:
+            self._delegates.get(parent, set()).discard(key)
+            if not self._delegates.get(parent):
+                self._delegates.pop(parent, None)
+        else:
+            self._delegates.setdefault(parent, set()).add(key)
+
+    def observe_profile(self, event_type: str | None, body: dict[str, Any]) -> None:
+        name = str(body["metadata"]["name"])
+        with self._lock:
+            if event_type == "DELETED":
+                self._profiles.pop(name, None)
+            else:
+                self._profiles[name] = body
+
+    def lookup_profile(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            body = self._profiles.get(name)
+        return body if body is not None else self.reconciler.kube.get_profile(name)
+
+    def child_changed(self, event_type: str, kind: ChildKind, metadata: dict[str, Any]) -> None:
+        """A child was altered or deleted by someone else: look at its owner again."""
+        owner = (str(metadata["namespace"]), str((metadata.get("labels") or {}).get(LABEL_IDENTITY)))
+        version = DELETED if event_type == "DELETED" else str(metadata.get("resourceVersion"))
+        key = (str(kind), owner[0], str(metadata["name"]))
+        if not self.reconciler.kube.own_writes.is_echo(key, version, lambda: self.queue.add(owner)):
+            self.queue.add(owner)
+
+    def reverify_all(self) -> None:
+        """Every live identity looked at again, behind anything that changed (after a watch gap)."""
+        with self._lock:
+            keys = [key for key, entry in self._cache.items() if not entry.deleted]
+        for key in keys:
+            self.queue.add(key, lane=Lane.BACKGROUND)
+
+    def resync(self, listed: list[dict[str, Any]], *, version: str) -> int:
+        """A fresh listing (collection resourceVersion ``version``) replaces what the watches told us:
+        every identity in it is observed (and verified in the background lane), and one cached but
+        no longer listed, and not changed since the listing was taken, was deleted while a watch
+        was not looking: it is revoked. Returns how many such deletions were found."""
+        seen = {key_of(body) for body in listed}
+        for body in listed:
+            self.observe(None, body)
+        self.reverify_all()
+        with self._lock:
+            vanished = [
+                entry.body
+                for key, entry in self._cache.items()
+                if key not in seen and not entry.deleted and _resource_version(entry.body) <= _int(version)
+            ]
+        for body in vanished:
+            log.info("%s/%s was deleted while no watch was looking: revoking", *key_of(body))
+            self.observe("DELETED", body)
+        return len(vanished)
+
+    def lookup(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._cache.get((namespace, name))
+        if entry is not None:
+            return None if entry.deleted else entry.body
+        return self.reconciler.kube.get_identity(namespace, name)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for entry in self._cache.values() if not entry.deleted)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [entry.body for entry in self._cache.values() if not entry.deleted]
+
+    # -- run by workers -----------------------------------------------------------------------------
+
+    def _process(self, key: Key) -> float | None:
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is None:
+            return None
+        if entry.deleted:
+            with self._lock:
+                if self._cache.get(key) is entry:
+                    del self._cache[key]
+            self.queue.forget(key)
+            identity = parse_identity(entry.body)
+            if not isinstance(identity, str):
+                self.reconciler.revoke(identity)
+            return None
+        try:
+            result = self.reconciler.reconcile(entry.body)
+        except Exception as error:
+            self._count_failure(error)
+            raise  # the work queue retries with backoff
+        if result.follow_up:
+            self.queue.add(key)  # it is being processed: runs again right after, in the routine lane
+        return result.requeue_at.timestamp() if result.requeue_at else None
+
+    def _count_failure(self, error: Exception) -> None:
+        if self.metrics is None:
+            return
+        reason = error.reason if isinstance(error, KubeError) else type(error).__name__
+        self.metrics.reconcile_errors.labels(reason).inc()
+        if isinstance(error, KubeError) and error.path.endswith("/token"):
+            self.metrics.token_failures.inc()
+        if isinstance(error, SigningFailed):
+            self.metrics.assertion_failures.inc()
+
+    def first_seen(self, namespace: str, name: str) -> float | None:
+        """When the operator first saw this identity (the start of its create-to-Ready latency)."""
+        with self._lock:
+            return self._first_seen.get((namespace, name))
+
+    def _remember(self, body: dict[str, Any]) -> None:
+        """Cache what our own write returned so the next reconcile never sees a stale status."""
+        key = key_of(body)
+        with self._lock:
+            current = self._cache.get(key)
+            if current is None or current.deleted:
+                return
+            if _resource_version(body) <= _resource_version(current.body):
+                return
+            entry = _Entry(_slim(body))
+            delegates = self._store_locked(key, entry, previous=current)
+        self._notify_delegates(delegates, entry)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

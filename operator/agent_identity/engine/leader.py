@@ -1,0 +1,302 @@
+"""Active/standby replicas on a coordination.k8s.io Lease, with client-go's leader-election
+semantics. Every replica watches and keeps its cache and deadlines warm; only the lease holder
+reconciles.
+
+- Timing: lease duration L, renew deadline 2/3 L, retry period 2/15 L (client-go's 15 s, 10 s and
+  2 s, scaled with ``--lease-duration``).
+- Expiry is judged on this replica's own clock only: it keeps the last lease record it read and
+  the local monotonic time at which it saw that record change (client-go's ``observedTime``). A
+  standby takes over once the record has not changed for the holder's ``leaseDurationSeconds``
+  as it observed it, whatever ``renewTime`` the holder's clock wrote (a skewed clock, ahead or
+  behind, changes nothing).
+- The leader holds the lease until ``renew deadline`` after the start of its last successful
+  renewal. A write is accepted only after that start, so every other replica observes it later
+  and cannot take over before ``start + L``: the leader stops acting at ``start + 2/3 L``, with a
+  third of the lease to spare. :meth:`LeaderElector.holds` is that local, network-free test; the
+  work queue asks it before every key, so a leader frozen (SIGSTOP, a long GC pause) and thawed
+  after a takeover takes no further key even before its elector thread has run again.
+- Losing the lease (the deadline passed without a renewal, or another holder seen) pauses the
+  work queue and exits the process, as controller-runtime does: the pod restarts as a standby
+  with a fresh cache, and nothing written after the loss can come from this process. A standby
+  that never led never exits. The elector never dies: any exception is logged and retried.
+
+Why not the ``kubernetes`` client's ``kubernetes.leaderelection`` module: it reads and writes the
+Lease through the client's model layer and the global default configuration (not our Kube facade
+and its kubeconfig), sleeps with ``time.sleep`` (no prompt stop), judges its deadlines on the wall
+clock (``time.time``: no injectable clock, wrong across clock steps), lets any error other than
+``ApiException`` (a urllib3 error during an API server outage) escape and end the election
+thread for good, runs once (a follower that acquired and lost never competes again) and keeps
+no ``leaseTransitions``. Its expiry rule (the observed record plus local observation time) is the
+one we keep.
+
+(kopf's peering pauses watches instead, has no Lease and keeps no warm cache.)
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from agent_identity.kube.client import KubeError
+
+log = logging.getLogger(__name__)
+
+EXIT_LEASE_LOST = 1
+
+
+class LeaseStore(Protocol):
+    """What the elector needs of :class:`~agent_identity.kube.client.Kube` (a fake in the unit tests)."""
+
+    def get_stored(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def store(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Timing:
+    lease_duration: float
+    renew_deadline: float
+    retry_period: float
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise ValueError(f"leader election needs lease duration > renew deadline > retry period > 0: {self}")
+
+    @classmethod
+    def scaled(cls, lease_duration: timedelta) -> Timing:
+        """client-go's defaults (15 s, 10 s, 2 s) in proportion to ``lease_duration``."""
+        seconds = lease_duration.total_seconds()
+        return cls(lease_duration=seconds, renew_deadline=seconds * 2 / 3, retry_period=seconds * 2 / 15)
+
+
+def local_clock() -> float:
+    """Seconds on a clock that never steps, and keeps counting while the machine is suspended
+    (CLOCK_BOOTTIME): a replica suspended past its lease must know it when it wakes up."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
+def exit_process(code: int) -> None:
+    """Ends the process now, from any thread, running nothing else (no clean-up that could write)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _record(lease: dict[str, Any]) -> tuple[Any, Any]:
+    return (lease.get("metadata") or {}).get("resourceVersion"), lease.get("spec") or {}
+
+
+def _micro(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Outcome(enum.Enum):
+    HELD = "held"  # we wrote the lease: acquired or renewed
+    OTHER = "other"  # another replica holds a lease that has not expired (as we observed it)
+    FAILED = "failed"  # no answer, a conflict, or not written: try again
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        store: LeaseStore,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration: timedelta,
+        on_started_leading: Callable[[], None],
+        on_stopped_leading: Callable[[], None],
+        wall_clock: Callable[[], datetime],
+        local_clock: Callable[[], float] = local_clock,
+        exit_with: Callable[[int], None] = exit_process,
+    ) -> None:
+        """``identity`` must be unique among the replicas (hostname-pid and a random part: two
+        pods on one node with host networking can share the first two). ``lease_duration`` sets the
+        timing (:meth:`Timing.scaled`). ``wall_clock`` only fills renewTime and acquireTime (for
+        people reading the Lease); every decision uses ``local_clock``. ``exit_with`` ends the
+        process when the lease is lost (the unit tests record the call instead)."""
+        self.store, self.namespace, self.name, self.identity = store, namespace, name, identity
+        self.timing = Timing.scaled(lease_duration)
+        self.on_started, self.on_stopped = on_started_leading, on_stopped_leading
+        self._wall, self._now, self._exit = wall_clock, local_clock, exit_with
+        self.leading = False
+        self._renewed_at = -math.inf  # local start of the last successful acquire or renew
+        self.observed: dict[str, Any] | None = None  # the last Lease read or written
+        self._observed_at = -math.inf  # local time at which the observed record last changed
+        self._followed: str | None = None  # the holder last reported, while standing by
+        self._lock = threading.Lock()  # leadership changes, from the elector and the watchdog threads
+        self._stop = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="leader-election", daemon=True).start()
+        threading.Thread(target=self._watchdog, name="leader-election-watchdog", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def holds(self) -> bool:
+        """True while this replica may act: it leads and its last renewal is within the renew
+        deadline. Local and lock-free (the work queue asks it under its own lock)."""
+        return self.leading and self._now() < self._renewed_at + self.timing.renew_deadline
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                delay = self.step()
+            except Exception:  # step catches everything: this is the last resort
+                log.exception("leader election: unexpected error")
+                delay = self.timing.retry_period
+            self._stop.wait(delay)
+
+    def _watchdog(self) -> None:
+        """Ends leadership at the renew deadline even while the elector thread is stuck in a request."""
+        while not self._stop.is_set():
+            try:
+                delay = self.check_deadline()
+            except Exception:  # the watchdog must outlive anything
+                log.exception("leader election: unexpected error in the watchdog")
+                delay = self.timing.retry_period
+            self._stop.wait(delay)
+
+    # -- one round (the unit tests drive these with a fake clock) ----------------------------------
+
+    def check_deadline(self) -> float:
+        """Stops leading if the renew deadline has passed; returns the seconds until it is due."""
+        if not self.leading:
+            return self.timing.retry_period
+        remaining = self._renewed_at + self.timing.renew_deadline - self._now()
+        if remaining <= 0:
+            self._lose(self._overdue())
+            return self.timing.retry_period
+        return min(remaining, self.timing.retry_period)
+
+    def step(self) -> float:
+        """One attempt to acquire or renew the lease; returns the seconds to wait before the next."""
+        started = self._now()
+        if self.leading and not self.holds():
+            self._lose(self._overdue())
+            return self.timing.retry_period
+        try:
+            outcome = self._try_acquire_or_renew()
+        except Exception as error:  # noqa: BLE001 - an unreachable or failing API server is retried, never fatal
+            log.warning("leader election: %s: %s", type(error).__name__, error)
+            outcome = _Outcome.FAILED
+        if outcome is _Outcome.HELD:
+            self._held(started)
+        elif outcome is _Outcome.OTHER:
+            holder = ((self.observed or {}).get("spec") or {}).get("holderIdentity")
+            if self.leading:
+                self._lose(f"{holder} holds it now")
+            elif holder != self._followed:
+                self._followed = holder
+                log.info("leader election: %s holds the lease %s/%s: standing by", holder, self.namespace, self.name)
+        return self.timing.retry_period
+
+    def _overdue(self) -> str:
+        since = self._now() - self._renewed_at
+        return f"last renewed {since:.1f}s ago, past the renew deadline of {self.timing.renew_deadline:.1f}s"
+
+    def _held(self, started: float) -> None:
+        with self._lock:
+            self._renewed_at = started
+            if self.leading:
+                return
+            self.leading = True
+        log.info("leader election: %s acquired the lease %s/%s: leading", self.identity, self.namespace, self.name)
+        try:
+            self.on_started()
+        except Exception:  # the elector outlives its callbacks
+            log.exception("leader election: on_started_leading failed")
+
+    def _lose(self, why: str) -> None:
+        with self._lock:
+            if not self.leading:
+                return
+            self.leading = False
+        log.error(
+            "leader election: lost the lease %s/%s (%s): stopping work and exiting with code %d, so that nothing is "
+            "written without the lease; the restarted process joins as a standby",
+            self.namespace,
+            self.name,
+            why,
+            EXIT_LEASE_LOST,
+        )
+        try:
+            self.on_stopped()
+        except Exception:  # exit regardless
+            log.exception("leader election: on_stopped_leading failed")
+        self._exit(EXIT_LEASE_LOST)
+
+    # -- the Lease ------------------------------------------------------------------------------
+
+    def _observe(self, lease: dict[str, Any], now: float) -> None:
+        """Remembers the record and when it changed; any write changes the resourceVersion."""
+        if self.observed is None or _record(lease) != _record(self.observed):
+            self.observed = copy.deepcopy(lease)
+            self._observed_at = now
+
+    def _expired_for_us(self, spec: dict[str, Any], now: float) -> bool:
+        duration = float(spec.get("leaseDurationSeconds") or self.timing.lease_duration)
+        return now >= self._observed_at + duration
+
+    def _try_acquire_or_renew(self) -> _Outcome:
+        """Times of observation are taken after each answer, never before the request: a slow
+        answer must not make the record look older than it is."""
+        wall = _micro(self._wall())
+        record = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": math.ceil(self.timing.lease_duration),  # never shorter than ours
+            "acquireTime": wall,
+            "renewTime": wall,
+            "leaseTransitions": 0,
+        }
+        lease = self.store.get_stored("Lease", self.namespace, self.name)
+        if lease is None:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": record,
+            }
+            return self._write(body)
+        now = self._now()
+        self._observe(lease, now)
+        current = lease.get("spec") or {}
+        holder = current.get("holderIdentity") or ""
+        if holder and holder != self.identity and not self._expired_for_us(current, now):
+            return _Outcome.OTHER
+        if holder == self.identity:
+            record["acquireTime"] = current.get("acquireTime") or wall
+            record["leaseTransitions"] = int(current.get("leaseTransitions") or 0)
+        else:
+            record["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
+        lease["spec"] = record
+        return self._write(lease)
+
+    def _write(self, body: dict[str, Any]) -> _Outcome:
+        if self.leading and not self.holds():  # the read took us past the deadline: never write then
+            return _Outcome.FAILED
+        try:
+            written = self.store.store(body)  # replaced only at the resourceVersion read: else 409
+        except KubeError as error:
+            if error.conflict:  # another replica wrote first
+                log.info("leader election: another replica wrote the lease first")
+                return _Outcome.FAILED
+            raise
+        self._observe(written, self._now())
+        return _Outcome.HELD

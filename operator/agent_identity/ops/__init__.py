@@ -1,0 +1,3 @@
+"""What operators of the operator look at: /healthz, /readyz, /metrics and JWKS over HTTP, Prometheus
+metrics, and the audit log.
+"""

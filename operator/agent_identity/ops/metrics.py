@@ -1,0 +1,115 @@
+"""Prometheus metrics, names prefixed ``agentidentity_``.
+
+State (identities by phase, namespace, profile; delegation depth) is computed at scrape time from
+the controller's cache, never kept twice. Events (provisioned, expired, revoked, denied, tokens and
+assertions issued or failed, reconcile errors, webhook decisions) are counters, fed from the audit
+stream and a few explicit calls; create-to-Ready latency and retirement lag are histograms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent_identity.api.durations import parse_timestamp
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+OVERDUE_GRACE_S = 5.0
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class _LiveIdentities(Collector):
+    def __init__(self, bodies: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self.bodies = bodies
+
+    def collect(self) -> Iterator[Metric]:
+        by_phase: Tally[tuple[str, str, str, str]] = Tally()
+        depths: Tally[int] = Tally()
+        overdue = 0
+        now = time.time()
+        for body in self.bodies():
+            status = body.get("status") or {}
+            profile = status.get("profile") or (body.get("spec") or {}).get("profile") or ""
+            by_phase[
+                (status.get("phase") or "Pending", body["metadata"]["namespace"], profile, status.get("riskLevel") or "")
+            ] += 1
+            if status.get("phase") == "Ready":
+                depths[sum(1 for p in status.get("delegationChain") or [] if p.startswith("agent:"))] += 1
+                expires = status.get("expiresAt")
+                overdue += bool(expires and parse_timestamp(expires).timestamp() + OVERDUE_GRACE_S < now)
+        identities = GaugeMetricFamily(
+            "agentidentity_identities",
+            "AgentIdentities known to the operator",
+            labels=["phase", "namespace", "profile", "risk_level"],
+        )
+        for (phase, namespace, profile, risk), count in sorted(by_phase.items()):
+            identities.add_metric([phase, namespace, profile, risk], count)
+        yield identities
+        yield GaugeMetricFamily(
+            "agentidentity_overdue_identities",
+            f"Ready identities more than {OVERDUE_GRACE_S:.0f}s past expiresAt (should always be 0)",
+            value=overdue,
+        )
+        depth = GaugeMetricFamily("agentidentity_delegation_depth", "Ready identities by agents above them", labels=["depth"])
+        for level, count in sorted(depths.items()):
+            depth.add_metric([str(level)], count)
+        yield depth
+
+
+class Metrics:
+    def __init__(
+        self, *, registry: CollectorRegistry | None = None, first_seen: Callable[[str, str], float | None] | None = None
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.first_seen = first_seen or (lambda namespace, name: None)
+        r = self.registry
+        self.provisioned = Counter("agentidentity_provisioned", "Identities provisioned", ["namespace"], registry=r)
+        self.expired = Counter("agentidentity_expired", "Identities retired at their TTL", ["namespace"], registry=r)
+        self.revoked = Counter("agentidentity_revoked", "Identities revoked by deletion", ["namespace"], registry=r)
+        self.denied = Counter("agentidentity_denied", "Identities denied", ["namespace", "reason"], registry=r)
+        self.tokens = Counter("agentidentity_tokens_issued", "Tokens minted with TokenRequest", registry=r)
+        self.token_failures = Counter("agentidentity_token_failures", "Token issuance failures", registry=r)
+        self.assertions = Counter("agentidentity_assertions_issued", "Delegation assertions signed", registry=r)
+        self.assertion_failures = Counter("agentidentity_assertion_failures", "Assertion signing failures", registry=r)
+        self.reconcile_errors = Counter("agentidentity_reconcile_errors", "Failed reconciles", ["reason"], registry=r)
+        self.webhook_requests = Counter(
+            "agentidentity_webhook_requests", "Admission decisions", ["webhook", "outcome"], registry=r
+        )
+        self.ready_latency = Histogram(
+            "agentidentity_ready_latency_seconds", "First seen by the operator to Ready", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.retirement_lag = Histogram(
+            "agentidentity_retirement_lag_seconds", "Credentials deleted minus expiresAt", buckets=LAG_BUCKETS, registry=r
+        )
+
+    def watch(self, bodies: Callable[[], Iterable[dict[str, Any]]], *, queue_depth: Callable[[], int] = lambda: 0) -> None:
+        self.registry.register(_LiveIdentities(bodies))
+        depth = Gauge("agentidentity_workqueue_depth", "Identities queued or being reconciled", registry=self.registry)
+        depth.set_function(queue_depth)
+
+    def on_audit(self, record: dict[str, Any]) -> None:
+        """Counts one lifecycle action from its audit record."""
+        action, namespace, now = record["action"], record["namespace"], time.time()
+        if action == "provisioned":
+            self.provisioned.labels(namespace).inc()
+            seen = self.first_seen(namespace, record["name"])
+            if seen is not None:
+                self.ready_latency.observe(max(0.0, now - seen))
+        elif action == "expired":
+            self.expired.labels(namespace).inc()
+            if record.get("expiresAt") and record.get("reason") == "TTLElapsed":
+                self.retirement_lag.observe(max(0.0, now - parse_timestamp(record["expiresAt"]).timestamp()))
+        elif action == "revoked":
+            self.revoked.labels(namespace).inc()
+        elif action == "denied":
+            self.denied.labels(namespace, record.get("reason", "")).inc()
+        elif action == "token_issued":
+            self.tokens.inc()
+            if record.get("assertion"):
+                self.assertions.inc()

@@ -1,0 +1,404 @@
+"""``kubectl agent``: issue, inspect, verify and revoke agent identities (console script
+``kubectl-agent``, so kubectl finds it as a plugin). Human-readable by default, ``-o json`` or
+``-o yaml`` for scripts, as kubectl does; the global flags (``-n``, ``--kubeconfig``, ``-o``) go before or
+after the verb, as kubectl's do. Errors go to stderr with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent_identity.api.durations import format_duration, parse_timestamp
+from agent_identity.keys.signing import InsecureVerification, InvalidAssertion, verify
+from agent_identity.kube.client import Kube, KubeError, load_client_configuration
+from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as ``error: ...``, exit code 1."""
+
+
+def parse_scope(text: str) -> dict[str, Any]:
+    """``get,list:configmaps,pods[:apps][:name1,name2]`` -> one RBAC rule."""
+    parts = text.split(":")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise CommandError(f"--scope {text!r}: expected VERBS:RESOURCES[:GROUP[:NAMES]], e.g. get,list:configmaps")
+    rule: dict[str, Any] = {
+        "verbs": parts[0].split(","),
+        "resources": parts[1].split(","),
+        "apiGroups": [parts[2] if len(parts) > 2 else ""],
+    }
+    if len(parts) > 3 and parts[3]:
+        rule["resourceNames"] = parts[3].split(",")
+    return rule
+
+
+def parse_delegator(text: str) -> dict[str, str]:
+    """``user:alice``, ``agent:planner`` or ``serviceaccount:ns/name``."""
+    kind, _, name = text.partition(":")
+    kinds = {"user": "User", "agent": "AgentIdentity", "serviceaccount": "ServiceAccount", "sa": "ServiceAccount"}
+    if kind not in kinds or not name:
+        raise CommandError(f"--delegator {text!r}: expected user:NAME, agent:NAME or serviceaccount:NAMESPACE/NAME")
+    if kinds[kind] == "ServiceAccount":
+        namespace, _, account = name.partition("/")
+        if not account:
+            raise CommandError(f"--delegator {text!r}: a ServiceAccount is serviceaccount:NAMESPACE/NAME")
+        return {"kind": "ServiceAccount", "namespace": namespace, "name": account}
+    return {"kind": kinds[kind], "name": name}
+
+
+def time_left(expires_at: str | None, now: datetime) -> str:
+    if not expires_at:
+        return "-"
+    left = parse_timestamp(expires_at) - now
+    return format_duration(left) if left.total_seconds() > 0 else "expired"
+
+
+def emit(document: Any, output: str | None, human: str) -> None:
+    if output == "json":
+        print(json.dumps(document, indent=2, default=str))
+    elif output == "yaml":
+        print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
+    else:
+        print(human)
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_issue(args: argparse.Namespace, agents: AgentIdentities) -> None:
+    try:
+        credentials = agents.issue(
+            task=args.task,
+            ttl=args.ttl,
+            scopes=[parse_scope(scope) for scope in args.scope],
+            delegator=parse_delegator(args.delegator) if args.delegator else None,
+            name=args.name,
+            audiences=args.audience or None,
+            profile=args.profile,
+            timeout=args.wait,
+        )
+    except IdentityRefused as refused:
+        raise CommandError(str(refused)) from None
+    kubeconfig_path = Path(args.kubeconfig_out or f"{credentials.name}.kubeconfig")
+    with os.fdopen(os.open(kubeconfig_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(credentials.kubeconfig)  # created private: it holds the token
+    if args.output == "env":
+        print(f"export KUBECONFIG={kubeconfig_path.resolve()}")
+        print(f"export AGENT_TOKEN={credentials.token}")
+        if credentials.assertion:
+            print(f"export AGENT_ASSERTION={credentials.assertion}")
+        return
+    document = _credentials_document(credentials, kubeconfig_path)
+    human = (
+        f"{credentials.namespace}/{credentials.name} Ready, expires {document['expiresAt']}\n"
+        f"  chain: {' -> '.join([*credentials.delegation_chain, credentials.name])}\n"
+        f"  kubeconfig: {kubeconfig_path} (mode 0600)"
+    )
+    emit(document, args.output, human)
+
+
+def _credentials_document(credentials: Credentials, kubeconfig_path: Path) -> dict[str, Any]:
+    return {
+        "namespace": credentials.namespace,
+        "name": credentials.name,
+        "expiresAt": credentials.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "delegationChain": list(credentials.delegation_chain),
+        "kubeconfigPath": str(kubeconfig_path),
+        "token": credentials.token,
+        "assertion": credentials.assertion,
+    }
+
+
+def cmd_tree(args: argparse.Namespace, agents: AgentIdentities) -> None:
+    items = agents.kube.list_identities(args.namespace)
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    names = {item["metadata"]["name"] for item in items}
+    for item in sorted(items, key=lambda i: i["metadata"]["name"]):
+        delegator = item["spec"].get("delegator") or {}
+        parent = delegator.get("name") if delegator.get("kind") == "AgentIdentity" and delegator.get("name") in names else None
+        by_parent.setdefault(parent, []).append(item)
+    now = datetime.now(UTC)
+    roots = [i for i in by_parent.get(None, []) if not args.name or i["metadata"]["name"] == args.name]
+    if args.name and not roots:
+        roots = [i for i in items if i["metadata"]["name"] == args.name]
+        if not roots:
+            raise CommandError(f"AgentIdentity {args.namespace}/{args.name} not found")
+
+    def node(item: dict[str, Any]) -> dict[str, Any]:
+        status = item.get("status") or {}
+        delegator = item["spec"].get("delegator") or {}
+        return {
+            "name": item["metadata"]["name"],
+            "phase": status.get("phase", "Pending"),
+            "timeLeft": time_left(status.get("expiresAt"), now),
+            "delegator": f"{delegator.get('kind', '-')}/{delegator.get('name', '-')}",
+            "delegates": [node(child) for child in by_parent.get(item["metadata"]["name"], [])],
+        }
+
+    tree = [node(root) for root in roots]
+    lines: list[str] = []
+
+    def draw(entry: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
+        branch = "" if top else ("└── " if last else "├── ")
+        lines.append(
+            f"{prefix}{branch}{entry['name']}  {entry['phase']}  {entry['timeLeft']}"
+            + (f"  (for {entry['delegator']})" if top else "")
+        )
+        child_prefix = prefix + ("" if top else ("    " if last else "│   "))
+        for index, child in enumerate(entry["delegates"]):
+            draw(child, child_prefix, index == len(entry["delegates"]) - 1, False)
+
+    for root in tree:
+        draw(root, "", True, True)
+    emit(tree, args.output, "\n".join(lines) or f"no AgentIdentities in {args.namespace}")
+
+
+def cmd_revoke(args: argparse.Namespace, agents: AgentIdentities) -> None:
+    if not agents.revoke(args.name):
+        raise CommandError(f"AgentIdentity {args.namespace}/{args.name} not found")
+    emit(
+        {"revoked": f"{args.namespace}/{args.name}"},
+        args.output,
+        f"{args.namespace}/{args.name} revoked: its credentials and its delegates' are being deleted",
+    )
+
+
+def _read_input(value: str) -> str:
+    """``-`` is stdin, an existing file is read, anything else is the value itself."""
+    if value == "-":
+        return sys.stdin.read().strip()
+    try:
+        return Path(value).read_text().strip()
+    except OSError:  # not a file (a token is often longer than a file name may be)
+        return value.strip()
+
+
+def _load_jwks(source: str) -> dict[str, Any]:
+    try:
+        if source.startswith(("http://", "https://")):
+            with urllib.request.urlopen(source, timeout=10) as response:  # noqa: S310 - the user's own URL
+                return dict(json.loads(response.read()))
+        return dict(json.loads(Path(source).read_text()))
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot read the JWKS from {source}: {error}") from None
+
+
+def _verify_expectations(args: argparse.Namespace) -> None:
+    """``--issuer`` and ``--audience`` are required unless their ``--insecure-any-*`` opt-out is given."""
+    if not args.issuer and not args.insecure_any_issuer:
+        raise CommandError(
+            "verify needs --issuer, the iss you trust (the operator's --issuer URL); without it an assertion"
+            " for any issuer signed by a key in the JWKS would pass. --insecure-any-issuer skips the check"
+        )
+    if not args.audience and not args.insecure_any_audience:
+        raise CommandError(
+            "verify needs --audience, the aud you expect (your service, as in spec.token.audiences); without it"
+            " an assertion issued for another service would pass. --insecure-any-audience skips the check"
+        )
+
+
+def cmd_verify(args: argparse.Namespace, agents: AgentIdentities | None) -> None:
+    _verify_expectations(args)  # before reading anything, so a forgotten flag is said first
+    token = _read_input(args.assertion)
+    try:
+        claims = verify(
+            token,
+            jwks=_load_jwks(args.jwks),
+            issuer=args.issuer,
+            audience=args.audience,
+            insecure_any_issuer=args.insecure_any_issuer,
+            insecure_any_audience=args.insecure_any_audience,
+        )
+    except InsecureVerification as misuse:
+        raise CommandError(str(misuse)) from None
+    except InvalidAssertion as invalid:
+        raise CommandError(f"assertion rejected: {invalid}") from None
+    now = datetime.now(UTC)
+    left = format_duration(datetime.fromtimestamp(claims["exp"], UTC) - now)
+    kube = claims.get("kubernetes", {})
+    document = {
+        "valid": True,
+        "agent": (claims.get("act") or {}).get("sub", claims["sub"]),
+        "onBehalfOf": claims["sub"],
+        "delegationChain": claims.get("delegation_chain", []),
+        "scope": claims.get("scope", ""),
+        "task": claims.get("task"),
+        "profile": claims.get("profile"),
+        "timeLeft": left,
+        "claims": claims,
+    }
+    human = (
+        f"valid assertion for {kube.get('namespace')}/{kube.get('name')}\n"
+        f"  agent:       {document['agent']}\n  on behalf of: {claims['sub']}\n"
+        f"  chain:       {' -> '.join(document['delegationChain'])}\n  scope:       {document['scope']}\n"
+        f"  task:        {claims.get('task')}\n  time left:   {left}"
+    )
+    emit(document, args.output, human)
+
+
+def cmd_whoami(args: argparse.Namespace, agents: AgentIdentities) -> None:
+    token = _read_input(args.token)
+    status = agents.kube.token_review(token, args.audience or None)
+    if not status.get("authenticated"):
+        raise CommandError(f"token rejected by the API server: {status.get('error') or 'not authenticated'}")
+    username = str(status.get("user", {}).get("username", ""))
+    document: dict[str, Any] = {"username": username, "authenticated": True}
+    prefix = "system:serviceaccount:"
+    namespace, _, account = username.removeprefix(prefix).partition(":")
+    if username.startswith(prefix) and account.startswith("aid-"):
+        identity = agents.kube.get_identity(namespace, account.removeprefix("aid-"))
+        if identity:
+            document.update(_provenance(identity))
+    human = f"{username}" + (
+        f"\n  identity: {document['namespace']}/{document['name']}  {document['phase']}  {document['timeLeft']} left"
+        f"\n  chain:    {' -> '.join(document['delegationChain'])}\n  task:     {document['task']}"
+        if "name" in document
+        else ""
+    )
+    emit(document, args.output, human)
+
+
+def _provenance(identity: dict[str, Any]) -> dict[str, Any]:
+    status, metadata = identity.get("status") or {}, identity["metadata"]
+    creator = (metadata.get("annotations") or {}).get("agentidentity.dev/creator")
+    return {
+        "namespace": metadata["namespace"],
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "creator": json.loads(creator) if creator else None,
+        "delegator": identity["spec"].get("delegator"),
+        "delegationChain": status.get("delegationChain") or [],
+        "task": identity["spec"]["task"],
+        "profile": status.get("profile") or identity["spec"].get("profile"),
+        "riskLevel": status.get("riskLevel"),
+        "scopes": identity["spec"]["scopes"],
+        "phase": status.get("phase", "Pending"),
+        "createdAt": metadata["creationTimestamp"],
+        "issuedAt": status.get("issuedAt"),
+        "expiresAt": status.get("expiresAt"),
+        "timeLeft": time_left(status.get("expiresAt"), datetime.now(UTC)),
+    }
+
+
+def cmd_audit(args: argparse.Namespace, agents: AgentIdentities) -> None:
+    identity = agents.kube.get_identity(args.namespace, args.name)
+    if identity is None:
+        raise CommandError(f"AgentIdentity {args.namespace}/{args.name} not found")
+    document = _provenance(identity)
+    creator = document["creator"] or {}
+    human = "\n".join(
+        f"{key + ':':<16}{value}"
+        for key, value in (
+            ("identity", f"{document['namespace']}/{document['name']} ({document['uid']})"),
+            ("creator", creator.get("username", "not recorded (no admission webhook)")),
+            ("chain", " -> ".join(document["delegationChain"]) or "-"),
+            ("task", document["task"]),
+            ("profile", f"{document['profile'] or '-'} (risk {document['riskLevel'] or '-'})"),
+            ("phase", document["phase"]),
+            ("created", document["createdAt"]),
+            ("issued", document["issuedAt"] or "-"),
+            ("expires", f"{document['expiresAt'] or '-'} ({document['timeLeft']})"),
+        )
+    )
+    emit(document, args.output, human)
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The flags kubectl takes anywhere on the line. The top-level parser holds their defaults;
+    each verb's parser accepts them too (``default=SUPPRESS``: absent, they leave the value given
+    before the verb alone; given after it, they win, as in kubectl)."""
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--kubeconfig", default=default(None), help="kubeconfig (default: $KUBECONFIG, then ~/.kube/config)")
+    parser.add_argument("-n", "--namespace", default=default("default"), help="the namespace (default: default)")
+    parser.add_argument("-o", "--output", default=default(None), choices=["json", "yaml", "env"], help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubectl agent", description="Just-in-time identities for AI agents.")
+    _add_global_flags(parser, defaults=True)
+    global_flags = argparse.ArgumentParser(add_help=False)
+    _add_global_flags(global_flags, defaults=False)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def verb(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, parents=[global_flags])
+
+    issue = verb("issue", "create an AgentIdentity, wait until Ready, print or write its credentials")
+    issue.add_argument("--task", required=True)
+    issue.add_argument("--ttl", help="e.g. 90s, 10m (default: the profile's defaultTTL)")
+    issue.add_argument("--scope", action="append", required=True, help="VERBS:RESOURCES[:GROUP[:NAMES]], repeatable")
+    issue.add_argument("--delegator", help="user:NAME, agent:NAME or serviceaccount:NAMESPACE/NAME")
+    issue.add_argument("--audience", action="append", help="token audience, repeatable")
+    issue.add_argument("--profile")
+    issue.add_argument("--name", help="default: agent-<random>")
+    issue.add_argument("--kubeconfig-out", help="where to write the agent's kubeconfig (default ./NAME.kubeconfig)")
+    issue.add_argument("--wait", type=float, default=30.0, help="seconds to wait for Ready")
+    issue.set_defaults(run=cmd_issue)
+
+    tree = verb("tree", "the delegation tree of a namespace, or below one identity")
+    tree.add_argument("name", nargs="?")
+    tree.set_defaults(run=cmd_tree)
+
+    revoke = verb("revoke", "retire an identity (and so its delegates) now")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=cmd_revoke)
+
+    check = verb("verify", "verify a delegation assertion against a JWKS, offline")
+    check.add_argument("assertion", help="the JWT, a file holding it, or - for stdin")
+    check.add_argument("--jwks", required=True, help="URL or file of the operator's JWKS")
+    issuer = check.add_mutually_exclusive_group()
+    issuer.add_argument("--issuer", help="the issuer you trust: the operator's --issuer URL (required)")
+    issuer.add_argument(
+        "--insecure-any-issuer", action="store_true", help="INSECURE: accept an assertion from any issuer in the JWKS"
+    )
+    audience = check.add_mutually_exclusive_group()
+    audience.add_argument("--audience", help="the audience you expect: your service, as in spec.token.audiences (required)")
+    audience.add_argument(
+        "--insecure-any-audience", action="store_true", help="INSECURE: accept an assertion issued for any audience"
+    )
+    check.set_defaults(run=cmd_verify, offline=True)
+
+    whoami = verb("whoami", "who a Kubernetes token belongs to (TokenReview), and its identity")
+    whoami.add_argument("token", help="the token, a file holding it, or - for stdin")
+    whoami.add_argument("--audience", action="append")
+    whoami.set_defaults(run=cmd_whoami)
+
+    audit = verb("audit", "the provenance of one identity")
+    audit.add_argument("name")
+    audit.set_defaults(run=cmd_audit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        agents = (
+            None
+            if getattr(args, "offline", False)
+            else AgentIdentities(namespace=args.namespace, kube=Kube(load_client_configuration(args.kubeconfig)))
+        )
+        args.run(args, agents)
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KubeError as error:
+        print(f"error: {error.message or error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
