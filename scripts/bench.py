@@ -16,9 +16,11 @@ from the environment so a quick run and a full run use the same code:
   retirement lag (ServiceAccount deleted minus expiresAt) p50/p99/max, and when TokenReview
   refused a sample of BENCH_TOKEN_SAMPLE tokens, half of them in use until expiry;
 - restart: BENCH_LIVE identities in all (memory), then kill -9 while BENCH_OVERDUE deadlines pass:
-  seconds to take over, revoke and mark the overdue, Ready a new identity, re-verify everything;
+  seconds to take over, revoke and mark the overdue, re-verify everything; identities created at
+  BENCH_TAKEOVER_RATE per second throughout the take-over: create-to-Ready p50/p99/max;
 - operator resident memory at BENCH_BURST and at BENCH_LIVE identities.
 
+BENCH_PARTS=restart (a comma-separated subset of bursts,steady,expiry,restart) runs only those.
 BENCH_PROFILE=out.txt samples the operator with py-spy during the bursts (collapsed stacks of
 the threads holding the GIL) and stops there.
 """
@@ -47,11 +49,11 @@ from kubernetes import client, config, watch
 from agent_identity.api.conditions import Reason
 from agent_identity.api.durations import parse_timestamp
 from agent_identity.api.v1alpha1 import AgentIdentity
-from agent_identity.engine.reconciler import phase_status
-from agent_identity.kube.client import ChildKind, Kube, load_client_configuration
+from agent_identity.engine.records import phase_status
+from agent_identity.kube.client import Kube, load_client_configuration
 from agent_identity.local.controlplane import running
 from agent_identity.plan import children
-from agent_identity.plan.children import Provenance
+from agent_identity.plan.children import ChildKind, Provenance
 from agent_identity.plan.decisions import parse_identity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,15 +227,19 @@ def main() -> None:
             watcher = ReadyWatcher(api, "bench")
             custom = client.CustomObjectsApi(api)
             kube = Kube(load_client_configuration(str(plane.kubeconfig_path)), pool_size=WORKERS + 4)
-            bursts(api, kube, watcher, operator, plane_pids)
+            if "bursts" in PARTS:
+                bursts(api, kube, watcher, operator, plane_pids)
             if PROFILE:  # the burst was what we came for: py-spy writes its samples on SIGINT
                 operator.send_signal(signal.SIGINT)
                 operator.wait(timeout=60)
                 print(f"profile of the bursts (collapsed stacks): {PROFILE}")
                 return
-            steady(custom, watcher)
-            retirement_lag(api, custom, watcher)
-            operator = restart(api, operator, plane.kubeconfig_path, watcher)
+            if "steady" in PARTS:
+                steady(custom, watcher)
+            if "expiry" in PARTS:
+                retirement_lag(api, custom, watcher)
+            if "restart" in PARTS:
+                operator = restart(api, operator, plane.kubeconfig_path, watcher)
         finally:
             operator.terminate()
             operator.wait(timeout=30)
@@ -308,6 +314,8 @@ def steady(custom: client.CustomObjectsApi, watcher: ReadyWatcher) -> None:
 HTTP_PORT = int(os.environ.get("BENCH_HTTP_PORT", "18080"))
 LIVE = int(os.environ.get("BENCH_LIVE", "0"))
 OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
+TAKEOVER_RATE = float(os.environ.get("BENCH_TAKEOVER_RATE", "5"))
+PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,restart").split(","))
 EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
 TOKEN_SAMPLE = int(os.environ.get("BENCH_TOKEN_SAMPLE", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "")
@@ -365,7 +373,6 @@ def restart(
     """Fill up to BENCH_LIVE identities (memory), then kill -9 the operator while BENCH_OVERDUE
     deadlines pass, restart it, and time what follows."""
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-    submitted: dict[str, float] = {}
     existing = len(custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"])
     if existing < LIVE:
         started = time.monotonic()
@@ -391,26 +398,47 @@ def restart(
         "took over (every identity cached, every deadline scheduled)": lambda: (scrape("agentidentity_identities") or 0) >= total,
         "overdue credentials revoked": lambda: all(n in deleted for n in overdue),
         "overdue marked Expired": lambda: all(watcher.phase.get(n) == "Expired" for n in overdue),
-        "a new identity created at take-over Ready": lambda: "after-restart" in watcher.ready,
         "every identity re-verified (queue empty)": lambda: (
             (scrape("agentidentity_identities") or 0) >= total and scrape("agentidentity_workqueue_depth") == 0
         ),
     }
+    # New identities keep coming during the take-over, as they would in a busy cluster: one every
+    # 1/TAKEOVER_RATE s from the moment the operator process starts until every identity is re-verified.
+    submitted: dict[str, float] = {}
+    done = threading.Event()
+
+    def keep_creating() -> None:
+        index = 0
+        while not done.is_set():
+            name = f"takeover-{index}"
+            submitted[name] = time.time()
+            with contextlib.suppress(client.ApiException):  # refused while the webhooks start: not a sample
+                custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(name, "bench", "1h"))
+            index += 1
+            done.wait(1 / TAKEOVER_RATE)
+
+    creator = in_background(keep_creating)
     deadline = time.monotonic() + 900
     while len(clocks) < len(checks) and time.monotonic() < deadline:  # all clocks run at once
         elapsed = time.monotonic() - restarted
         for what, check in checks.items():
             if what not in clocks and check():
                 clocks[what] = elapsed
-        if "after-restart" not in submitted and clocks:  # the operator is up
-            submitted["after-restart"] = time.time()
-            custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity("after-restart", "bench", "1h"))
         time.sleep(0.2)
+    done.set()
+    creator.join()
+    watcher.wait(list(submitted), 60)
     print(f"restart with {total} identities ({OVERDUE} overdue), seconds after the operator started:")
     for what in checks:
         print(f"  {what}: {clocks[what]:.1f}s" if what in clocks else f"  {what}: not within 900s")
-    if "after-restart" in watcher.ready:
-        print(f"  (the new identity's create-to-Ready: {watcher.ready['after-restart'] - submitted['after-restart']:.2f}s)")
+    latencies = [watcher.ready[n] - at for n, at in submitted.items() if n in watcher.ready]
+    if latencies:
+        print(
+            f"  identities created during the take-over ({len(latencies)} of {len(submitted)} Ready, "
+            f"{TAKEOVER_RATE:g}/s): create-to-Ready p50 {percentile(latencies, 0.5):.2f}s, "
+            f"p99 {percentile(latencies, 0.99):.2f}s, max {max(latencies):.2f}s"
+        )
+    print(f"  operator resident memory after the take-over: {operator_rss_mb(operator.pid):.0f} MB")
     return operator
 
 

@@ -101,9 +101,11 @@ GOMODCACHE="$(go env GOMODCACHE)"
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/aio-node-image.XXXXXX")
 BUILD_CONTAINER=""
+COMPONENT_TAGS=()   # upstream-named tags this run created in the host engine; removed on exit
 cleanup() {
   local m
   [[ -n "$BUILD_CONTAINER" ]] && docker rm -f "$BUILD_CONTAINER" >/dev/null 2>&1
+  ((${#COMPONENT_TAGS[@]})) && docker rmi "${COMPONENT_TAGS[@]}" >/dev/null 2>&1
   # anything debootstrap or we mounted inside the work dir, deepest first, before removing it
   for m in $(findmnt -rn -o TARGET | grep -F "$work/" | sort -r); do umount -l "$m" 2>/dev/null || true; done
   rm -rf --one-file-system "$work"
@@ -223,9 +225,9 @@ host_debian_mirror() {
   # host runs the same suite; empty means debootstrap's default.
   [[ -n "${DEBIAN_MIRROR:-}" ]] && { echo "$DEBIAN_MIRROR"; return; }
   grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release || return 0
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+  { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
     | sed -nE 's/^(URIs:|deb)[[:space:]]+(\[[^]]*\][[:space:]]+)?([a-z]+:[^[:space:]]+).*/\3/p' \
-    | grep -v -- '-security' | head -n 1
+    | { grep -v -- '-security' || true; } | head -n 1
 }
 
 chroot_run() { chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"; }
@@ -234,15 +236,18 @@ build_rootfs() {
   root="$work/rootfs"
   local mirror
   mirror=$(host_debian_mirror)
-  log "debootstrap --variant=minbase $SUITE (${mirror:-debootstrap's default mirror}); log: $work/debootstrap.log"
+  log "debootstrap --variant=minbase $SUITE (mirror: ${mirror:-debootstrap default}); log: $work/debootstrap.log"
   debootstrap --variant=minbase --include="$(IFS=,; echo "${IPTABLES_PACKAGES[*]}")" "$SUITE" "$root" ${mirror:+"$mirror"} \
       > "$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
 
   # apt inside the chroot: the host's Debian sources when the host runs the same suite (updates and
   # security too), the host's DNS; no service may start.
   if grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release && [[ -z "${DEBIAN_MIRROR:-}" ]]; then
-    [[ -f /etc/apt/sources.list.d/debian.sources ]] && { cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"; : > "$root/etc/apt/sources.list"; }
-    [[ -s /etc/apt/sources.list ]] && grep -q '^deb ' /etc/apt/sources.list && cp /etc/apt/sources.list "$root/etc/apt/sources.list"
+    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+      cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"
+      : > "$root/etc/apt/sources.list"
+    fi
+    if grep -qs '^deb ' /etc/apt/sources.list; then cp /etc/apt/sources.list "$root/etc/apt/sources.list"; fi
   fi
   cp -L /etc/resolv.conf "$root/etc/resolv.conf"
   printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
@@ -382,6 +387,7 @@ import_static() {
     || die "docker import of $ref failed"
 }
 for ref in "${ALL_IMAGES[@]}"; do
+  COMPONENT_TAGS+=("$ref")
   name=${ref##*/}; name=${name%%:*}
   case "$name" in
     kube-apiserver|kube-controller-manager) import_static "$ref" "$CP_BIN_DIR/$name" "/usr/local/bin/$name" ;;
@@ -426,6 +432,7 @@ data:
   note: "Pod network: static ptp + host-local CNI conflist in /etc/cni/net.d of the node (single node, 10.244.0.0/24); no kindnetd."
 YAML
 nohup containerd > /var/log/containerd-preload.log 2>&1 &
+echo $! > /run/containerd-preload.pid
 for i in $(seq 1 50); do [[ -S /run/containerd/containerd.sock ]] && break; sleep 0.2; done
 ctr version >/dev/null
 SH
@@ -437,9 +444,13 @@ loaded=$(docker exec "$BUILD_CONTAINER" ctr --namespace=k8s.io images list -q)
 for ref in "${ALL_IMAGES[@]}"; do
   grep -qxF "$ref" <<<"$loaded" || die "$ref is missing from the node's containerd after the import"
 done
-docker exec "$BUILD_CONTAINER" bash -c 'kill $(pidof containerd); for i in $(seq 1 50); do pidof containerd >/dev/null || exit 0; sleep 0.2; done; exit 1' \
+# (PID 1 of the build container is sleep, which reaps nobody: an exited containerd stays a zombie)
+docker exec "$BUILD_CONTAINER" bash -c 'p=$(cat /run/containerd-preload.pid); kill "$p"
+  for i in $(seq 1 100); do
+    case "$(awk "/^State:/{print \$2}" "/proc/$p/status" 2>/dev/null)" in ""|Z) exit 0 ;; esac; sleep 0.2
+  done; exit 1' \
   || die "containerd in the build container did not stop"
-docker exec "$BUILD_CONTAINER" rm -f /var/log/containerd-preload.log
+docker exec "$BUILD_CONTAINER" rm -f /var/log/containerd-preload.log /run/containerd-preload.pid
 docker commit \
     --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
     --change 'ENV container=docker HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""' \
@@ -449,8 +460,8 @@ docker rm -f "$BUILD_CONTAINER" >/dev/null; BUILD_CONTAINER=""
 printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$NODE_IMAGE-partial" | docker build -q -t "$NODE_IMAGE" - >/dev/null \
   || die "docker build (STOPSIGNAL) failed"
 docker rmi "$NODE_IMAGE-partial" >/dev/null
-# the component images live in the node now; drop their upstream-named tags from the host engine
-docker rmi "${ALL_IMAGES[@]}" >/dev/null 2>&1 || true
+# the component images live in the node now; cleanup() drops their upstream-named tags from the
+# host engine (they would shadow real ones; nothing else needs them)
 stage_end
 
 log "timings: ${TIMINGS[*]} total=$(( $(date +%s) - T0 ))s"

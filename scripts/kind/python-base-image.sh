@@ -67,22 +67,25 @@ trap cleanup EXIT
 host_debian_mirror() {
   [[ -n "${DEBIAN_MIRROR:-}" ]] && { echo "$DEBIAN_MIRROR"; return; }
   grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release || return 0
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+  { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
     | sed -nE 's/^(URIs:|deb)[[:space:]]+(\[[^]]*\][[:space:]]+)?([a-z]+:[^[:space:]]+).*/\3/p' \
-    | grep -v -- '-security' | head -n 1
+    | { grep -v -- '-security' || true; } | head -n 1
 }
 build_base() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot)"
   command -v debootstrap >/dev/null || die "debootstrap is missing: run scripts/kind/docker-engine.sh (installs it)"
   local root="$work/rootfs" mirror
   mirror=$(host_debian_mirror)
-  log "debootstrap --variant=minbase $SUITE + ${PY_PACKAGES[*]} (${mirror:-debootstrap's default mirror})"
+  log "debootstrap --variant=minbase $SUITE + ${PY_PACKAGES[*]} (mirror: ${mirror:-debootstrap default})"
   debootstrap --variant=minbase --include="$(IFS=,; echo "${PY_PACKAGES[*]}")" "$SUITE" "$root" ${mirror:+"$mirror"} \
       > "$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
   # security and point-release updates from the host's Debian sources when the host runs bookworm
   if grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release && [[ -z "${DEBIAN_MIRROR:-}" ]]; then
-    [[ -f /etc/apt/sources.list.d/debian.sources ]] && { cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"; : > "$root/etc/apt/sources.list"; }
-    [[ -s /etc/apt/sources.list ]] && grep -q '^deb ' /etc/apt/sources.list && cp /etc/apt/sources.list "$root/etc/apt/sources.list"
+    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+      cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"
+      : > "$root/etc/apt/sources.list"
+    fi
+    if grep -qs '^deb ' /etc/apt/sources.list; then cp /etc/apt/sources.list "$root/etc/apt/sources.list"; fi
   fi
   cp -L /etc/resolv.conf "$root/etc/resolv.conf"
   printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"

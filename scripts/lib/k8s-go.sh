@@ -9,6 +9,9 @@
 #
 # Functions print diagnostics on stderr and return non-zero on failure; callers decide how to die.
 
+# progress messages go through the caller's log() when it has one
+_k8s_log() { if declare -F log >/dev/null; then log "$*"; else printf '%s\n' "$*" >&2; fi; }
+
 # k8s_check_go: the Go toolchain is present and new enough (>= 1.24) for Kubernetes 1.34.
 k8s_check_go() {
   if ! command -v go >/dev/null 2>&1; then
@@ -78,7 +81,7 @@ k8s_wrapper_module() {
     for pkg in "$@"; do echo "	_ \"${pkg}\""; done
     echo ")"
   } > "$dir/tools.go"
-  echo "tidying the wrapper module (${n_replace} staging replacements at ${staging_version})" >&2
+  _k8s_log "tidying the wrapper module (${n_replace} staging replacements at ${staging_version})"
   (cd "$dir" && go mod tidy >&2) || {
     echo "go mod tidy failed for k8s.io/kubernetes@${version}" >&2
     return 1

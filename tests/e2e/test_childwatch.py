@@ -7,8 +7,8 @@ from typing import Any
 
 from agent_identity.engine.childwatch import ChildWatch
 from agent_identity.engine.supervisor import Supervised
-from agent_identity.kube.client import ChildKind, Kube, load_client_configuration
-from agent_identity.plan.children import SELECTOR
+from agent_identity.kube.client import Kube, load_client_configuration
+from agent_identity.plan.children import SELECTOR, ChildKind
 from support.cluster import Cluster, wait_for
 
 LABELS = {"app.kubernetes.io/managed-by": "agent-identity-operator", "agentidentity.dev/identity": "w"}

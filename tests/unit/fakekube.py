@@ -10,8 +10,8 @@ import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent_identity.kube.client import ChildKind, ClusterAccess, KubeError, OwnWrites
-from agent_identity.plan.children import IssuedToken
+from agent_identity.kube.client import ClusterAccess, KubeError, OwnWrites
+from agent_identity.plan.children import ChildKind, IssuedToken
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 

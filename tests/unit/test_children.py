@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from agent_identity.plan import children
-from agent_identity.plan.children import IssuedToken, Provenance
-from agent_identity.plan.decisions import ChildAction, TokenVerdict, diff_child, merged_for_update, token_verdict
+from agent_identity.plan.children import ChildKind, IssuedToken, Provenance
+from agent_identity.plan.drift import ChildAction, TokenVerdict, diff_child, merged_for_update, plan_children, token_verdict
 
 from .factories import CREATED, identity
 
@@ -157,3 +157,28 @@ def test_token_verdicts() -> None:
         secret_holding(expected, capped), expected_data=expected, now=CREATED, identity_expires_at=CREATED + timedelta(hours=2)
     )
     assert long_lived is TokenVerdict.REFRESH
+
+
+def test_the_children_plan_is_a_value_conflicts_found_before_any_write() -> None:
+    agent = identity()
+    desired = {
+        ChildKind.SERVICE_ACCOUNT: children.service_account(agent, PROVENANCE),
+        ChildKind.ROLE: children.role(agent, PROVENANCE),
+        ChildKind.ROLE_BINDING: children.role_binding(agent, PROVENANCE),
+    }
+    ours = {**desired[ChildKind.SERVICE_ACCOUNT], "metadata": {**desired[ChildKind.SERVICE_ACCOUNT]["metadata"], "uid": "sa-1"}}
+    foreign_role = {"kind": "Role", "metadata": {"name": "aid-crawler", "uid": "someone-else"}, "rules": []}
+    drifted = {**desired[ChildKind.ROLE_BINDING], "subjects": [{"kind": "User", "name": "mallory"}]}
+    plan = plan_children(
+        agent, desired, {ChildKind.SERVICE_ACCOUNT: ours, ChildKind.ROLE: foreign_role, ChildKind.ROLE_BINDING: drifted}
+    )
+    assert [(step.kind, step.action) for step in plan.steps] == [
+        (ChildKind.SERVICE_ACCOUNT, ChildAction.KEEP),
+        (ChildKind.ROLE, ChildAction.CONFLICT),
+        (ChildKind.ROLE_BINDING, ChildAction.UPDATE),
+    ]
+    assert [step.kind for step in plan.conflicts] == [ChildKind.ROLE]
+    assert [step.kind for step in plan.repairs] == [ChildKind.ROLE_BINDING]
+    # Not observed (a never-provisioned identity): every child is created, nothing is repaired.
+    unseen = plan_children(agent, desired, {})
+    assert {step.action for step in unseen.steps} == {ChildAction.CREATE} and not unseen.repairs

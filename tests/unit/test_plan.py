@@ -6,32 +6,20 @@ import pytest
 
 from agent_identity.api.conditions import Reason
 from agent_identity.api.v1alpha1 import AgentIdentity
-from agent_identity.plan.decisions import (
-    ChildAction,
-    DelegatorView,
-    Deny,
-    Provision,
-    Retire,
-    Wait,
-    decide,
-    diff_child,
-    parse_identity,
-)
+from agent_identity.plan.decisions import DelegatorView, Deny, Provision, Retire, Wait, decide, parse_identity
+from agent_identity.plan.drift import ChildAction, diff_child
 
 from .factories import CREATED, identity, identity_body
 
 AGENT_DELEGATOR = {"kind": "AgentIdentity", "name": "planner"}
 
 
-def ready_planner(*, ttl: str = "60s", chain: list[str] | None = None) -> DelegatorView:
+def ready_planner(*, ttl: str = "60s") -> DelegatorView:
+    """planner, Ready, delegated by alice; the chain is what the walk through the specs found."""
     expires = (CREATED + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return DelegatorView(
-        identity(
-            "planner",
-            uid="uid-planner",
-            ttl=ttl,
-            status={"phase": "Ready", "expiresAt": expires, "delegationChain": chain or ["user:alice"]},
-        )
+        identity("planner", uid="uid-planner", ttl=ttl, status={"phase": "Ready", "expiresAt": expires}),
+        chain=("user:alice", "agent:support/planner"),
     )
 
 
@@ -78,12 +66,9 @@ def test_a_three_level_chain_records_every_hop() -> None:
         identity(
             "crawler",
             uid="uid-crawler",
-            status={
-                "phase": "Ready",
-                "expiresAt": "2026-11-28T12:01:00Z",
-                "delegationChain": ["user:alice", "agent:support/planner"],
-            },
-        )
+            status={"phase": "Ready", "expiresAt": "2026-11-28T12:01:00Z"},
+        ),
+        chain=("user:alice", "agent:support/planner", "agent:support/crawler"),
     )
     decision = decide(sub, delegator=crawler, now=CREATED)
     assert isinstance(decision, Provision)

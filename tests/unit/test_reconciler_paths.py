@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from agent_identity.engine.reconciler import Reconciler, Settings
-from agent_identity.kube.client import ChildKind
+from agent_identity.plan.children import ChildKind
 from agent_identity.policy.facts import PolicySettings
 
 from .factories import CREATED, identity_body
@@ -18,9 +18,11 @@ NS, NAME = "support", "crawler"
 KINDS = (ChildKind.SERVICE_ACCOUNT, ChildKind.ROLE, ChildKind.ROLE_BINDING, ChildKind.TOKEN_SECRET)
 
 
-def setup(*, seconds: float = 10) -> tuple[FakeKube, Reconciler]:
-    kube = FakeKube()
-    kube.identities[(NS, NAME)] = identity_body(NAME, uid="uid-crawler")
+def setup(*, seconds: float = 10, kube: FakeKube | None = None) -> tuple[FakeKube, Reconciler]:
+    """A reconciler whose clock reads ``seconds`` after creation, on a new fake (or on ``kube``)."""
+    if kube is None:
+        kube = FakeKube()
+        kube.identities[(NS, NAME)] = identity_body(NAME, uid="uid-crawler")
     reconciler = Reconciler(
         kube,  # type: ignore[arg-type]
         settings=Settings(policy=PolicySettings(require_creator=False)),
@@ -107,9 +109,7 @@ def test_a_stripped_owner_reference_is_put_back_by_the_recorded_uid() -> None:
 def test_retirement_deletes_the_service_account_first_then_the_rest() -> None:
     kube, reconciler = setup()
     reconcile(kube, reconciler)
-    _, late = setup(seconds=91)  # past the 90 s TTL
-    late.kube = kube  # type: ignore[assignment]
-    late.lookup_identity = kube.get_identity
+    _, late = setup(seconds=91, kube=kube)  # past the 90 s TTL
     kube.requests.clear()
     first = reconcile(kube, late)
     assert first.follow_up and kube.requests == [("DELETE", "ServiceAccount/aid-crawler")]

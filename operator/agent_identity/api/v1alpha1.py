@@ -134,6 +134,14 @@ class Delegator(_Model):
         default=None, description="For a ServiceAccount; an AgentIdentity delegator must be in the same namespace."
     )
 
+    def namespace_problem(self, identity_namespace: str) -> str | None:
+        """Why this delegator cannot delegate to an identity in ``identity_namespace``, if it cannot:
+        an agent delegates only within its own namespace. The one statement of that rule; the
+        policy check, the decision and the chain walk all ask it."""
+        if self.kind != "AgentIdentity" or self.namespace in (None, identity_namespace):
+            return None
+        return f"spec.delegator: an AgentIdentity delegator must be in namespace {identity_namespace!r}, not {self.namespace!r}"
+
     def principal(self, *, identity_namespace: str) -> str:
         """The delegator as one entry of a delegation chain: ``user:alice``,
         ``serviceaccount:ci/deployer``, ``agent:support/planner``."""

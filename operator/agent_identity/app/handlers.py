@@ -1,8 +1,8 @@
 """The kopf handlers: the only module that imports kopf. Each is a line or two that hands the
 event to the running operator (``startup``); the logic lives below.
 
-kopf gives us robust list-and-watch streams for AgentIdentities and AgentProfiles (reconnects,
-relists) and serves the webhooks; the children have their own thin watches (engine.childwatch);
+kopf serves the webhooks and watches AgentProfiles; AgentIdentities and their children have the
+operator's own watches (engine.informer, engine.childwatch), which start before any listing;
 the controller's single work queue gives deduplicated, deadline-driven reconciles with no
 per-object timers and no state kept in annotations, so an identity costs only the writes it needs.
 """
@@ -54,8 +54,6 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.persistence.diffbase_storage = _NoDiffBase()
-    if config.shard_selector:
-        settings.watching.label_selectors[PLURAL] = config.shard_selector
     if config.webhooks:
         certfile, pkeyfile, cafile = ensure_serving_certificate(
             Path(config.webhook_cert_dir or tempfile.mkdtemp(prefix="aio-webhook-")),
@@ -79,11 +77,6 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 def stop(memo: kopf.Memo, **_: Any) -> None:
     if "operator" in memo:
         _operator(memo).stop()
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def identity_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    _operator(memo).controller.observe(event["type"], dict(event["object"]))
 
 
 @kopf.on.event(GROUP, VERSION, "agentprofiles")

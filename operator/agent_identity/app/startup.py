@@ -3,7 +3,8 @@ handlers (``handlers``) call :func:`start` once and hand it every event.
 
 What runs: one request layer to the API server, the controller (cache, work queue, workers), the
 creator seals' and (optionally) the assertions' key rings with their rotation, leader election
-when asked, the children's metadata watches, a periodic resync, and the HTTP endpoints. Every
+when asked, the identities' list-and-watch (engine/informer.py), the children's metadata watches,
+a periodic resync, and the HTTP endpoints. Every
 background loop runs under a :class:`Supervised` and reports to ``/healthz``.
 """
 
@@ -22,14 +23,15 @@ from agent_identity.admission.identity import Admission
 from agent_identity.app.config import OperatorConfig
 from agent_identity.engine.childwatch import ChildWatch
 from agent_identity.engine.controller import Controller, utc_now
+from agent_identity.engine.informer import IdentityInformer
 from agent_identity.engine.leader import LeaderElector
 from agent_identity.engine.reconciler import Reconciler, Settings
 from agent_identity.engine.supervisor import Supervised, dead
 from agent_identity.keys.keystore import KeyStore, SealKeys, Signer, StoredKeyRing, discovery_document
-from agent_identity.kube.client import ChildKind, Kube, load_client_configuration
+from agent_identity.kube.client import Kube, load_client_configuration
 from agent_identity.ops import audit, http
 from agent_identity.ops.metrics import Metrics
-from agent_identity.plan.children import SELECTOR
+from agent_identity.plan.children import SELECTOR, ChildKind
 from agent_identity.policy.facts import PolicySettings
 
 log = logging.getLogger("agent_identity")
@@ -112,12 +114,16 @@ def start(config: OperatorConfig) -> Operator:
     if config.leader_election:
         operator.elector = _elect(kube, controller, config)
     controller.start()
-    _watch_children(operator)
-    # Seed the cache with one list per namespace now, rather than waiting for kopf to dispatch the
-    # initial listing object by object: after downtime, overdue identities are retired first.
-    for namespace in config.namespaces or (None,):
-        for body in kube.list_identities(namespace, label_selector=config.shard_selector):
-            controller.observe(None, body)
+    informers = [
+        IdentityInformer(kube, controller, namespace, label_selector=config.shard_selector)
+        for namespace in config.namespaces or (None,)
+    ]
+    for informer in informers:  # new identities are seen from now on, whatever the listing below takes
+        informer.begin()
+        operator.supervise(Supervised(informer.name, informer.step, every=0, max_backoff=5, stale_after=informer.timeout_s + 90))
+    _watch_children(operator, informers)
+    for informer in informers:
+        informer.seed()
     if config.http_port:
         operator.http = _serve_http(operator)
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
@@ -155,16 +161,18 @@ def _elect(kube: Kube, controller: Controller, config: OperatorConfig) -> Leader
     return elector
 
 
-def _watch_children(operator: Operator) -> None:
-    """Children are watched by thin metadata-only watches, not kopf (see childwatch.py); a gap in
-    any of them (compaction, API server restart) resyncs at once, as does the resync period."""
+def _watch_children(operator: Operator, informers: list[IdentityInformer]) -> None:
+    """Children are watched by thin metadata-only watches (see engine/childwatch.py); a gap in
+    any of them (compaction, API server restart) relists the identities at once, as does the
+    resync period."""
     config, kube, controller = operator.config, operator.kube, operator.controller
     period = config.resync_period.total_seconds()
-    resync = operator.supervise(
-        Supervised(
-            "resync", lambda: _resync(kube, controller, config), every=period, first_after=period, stale_after=period + 600
-        )
-    )
+
+    def relist() -> None:
+        for informer in informers:
+            informer.relist()
+
+    resync = operator.supervise(Supervised("resync", relist, every=period, first_after=period, stale_after=period + 600))
     for kind in ChildKind:
         for namespace in config.namespaces or (None,):
             watch = ChildWatch(
@@ -172,14 +180,6 @@ def _watch_children(operator: Operator) -> None:
             )
             watch.begin()
             operator.supervise(Supervised(watch.name, watch.step, every=0, max_backoff=5, stale_after=watch.timeout_s + 90))
-
-
-def _resync(kube: Kube, controller: Controller, config: OperatorConfig) -> None:
-    """A fresh listing of every served identity: each verified again, deletions nobody saw revoked."""
-    for namespace in config.namespaces or (None,):
-        listed, version = kube.list_identity_collection(namespace, label_selector=config.shard_selector)
-        vanished = controller.resync(listed, version=version)
-        log.info("resync of %s: %d identities, %d deleted unseen", namespace or "all namespaces", len(listed), vanished)
 
 
 def _serve_http(operator: Operator) -> ThreadingHTTPServer:

@@ -17,22 +17,21 @@ identity and 40,000 replayed events at a restart with 10,000 identities.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from agent_identity.kube.client import ChildKind, Kube, KubeError
+from agent_identity.engine.watch import Watch
+from agent_identity.kube.client import Kube
+from agent_identity.plan.children import ChildKind
 
 log = logging.getLogger(__name__)
 
 ChildChange = Callable[[str, ChildKind, dict[str, Any]], None]  # (MODIFIED | DELETED, kind, metadata)
 
 
-class ChildWatch:
-    """One watch session per :meth:`step` (run by a :class:`supervisor.Supervised` loop). A session
-    the server ends on time resumes from its last resourceVersion; any other end (410 Gone after a
-    compaction, the API server restarting, the connection cut) is a gap in which changes may have
-    been missed: the next session starts from a fresh resourceVersion and calls ``on_gap`` so the
-    owners are verified again (a child deleted during the gap is restored)."""
+class ChildWatch(Watch):
+    """A gap starts again from now, and the owners of every child are verified again (``on_gap``):
+    a child deleted during the gap is restored."""
 
     def __init__(
         self,
@@ -51,48 +50,29 @@ class ChildWatch:
         self.label_selector = label_selector
         self.on_change, self.on_gap = on_change, on_gap
         self.timeout_s = timeout_s
-        self.resource_version: str | None = None
-        self._gap = False
 
     @property
     def name(self) -> str:
         return f"watch-{self.kind.lower()}" + (f"-{self.namespace}" if self.namespace else "")
 
-    def begin(self) -> None:
-        """Where the first session starts: now (existing children are verified by their owners' reconciles)."""
-        self.resource_version = self._current_version()
-
-    def _current_version(self) -> str:
+    def current_version(self) -> str:
         return self.kube.children_version(self.kind, self.namespace, label_selector=self.label_selector)
 
-    def step(self) -> None:
-        if self.resource_version is None:
-            self.resource_version = self._current_version()
-            if self._gap:
-                self._gap = False
-                log.info("watch of %s resumed after a gap: verifying every identity", self.kind)
-                self.on_gap()
-        try:
-            self._watch_once()
-        except KubeError:
-            self.resource_version, self._gap = None, True
-            raise
+    def resume(self) -> str:
+        version = self.current_version()
+        log.info("watch of %s resumed after a gap: verifying every identity", self.kind)
+        self.on_gap()
+        return version
 
-    def _watch_once(self) -> None:
-        assert self.resource_version is not None
-        for event in self.kube.watch_children(
+    def events(self, resource_version: str) -> Iterator[dict[str, Any]]:
+        return self.kube.watch_children(
             self.kind,
             self.namespace,
             label_selector=self.label_selector,
-            resource_version=self.resource_version,
+            resource_version=resource_version,
             timeout_s=self.timeout_s,
-        ):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":  # 410 Gone: the version was compacted away; start again from now
-                if obj.get("code") == 410:
-                    self.resource_version, self._gap = None, True
-                return
-            metadata = obj.get("metadata") or {}
-            self.resource_version = str(metadata.get("resourceVersion") or self.resource_version)
-            if kind in ("MODIFIED", "DELETED"):  # ADDED: our own creates, or replays
-                self.on_change(str(kind), self.kind, metadata)
+        )
+
+    def deliver(self, event_type: str, obj: dict[str, Any]) -> None:
+        if event_type != "ADDED":  # ADDED: our own creates, or replays
+            self.on_change(event_type, self.kind, obj.get("metadata") or {})

@@ -19,9 +19,9 @@ from agent_identity.api.durations import next_look, parse_timestamp
 from agent_identity.api.v1alpha1 import RETIRED_PHASES, SETTLED_PHASES
 from agent_identity.engine.reconciler import Reconciler, SigningFailed
 from agent_identity.engine.workqueue import Lane, WorkQueue
-from agent_identity.kube.client import DELETED, IDENTITY, ChildKind, KubeError
+from agent_identity.kube.client import DELETED, IDENTITY, KubeError
 from agent_identity.ops.metrics import Metrics
-from agent_identity.plan.children import LABEL_IDENTITY
+from agent_identity.plan.children import LABEL_IDENTITY, ChildKind
 from agent_identity.plan.decisions import parse_identity
 
 log = logging.getLogger(__name__)

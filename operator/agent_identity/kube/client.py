@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -30,15 +29,7 @@ from kubernetes.client import rest
 
 from agent_identity import GROUP, PLURAL, VERSION
 from agent_identity.api.durations import format_timestamp, parse_timestamp
-from agent_identity.plan.children import IssuedToken
-
-
-class ChildKind(StrEnum):
-    SERVICE_ACCOUNT = "ServiceAccount"
-    ROLE = "Role"
-    ROLE_BINDING = "RoleBinding"
-    TOKEN_SECRET = "Secret"
-
+from agent_identity.plan.children import ChildKind, IssuedToken
 
 _COLLECTIONS = {
     ChildKind.SERVICE_ACCOUNT: "/api/v1/namespaces/{namespace}/serviceaccounts",
@@ -49,6 +40,7 @@ _COLLECTIONS = {
 _IDENTITIES = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
 _MERGE_PATCH = "application/merge-patch+json"
 _METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+LIST_PAGE = 500  # identities per page of a full listing
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _STORED = {
     "Secret": "/api/v1/namespaces/{namespace}/secrets",
@@ -290,13 +282,45 @@ class Kube:
     def list_identity_collection(
         self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
     ) -> tuple[list[dict[str, Any]], str]:
-        """The identities and the collection's resourceVersion (what the listing is as of)."""
-        path = _IDENTITIES.format(namespace=namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        """The identities and the collection's resourceVersion (what the listing is as of).
+        ``limit``: at most that many; otherwise every one, read in pages of ``LIST_PAGE`` so that
+        no single response (or its parsing) has to hold 100,000 identities at once."""
         query = {"labelSelector": label_selector} if label_selector else {}
-        if limit:
-            query["limit"] = str(limit)
-        listed = self._request("GET", path, query=query)
-        return list(listed.get("items", [])), str((listed.get("metadata") or {}).get("resourceVersion", "0"))
+        items: list[dict[str, Any]] = []
+        version = "0"
+        for page in self._pages(self._identities_path(namespace), query, limit=limit):
+            # managedFields: the largest part of each object, and nothing the operator reads.
+            items.extend(_without_managed_fields(item) for item in page.get("items") or [])
+            version = str((page.get("metadata") or {}).get("resourceVersion", "0"))
+        return items, version
+
+    def _pages(self, path: str, query: dict[str, str], *, limit: int | None) -> Iterator[dict[str, Any]]:
+        """A list, page by page, all as of the first page's resourceVersion (continue tokens)."""
+        query = {**query, "limit": str(limit or LIST_PAGE)}
+        while True:
+            page = self._request("GET", path, query=query)
+            yield page
+            token = (page.get("metadata") or {}).get("continue")
+            if limit or not token:
+                return
+            query["continue"] = token
+
+    def identities_version(self, namespace: str | None, *, label_selector: str | None) -> str:
+        """The identity collection's current resourceVersion (a one-item list), to watch from."""
+        query = {"limit": "1", **({"labelSelector": label_selector} if label_selector else {})}
+        listed = self._request("GET", self._identities_path(namespace), query=query, accept=_METADATA_LIST)
+        return str(listed["metadata"]["resourceVersion"])
+
+    def watch_identities(
+        self, namespace: str | None, *, label_selector: str | None, resource_version: str, timeout_s: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events for AgentIdentities (whole objects) from ``resource_version``."""
+        query = {"labelSelector": label_selector} if label_selector else {}
+        return self._watch(self._identities_path(namespace), query, resource_version=resource_version, timeout_s=timeout_s)
+
+    @staticmethod
+    def _identities_path(namespace: str | None) -> str:
+        return _IDENTITIES.format(namespace=namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 
     def create_identity(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", _IDENTITIES.format(namespace=body["metadata"]["namespace"]), body=body)
@@ -384,16 +408,23 @@ class Kube:
         self, kind: ChildKind, namespace: str | None, *, label_selector: str, resource_version: str, timeout_s: int
     ) -> Iterator[dict[str, Any]]:
         """Watch events for these children from ``resource_version``, metadata only (no Secret
-        data crosses the wire), until the server ends the watch after ``timeout_s``."""
+        data crosses the wire)."""
+        query = {"labelSelector": label_selector}
+        path = self._collection(kind, namespace)
+        return self._watch(path, query, resource_version=resource_version, timeout_s=timeout_s, accept=_METADATA)
+
+    def _watch(
+        self, path: str, query: dict[str, str], *, resource_version: str, timeout_s: int, accept: str = "application/json"
+    ) -> Iterator[dict[str, Any]]:
+        """One watch session, event by event, until the server ends it after ``timeout_s``."""
         query = {
+            **query,
             "watch": "true",
-            "labelSelector": label_selector,
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_s),
         }
-        path = self._collection(kind, namespace)
-        response = self._send("GET", path, query=query, accept=_METADATA, timeout=(5, timeout_s + 30), stream=True)
+        response = self._send("GET", path, query=query, accept=accept, timeout=(5, timeout_s + 30), stream=True)
         try:
             if response.status != 200:
                 raise self._error("WATCH", path, response.status, response.read())
@@ -498,3 +529,10 @@ class Kube:
             "count": 1,
         }
         self._request("POST", f"/api/v1/namespaces/{metadata['namespace']}/events", body=event)
+
+
+def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = obj.get("metadata") or {}
+    if "managedFields" not in metadata:
+        return obj
+    return {**obj, "metadata": {key: value for key, value in metadata.items() if key != "managedFields"}}

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from agent_identity import API_VERSION, GROUP, KIND
@@ -39,6 +40,15 @@ ANNOTATION_TOKEN_SHA256 = f"{GROUP}/token-sha256"
 
 SECRET_TYPE = f"{GROUP}/agent-token"
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+class ChildKind(StrEnum):
+    """The children one AgentIdentity becomes, in the order they are made."""
+
+    SERVICE_ACCOUNT = "ServiceAccount"
+    ROLE = "Role"
+    ROLE_BINDING = "RoleBinding"
+    TOKEN_SECRET = "Secret"
 
 
 @dataclass(frozen=True)

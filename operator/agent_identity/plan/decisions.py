@@ -1,20 +1,15 @@
 """Desired versus actual, as data. Pure: the reconciler observes, this module decides, the
 reconciler applies. Table-driven unit tests pin every branch without an API server.
 
-Two decisions live here:
-
-- :func:`decide` takes the identity, its delegator (if an AgentIdentity) and ``now``, and says
-  what the identity should be: provisioned, waiting, denied or retired;
-- :func:`diff_child` and :func:`token_verdict` compare one observed child with its desired form.
+:func:`decide` takes the identity, its delegator (if an AgentIdentity), its profile and ``now``,
+and says what the identity should be: provisioned, waiting, denied or retired. How each child
+differs from its desired form is :mod:`agent_identity.plan.drift`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,16 +21,11 @@ from agent_identity.api.durations import (
     identity_expires_at,
     parse_timestamp,
     parse_ttl,
-    token_needs_refresh,
 )
-from agent_identity.api.v1alpha1 import FINAL_PHASES, RETIRED_PHASES, AgentIdentity, AgentProfile
+from agent_identity.api.v1alpha1 import FINAL_PHASES, RETIRED_PHASES, AgentIdentity, AgentProfile, Phase
 from agent_identity.plan.children import (
-    ANNOTATION_TOKEN_EXPIRES_AT,
-    ANNOTATION_TOKEN_ISSUED_AT,
-    ANNOTATION_TOKEN_SHA256,
     Provenance,
     owner_reference,
-    token_digest,
 )
 
 NO_DELEGATOR = "unspecified"
@@ -69,7 +59,7 @@ class Retire:
     reason: Reason
     message: str
     provenance: Provenance
-    phase: str = "Expired"  # "Revoked" when its delegator went away
+    phase: Phase = Phase.EXPIRED  # Revoked when its delegator went away
 
 
 Decision = Provision | Wait | Deny | Retire
@@ -82,9 +72,9 @@ class DelegatorView:
     """What ``decide`` needs to know about an AgentIdentity delegator (``None`` if it is missing)."""
 
     identity: AgentIdentity | None
-    # The delegate's chain through its ancestors' specs (see facts.chain_of); None: from the
-    # delegator's status (unit tests).
-    chain: tuple[str, ...] | None = None
+    # The delegate's chain, walked through its ancestors' specs (see policy.facts.chain_of), never
+    # read from a status someone could rewrite.
+    chain: tuple[str, ...] = ()
 
 
 def provisioned(identity: AgentIdentity) -> bool:
@@ -101,24 +91,34 @@ def delegator_owner_uid(identity: AgentIdentity, delegator_name: str) -> str | N
     )
 
 
+def effective_ttl(identity: AgentIdentity, profile: AgentProfile | None) -> timedelta | None:
+    """The TTL an identity gets: ``spec.ttl``, else its profile's ``defaultTTL``; for a live identity
+    whose profile has since gone, the TTL it was given. None when none applies (or parses). The
+    one place a TTL is resolved: the policy checks and :func:`decide` both ask it."""
+    text = identity.spec.ttl or (profile.spec.default_ttl if profile else None)
+    if text is not None:
+        try:
+            return parse_ttl(text)
+        except InvalidTTLError:
+            return None
+    if identity.status.expires_at and identity.spec.delegator is None:
+        return parse_timestamp(identity.status.expires_at) - parse_timestamp(identity.metadata.creation_timestamp)
+    return None
+
+
 def decide(
     identity: AgentIdentity,
     *,
     delegator: DelegatorView | None,
     now: datetime,
     profile: AgentProfile | None = None,
-    ttl: timedelta | None = None,
 ) -> Decision:
     """What ``identity`` should be at ``now``. ``delegator`` is given only for AgentIdentity
-    delegators; ``ttl`` is the effective TTL when it is not ``spec.ttl`` (a profile's default)."""
+    delegators."""
     spec = identity.spec
+    ttl = effective_ttl(identity, profile)
     if ttl is None:
-        if spec.ttl is None:
-            return Deny(Reason.INVALID_SPEC, "spec.ttl: required (no profile defaultTTL applies)")
-        try:
-            ttl = parse_ttl(spec.ttl)
-        except InvalidTTLError as error:  # the CRD's CEL rule refuses this; a missing CRD update might not
-            return Deny(Reason.INVALID_SPEC, f"spec.ttl: {error}")
+        return Deny(Reason.INVALID_SPEC, "spec.ttl: required, and no profile defaultTTL applies")
     profile_name, risk_level = (profile.name, profile.spec.risk_level) if profile else (None, None)
 
     namespace = identity.metadata.namespace
@@ -127,21 +127,15 @@ def decide(
     delegator_expires_at: datetime | None = None
     delegator_owner: dict[str, Any] | None = None
     if spec.delegator is not None and spec.delegator.kind == "AgentIdentity":
-        if spec.delegator.namespace not in (None, namespace):
-            return Deny(
-                Reason.INVALID_DELEGATOR,
-                f"spec.delegator: an AgentIdentity delegator must be in namespace {namespace!r}, "
-                f"not {spec.delegator.namespace!r}",
-            )
+        if problem := spec.delegator.namespace_problem(namespace):
+            return Deny(Reason.INVALID_DELEGATOR, problem)
         if spec.delegator.name == identity.metadata.name:
             return Deny(Reason.INVALID_DELEGATOR, "spec.delegator: an AgentIdentity cannot delegate to itself")
         parent = delegator.identity if delegator else None
         created_at = parse_timestamp(identity.metadata.creation_timestamp)
-        parent_chain = (delegator.chain if delegator else None) or ()
-        if parent is not None and delegator is not None and delegator.chain is None:
-            parent_chain = (*(parent.status.delegation_chain or ()), f"agent:{namespace}/{parent.metadata.name}")
+        parent_chain = delegator.chain if delegator else ()
 
-        def retired(reason: Reason, message: str, phase: str = "Expired") -> Retire:
+        def retired(reason: Reason, message: str, phase: Phase = Phase.EXPIRED) -> Retire:
             provenance = Provenance(
                 delegator=principal,
                 task=spec.task,
@@ -160,7 +154,7 @@ def decide(
             return retired(
                 Reason.DELEGATOR_GONE,
                 f"delegator AgentIdentity {namespace}/{spec.delegator.name} was deleted; its delegates are revoked with it",
-                phase="Revoked",
+                phase=Phase.REVOKED,
             )
         if parent is None:
             return Wait(
@@ -225,132 +219,3 @@ def parse_identity(body: dict[str, Any]) -> AgentIdentity | str:
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"])
         return f"{location}: {first['msg']}"
-
-
-# -- one child --------------------------------------------------------------------------------
-
-
-class ChildAction(StrEnum):
-    KEEP = "keep"
-    CREATE = "create"
-    UPDATE = "update"  # PUT over the observed resourceVersion
-    RECREATE = "recreate"  # an immutable field differs (RoleBinding roleRef, Secret type)
-    CONFLICT = "conflict"  # an object of that name exists and is not ours: never touch it
-
-
-_IMMUTABLE_FIELDS = ("roleRef", "type")
-_OWNED_FIELDS = ("automountServiceAccountToken", "rules", "roleRef", "subjects", "type")
-
-
-def is_owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
-    return any(ref.get("uid") == owner_uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
-
-
-def recorded_uid(identity: AgentIdentity, kind: str) -> str | None:
-    """The uid of the ``kind`` child as the identity's status recorded it when it was provisioned."""
-    recorded = identity.status.child_uids or {}
-    return recorded.get(kind) or (identity.status.service_account_uid if kind == "ServiceAccount" else None)
-
-
-def is_ours(obj: dict[str, Any], owner_uid: str, recorded: str | None) -> bool:
-    """Owned by the identity, or the very object its status recorded (ownerReferences stripped)."""
-    return is_owned_by(obj, owner_uid) or (recorded is not None and obj.get("metadata", {}).get("uid") == recorded)
-
-
-def diff_child(
-    desired: dict[str, Any], actual: dict[str, Any] | None, *, owner_uid: str, recorded_uid: str | None = None
-) -> ChildAction:
-    """What to do so that ``actual`` carries every field we own in ``desired`` (its ownerReference included)."""
-    if actual is None:
-        return ChildAction.CREATE
-    if not is_ours(actual, owner_uid, recorded_uid):
-        return ChildAction.CONFLICT
-    if not is_owned_by(actual, owner_uid):
-        return ChildAction.UPDATE  # ours by uid, its ownerReference stripped: put it back
-    if any(field in desired and desired.get(field) != actual.get(field) for field in _IMMUTABLE_FIELDS):
-        return ChildAction.RECREATE
-    if any(desired.get(field) != actual.get(field) for field in _OWNED_FIELDS if field in desired):
-        return ChildAction.UPDATE
-    desired_meta, actual_meta = desired["metadata"], actual["metadata"]
-    for key in ("labels", "annotations"):
-        wanted = desired_meta.get(key, {})
-        present = actual_meta.get(key) or {}
-        if any(present.get(k) != v for k, v in wanted.items()):
-            return ChildAction.UPDATE
-    return ChildAction.KEEP
-
-
-def merged_for_update(desired: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
-    """``desired`` over ``actual``: labels and annotations others added (and the token's own
-    annotations on the Secret) are kept, data is kept, the resourceVersion guards the write."""
-    actual_meta = actual["metadata"]
-    desired_meta = desired["metadata"]
-    metadata = {
-        **desired_meta,
-        "resourceVersion": actual_meta["resourceVersion"],
-        "labels": {**(actual_meta.get("labels") or {}), **desired_meta.get("labels", {})},
-        "annotations": {**(actual_meta.get("annotations") or {}), **desired_meta.get("annotations", {})},
-    }
-    merged = {**actual, **desired, "metadata": metadata}
-    return merged
-
-
-# -- the token in its Secret ------------------------------------------------------------------
-
-
-class TokenVerdict(StrEnum):
-    VALID = "valid"
-    MISSING = "missing"
-    ALTERED = "altered"  # data no longer matches what we wrote
-    REFRESH = "refresh"  # the apiserver capped the lifetime and it is 80 % used
-
-
-@dataclass(frozen=True)
-class TokenFacts:
-    """What the Secret says about its token; readable without ever logging the token."""
-
-    issued_at: datetime
-    expires_at: datetime
-
-
-def decode_secret_data(secret: dict[str, Any]) -> dict[str, str]:
-    try:
-        return {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
-    except (binascii.Error, UnicodeDecodeError):
-        return {}
-
-
-def token_facts(secret: dict[str, Any]) -> TokenFacts | None:
-    annotations = secret.get("metadata", {}).get("annotations") or {}
-    try:
-        return TokenFacts(
-            issued_at=parse_timestamp(annotations[ANNOTATION_TOKEN_ISSUED_AT]),
-            expires_at=parse_timestamp(annotations[ANNOTATION_TOKEN_EXPIRES_AT]),
-        )
-    except (KeyError, ValueError):
-        return None
-
-
-def token_verdict(
-    secret: dict[str, Any], *, expected_data: dict[str, str] | None, now: datetime, identity_expires_at: datetime
-) -> TokenVerdict:
-    """Is the token in ``secret`` still the one we minted, intact, and good for long enough?
-
-    ``expected_data`` is what the Secret should hold for the token it has (see
-    ``builders.token_secret_data``), or ``None`` when it has no token at all.
-    """
-    data = decode_secret_data(secret)
-    facts = token_facts(secret)
-    digest = (secret.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_TOKEN_SHA256)
-    if not data.get("token") or facts is None or digest is None:
-        return TokenVerdict.MISSING
-    if digest != token_digest(data["token"]) or data != expected_data:
-        return TokenVerdict.ALTERED
-    if token_needs_refresh(
-        now=now,
-        token_issued_at=facts.issued_at,
-        token_expires_at=facts.expires_at,
-        identity_expires_at=identity_expires_at,
-    ):
-        return TokenVerdict.REFRESH
-    return TokenVerdict.VALID

@@ -99,7 +99,7 @@ def ancestors(identity: AgentIdentity, lookup: IdentityLookup, *, limit: int = 3
     current, seen = identity, {identity.metadata.name}
     while len(found) < limit:
         delegator = current.spec.delegator
-        if delegator is None or delegator.kind != "AgentIdentity" or delegator.namespace not in (None, namespace):
+        if delegator is None or delegator.kind != "AgentIdentity" or delegator.namespace_problem(namespace):
             break
         if delegator.name in seen:
             break  # a cycle cannot be created through the webhook; never loop on one

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_identity.api.durations import InvalidTTLError, format_duration, format_timestamp, parse_timestamp, parse_ttl
+from agent_identity.api.durations import format_duration, format_timestamp, parse_timestamp, parse_ttl
 from agent_identity.api.v1alpha1 import AgentIdentity, AgentIdentitySpec, AgentProfile, Delegator, PolicyRule
 from agent_identity.plan.children import ANNOTATION_CREATOR
+from agent_identity.plan.decisions import effective_ttl
 from agent_identity.policy.rbac import Permission, atoms, uncovered
 from agent_identity.policy.rbac import atoms_within_cap as rbac_atoms_within_cap
 
@@ -95,17 +96,6 @@ class Facts:
 
 
 Check = Callable[[Facts], Violation | None]
-
-
-def effective_ttl(spec: AgentIdentitySpec, profile: AgentProfile | None) -> timedelta | None:
-    """``spec.ttl``, else the profile's default; None when neither is set (or parseable)."""
-    text = spec.ttl or (profile.spec.default_ttl if profile else None)
-    if text is None:
-        return None
-    try:
-        return parse_ttl(text)
-    except InvalidTTLError:
-        return None
 
 
 def delegation_depth(ancestors: tuple[AgentIdentity, ...]) -> int:
@@ -190,7 +180,7 @@ def atoms_within_cap(facts: Facts) -> Violation | None:
 
 def ttl_within_profile(facts: Facts) -> Violation | None:
     # The TTL must exist and fit the maximum of every profile on the chain.
-    ttl = effective_ttl(facts.spec, facts.profile)
+    ttl = effective_ttl(facts.identity, facts.profile)
     if ttl is None:
         return Violation("ttl-set", "spec.ttl: required (no profile defaultTTL applies)")
     for profile in facts.chain_profiles:
@@ -271,13 +261,8 @@ def agent_delegates_as_itself(facts: Facts) -> Violation | None:
 
 def delegator_same_namespace(facts: Facts) -> Violation | None:
     # An agent delegates only within its own namespace.
-    delegator = facts.spec.delegator
-    if delegator is not None and delegator.kind == "AgentIdentity" and delegator.namespace not in (None, facts.namespace):
-        return Violation(
-            "delegator-same-namespace",
-            f"spec.delegator: an AgentIdentity delegator must be in namespace {facts.namespace!r}, not {delegator.namespace!r}",
-        )
-    return None
+    problem = facts.spec.delegator.namespace_problem(facts.namespace) if facts.spec.delegator else None
+    return Violation("delegator-same-namespace", problem) if problem else None
 
 
 def delegator_ready(facts: Facts) -> Violation | None:
@@ -311,7 +296,7 @@ def delegate_within_delegator(facts: Facts) -> Violation | None:
 
 def delegate_not_outliving(facts: Facts) -> Violation | None:
     # A delegate never outlives its delegator.
-    ttl = effective_ttl(facts.spec, facts.profile)
+    ttl = effective_ttl(facts.identity, facts.profile)
     if facts.delegator is None or ttl is None or facts.delegator.status.expires_at is None:
         return None
     deadline = parse_timestamp(facts.delegator.status.expires_at)

@@ -24,8 +24,9 @@ from typing import Any
 from agent_identity import API_VERSION, KIND
 from agent_identity.api.durations import parse_timestamp
 from agent_identity.api.v1alpha1 import SETTLED_PHASES, Phase
-from agent_identity.kube.client import ChildKind, Kube, KubeError, load_client_configuration
-from agent_identity.plan.decisions import decode_secret_data
+from agent_identity.kube.client import Kube, KubeError, load_client_configuration
+from agent_identity.plan.children import ChildKind
+from agent_identity.plan.drift import decode_secret_data
 
 # What ``wait`` returns on: settled (api.SETTLED_PHASES), or Failed (an outcome worth reporting).
 OUTCOME_PHASES = SETTLED_PHASES | {Phase.FAILED}
