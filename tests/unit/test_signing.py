@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent_identity.api.durations import MAX_TTL
+from agent_identity.keys.keyring import rotate
 from agent_identity.keys.signing import (
     InsecureVerification,
     InvalidAssertion,
     KeySet,
     actor_claim,
     assertion_claims,
-    rotate,
+    new_private_pem,
     scope_string,
     sign,
     verify,
@@ -89,7 +90,9 @@ def test_scopes_are_space_separated_and_deduplicated() -> None:
 
 
 def keys_at(offset: timedelta, keys: KeySet | None = None) -> KeySet:
-    return rotate(keys, now=CREATED + offset, period=PERIOD, publish_ahead=AHEAD)
+    """The signing keys at ``offset``, rotated as the key store rotates them (EC P-256 keys)."""
+    ring = rotate(keys, now=CREATED + offset, period=PERIOD, publish_ahead=AHEAD, new_material=new_private_pem)
+    return KeySet(ring.keys)
 
 
 def test_a_signed_assertion_verifies_against_the_published_jwks() -> None:

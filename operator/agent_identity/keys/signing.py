@@ -29,7 +29,6 @@ from jwt.types import Options
 
 from agent_identity.api.v1alpha1 import AgentIdentity
 from agent_identity.keys.keyring import Key, KeyRing, new_kid
-from agent_identity.keys.keyring import rotate as rotate_ring
 from agent_identity.policy.rbac import atoms
 
 ALGORITHM = "ES256"
@@ -72,12 +71,6 @@ class KeySet(KeyRing):
     @classmethod
     def from_json(cls, text: str, *, material_field: str = PEM_FIELD) -> KeySet:
         return cls(KeyRing.from_json(text, material_field=material_field).keys)
-
-
-def rotate(keys: KeySet | None, *, now: datetime, period: timedelta, publish_ahead: timedelta) -> KeySet:
-    """The signing keys at ``now`` (:func:`keyring.rotate` with EC P-256 keys)."""
-    ring = rotate_ring(keys, now=now, period=period, publish_ahead=publish_ahead, new_material=new_private_pem)
-    return KeySet(ring.keys)
 
 
 # -- assertions ---------------------------------------------------------------------------------------
