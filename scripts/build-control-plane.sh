@@ -31,7 +31,7 @@ if have_all; then
   exit 0
 fi
 
-# shellcheck source=lib/k8s-go.sh
+# shellcheck source=SCRIPTDIR/lib/k8s-go.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-go.sh"
 k8s_check_go || die "no usable Go toolchain (see above)"
 

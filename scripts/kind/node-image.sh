@@ -93,7 +93,7 @@ log "building $NODE_IMAGE"
 command -v debootstrap >/dev/null || die "debootstrap is missing: run scripts/kind/docker-engine.sh (installs it) or apt-get install debootstrap"
 command -v gcc >/dev/null || die "gcc is missing (it compiles the pause binary): apt-get install gcc libc6-dev"
 command -v jq >/dev/null || die "jq is missing: apt-get install jq"
-# shellcheck source=../lib/k8s-go.sh
+# shellcheck source=SCRIPTDIR/../lib/k8s-go.sh
 source "$REPO_SCRIPTS/lib/k8s-go.sh"
 k8s_check_go || die "no usable Go toolchain (see above)"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -376,7 +376,8 @@ log "images: ${ALL_IMAGES[*]}"
 # import_static REF BIN PATH_IN_IMAGE [extra docker import --change ...]: a one-binary image
 import_static() {
   local ref=$1 bin=$2 dest=$3; shift 3
-  local d="$work/img/$(echo "$ref" | tr '/:' '__')"
+  local d
+  d="$work/img/$(echo "$ref" | tr '/:' '__')"
   mkdir -p "$d$(dirname "$dest")" "$d/tmp" "$d/etc"
   chmod 1777 "$d/tmp"
   install -m 0755 "$bin" "$d$dest"

@@ -94,7 +94,7 @@ spec:
       t=/var/run/secrets/kubernetes.io/serviceaccount/token
       echo "token-bytes $(wc -c < $t)"
       echo "token $(cat $t)"
-      nslookup kubernetes.default.svc.cluster.local. | tail -n 2 | head -n 1
+      nslookup -type=a kubernetes.default.svc.cluster.local. 2>&1 | grep '^Address' || true
       wget -q -O - --no-check-certificate https://10.96.0.1/version >/dev/null 2>&1 && echo "service-https ok" || echo "service-https failed"
 YAML
 "$KUBECTL" wait --for=jsonpath='{.status.phase}'=Succeeded pod/token-reader --timeout=90s >&2 \
