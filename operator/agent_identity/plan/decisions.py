@@ -29,6 +29,7 @@ from agent_identity.plan.children import (
 )
 
 NO_DELEGATOR = "unspecified"
+TTL_REQUIRED = "spec.ttl: required (no profile defaultTTL applies)"
 
 
 # -- what the identity should be --------------------------------------------------------------
@@ -118,7 +119,7 @@ def decide(
     spec = identity.spec
     ttl = effective_ttl(identity, profile)
     if ttl is None:
-        return Deny(Reason.INVALID_SPEC, "spec.ttl: required, and no profile defaultTTL applies")
+        return Deny(Reason.INVALID_SPEC, TTL_REQUIRED)
     profile_name, risk_level = (profile.name, profile.spec.risk_level) if profile else (None, None)
 
     namespace = identity.metadata.namespace

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent_identity.api.durations import format_duration, format_timestamp, parse_timestamp, parse_ttl
 from agent_identity.api.v1alpha1 import AgentIdentity, AgentIdentitySpec, AgentProfile, Delegator, PolicyRule
 from agent_identity.plan.children import ANNOTATION_CREATOR
-from agent_identity.plan.decisions import effective_ttl
+from agent_identity.plan.decisions import TTL_REQUIRED, effective_ttl
 from agent_identity.policy.rbac import Permission, atoms, uncovered
 from agent_identity.policy.rbac import atoms_within_cap as rbac_atoms_within_cap
 
@@ -182,7 +182,7 @@ def ttl_within_profile(facts: Facts) -> Violation | None:
     # The TTL must exist and fit the maximum of every profile on the chain.
     ttl = effective_ttl(facts.identity, facts.profile)
     if ttl is None:
-        return Violation("ttl-set", "spec.ttl: required (no profile defaultTTL applies)")
+        return Violation("ttl-set", TTL_REQUIRED)
     for profile in facts.chain_profiles:
         max_ttl = parse_ttl(profile.spec.max_ttl)
         if ttl > max_ttl:
