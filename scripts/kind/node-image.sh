@@ -78,7 +78,7 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/kind/d
 
 # --- the image name: a hash of every input ----------------------------------------------------------
 input_hash=$( {
-  cat "${BASH_SOURCE[0]}" "$REPO_SCRIPTS/lib/k8s-go.sh"
+  cat "${BASH_SOURCE[0]}" "$REPO_SCRIPTS/lib/k8s-go.sh" "$REPO_SCRIPTS/lib/debian-rootfs.sh"
   echo "$K8S_VERSION $KIND_VERSION $CRICTL_VERSION $COREDNS_VERSION $SUITE"
 } | sha256sum | cut -c1-12)
 NODE_IMAGE="$NODE_IMAGE_REPO:$K8S_VERSION-$input_hash"
@@ -95,6 +95,8 @@ command -v gcc >/dev/null || die "gcc is missing (it compiles the pause binary):
 command -v jq >/dev/null || die "jq is missing: apt-get install jq"
 # shellcheck source=SCRIPTDIR/../lib/k8s-go.sh
 source "$REPO_SCRIPTS/lib/k8s-go.sh"
+# shellcheck source=SCRIPTDIR/../lib/debian-rootfs.sh
+source "$REPO_SCRIPTS/lib/debian-rootfs.sh"
 k8s_check_go || die "no usable Go toolchain (see above)"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 GOMODCACHE="$(go env GOMODCACHE)"
@@ -220,41 +222,11 @@ rootfs_hash=$(echo "$ROOTFS_REV $SUITE $KIND_VERSION ${IPTABLES_PACKAGES[*]} / $
 ROOTFS_IMAGE="agent-identity/kind-rootfs:$SUITE-$rootfs_hash"      # the node, before Kubernetes
 IPTABLES_IMAGE="agent-identity/iptables-base:$SUITE-$rootfs_hash"  # minbase + iptables, for kube-proxy
 
-host_debian_mirror() {
-  # The host's own Debian mirror (first "deb"/URIs entry that is not a security archive), when the
-  # host runs the same suite; empty means debootstrap's default.
-  [[ -n "${DEBIAN_MIRROR:-}" ]] && { echo "$DEBIAN_MIRROR"; return; }
-  grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release || return 0
-  { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
-    | sed -nE 's/^(URIs:|deb)[[:space:]]+(\[[^]]*\][[:space:]]+)?([a-z]+:[^[:space:]]+).*/\3/p' \
-    | { grep -v -- '-security' || true; } | head -n 1
-}
-
-chroot_run() { chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"; }
+chroot_run() { debian_chroot "$root" "$@"; }
 
 build_rootfs() {
   root="$work/rootfs"
-  local mirror
-  mirror=$(host_debian_mirror)
-  log "debootstrap --variant=minbase $SUITE (mirror: ${mirror:-debootstrap default}); log: $work/debootstrap.log"
-  debootstrap --variant=minbase --include="$(IFS=,; echo "${IPTABLES_PACKAGES[*]}")" "$SUITE" "$root" ${mirror:+"$mirror"} \
-      > "$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-
-  # apt inside the chroot: the host's Debian sources when the host runs the same suite (updates and
-  # security too), the host's DNS; no service may start.
-  if grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release && [[ -z "${DEBIAN_MIRROR:-}" ]]; then
-    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-      cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"
-      : > "$root/etc/apt/sources.list"
-    fi
-    if grep -qs '^deb ' /etc/apt/sources.list; then cp /etc/apt/sources.list "$root/etc/apt/sources.list"; fi
-  fi
-  cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-  printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
-  mount -t proc proc "$root/proc"
-  log "apt-get update && upgrade in the chroot"
-  chroot_run apt-get update -qq >&2 || die "apt-get update in the chroot failed"
-  chroot_run apt-get upgrade -y -qq >&2 || die "apt-get upgrade in the chroot failed"
+  debian_rootfs "$root" "$work/debootstrap.log" "${IPTABLES_PACKAGES[@]}"
 
   log "importing $IPTABLES_IMAGE (minbase + ${IPTABLES_PACKAGES[*]})"
   tar -C "$root" --numeric-owner \

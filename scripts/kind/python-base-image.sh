@@ -31,6 +31,8 @@ PY_PACKAGES=(python3 python3-venv python3-pip python-is-python3 ca-certificates)
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYPROJECT="${AIO_PYPROJECT:-$(dirname "$(dirname "$HERE")")/pyproject.toml}"
 
+# shellcheck source=SCRIPTDIR/../lib/debian-rootfs.sh
+source "$(dirname "$HERE")/lib/debian-rootfs.sh"
 log() { printf '[python-base-image] %s\n' "$*" >&2; }
 die() { printf '[python-base-image] ERROR: %s\n' "$*" >&2; exit 1; }
 T0=$(date +%s)
@@ -38,7 +40,7 @@ T0=$(date +%s)
 docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/kind/docker-engine.sh first"
 [[ -f "$PYPROJECT" ]] || die "no pyproject.toml at $PYPROJECT"
 
-base_hash=$( { sed -n '/^# --- base image/,/^# --- end base image/p' "${BASH_SOURCE[0]}"; echo "$SUITE ${PY_PACKAGES[*]}"; } | sha256sum | cut -c1-12)
+base_hash=$( { sed -n '/^# --- base image/,/^# --- end base image/p' "${BASH_SOURCE[0]}"; cat "$(dirname "$HERE")/lib/debian-rootfs.sh"; echo "$SUITE ${PY_PACKAGES[*]}"; } | sha256sum | cut -c1-12)
 BASE_IMAGE="agent-identity/python:3.11-$SUITE-$base_hash"
 
 # The requirement strings pip must be able to satisfy offline: the build backend (the Dockerfile's
@@ -64,36 +66,12 @@ cleanup() {
 trap cleanup EXIT
 
 # --- base image ---------------------------------------------------------------------------------------
-host_debian_mirror() {
-  [[ -n "${DEBIAN_MIRROR:-}" ]] && { echo "$DEBIAN_MIRROR"; return; }
-  grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release || return 0
-  { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
-    | sed -nE 's/^(URIs:|deb)[[:space:]]+(\[[^]]*\][[:space:]]+)?([a-z]+:[^[:space:]]+).*/\3/p' \
-    | { grep -v -- '-security' || true; } | head -n 1
-}
 build_base() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot)"
   command -v debootstrap >/dev/null || die "debootstrap is missing: run scripts/kind/docker-engine.sh (installs it)"
-  local root="$work/rootfs" mirror
-  mirror=$(host_debian_mirror)
-  log "debootstrap --variant=minbase $SUITE + ${PY_PACKAGES[*]} (mirror: ${mirror:-debootstrap default})"
-  debootstrap --variant=minbase --include="$(IFS=,; echo "${PY_PACKAGES[*]}")" "$SUITE" "$root" ${mirror:+"$mirror"} \
-      > "$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-  # security and point-release updates from the host's Debian sources when the host runs bookworm
-  if grep -qs "VERSION_CODENAME=$SUITE" /etc/os-release && [[ -z "${DEBIAN_MIRROR:-}" ]]; then
-    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-      cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"
-      : > "$root/etc/apt/sources.list"
-    fi
-    if grep -qs '^deb ' /etc/apt/sources.list; then cp /etc/apt/sources.list "$root/etc/apt/sources.list"; fi
-  fi
-  cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-  printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
-  mount -t proc proc "$root/proc"
-  local env=(/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8)
-  chroot "$root" "${env[@]}" apt-get update -qq >&2 || die "apt-get update in the chroot failed"
-  chroot "$root" "${env[@]}" apt-get upgrade -y -qq >&2 || die "apt-get upgrade in the chroot failed"
-  chroot "$root" "${env[@]}" apt-get clean >&2
+  local root="$work/rootfs"
+  debian_rootfs "$root" "$work/debootstrap.log" "${PY_PACKAGES[@]}"
+  debian_chroot "$root" apt-get clean >&2
   umount "$root/proc"
   # like python:3.11-slim: pip may install into the system interpreter (PEP 668 marker removed)
   rm -f "$root"/usr/lib/python3.*/EXTERNALLY-MANAGED "$root/usr/sbin/policy-rc.d"

@@ -24,6 +24,10 @@ class Scripted(Watch):
         self.delivered: list[tuple[str, str]] = []
         self.resumed = 0
 
+    @property
+    def name(self) -> str:
+        return "scripted"
+
     def current_version(self) -> str:
         return "100"
 

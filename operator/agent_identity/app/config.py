@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from agent_identity.api.durations import parse_duration
 
@@ -46,159 +48,138 @@ class OperatorConfig:
         return self.webhook_port > 0
 
 
-def parse_args(argv: list[str] | None = None) -> OperatorConfig:
-    env = os.environ.get
+_PARSERS: dict[type, Callable[[str], Any]] = {int: int, timedelta: parse_duration}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag, the OperatorConfig field it sets, and the environment variables that
+    give its default (the first one set wins; by default ``AGENT_IDENTITY_`` + the flag's name)."""
+
+    name: str
+    field: str
+    help: str
+    kind: type = str  # str, int, bool (a switch; "true" in the environment) or timedelta (a duration)
+    default: str | None = None
+    env: tuple[str, ...] = ()
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.env or ("AGENT_IDENTITY_" + self.name.removeprefix("--").replace("-", "_").upper(),)
+
+    def default_from(self, environ: Mapping[str, str]) -> str | None:
+        return next((environ[name] for name in self.variables if environ.get(name)), self.default)
+
+    @property
+    def parse(self) -> Callable[[str], Any]:
+        """How argparse turns the text (given, or the default) into the value."""
+        return _PARSERS.get(self.kind, str)
+
+
+FLAGS = (
+    Flag("--workers", "workers", "concurrent reconciles (default 8)", int, "8"),
+    Flag("--retain-for", "retain_for", "how long expired records are kept for audit (default 1h)", timedelta, "1h"),
+    Flag("--cluster-server", "cluster_server", "API server URL written into agents' kubeconfigs (default: the operator's own)"),
+    Flag("--kubeconfig", "kubeconfig", "kubeconfig (default: in-cluster, then ~/.kube/config)", env=("KUBECONFIG",)),
+    Flag("--liveness", "liveness_endpoint", "e.g. http://0.0.0.0:8080/healthz"),
+    Flag("--default-profile", "default_profile", "AgentProfile for identities that name none"),
+    Flag("--webhook-port", "webhook_port", "serve the admission webhooks on this port (default 0: off)", int, "0"),
+    Flag(
+        "--unsafe-no-admission-webhooks",
+        "unsafe_no_webhooks",
+        "UNSAFE, development only: run without --webhook-port, provisioning on creators nobody verified",
+        bool,
+    ),
+    Flag("--require-profile", "require_profile", "refuse identities that name no profile (and get no --default-profile)", bool),
+    Flag(
+        "--operator-namespace",
+        "operator_namespace",
+        "the operator's own namespace: its seal keys live here, and no identity is provisioned here",
+        default="agent-identity-system",
+        env=("AGENT_IDENTITY_OPERATOR_NAMESPACE", "POD_NAMESPACE"),
+    ),
+    Flag(
+        "--webhook-host",
+        "webhook_host",
+        "the name or IP the API server reaches the webhooks at (in the serving certificate)",
+        default="127.0.0.1",
+    ),
+    Flag("--webhook-listen", "webhook_listen", "address to listen on (default: --webhook-host)"),
+    Flag("--webhook-cert-dir", "webhook_cert_dir", "tls.crt, tls.key and ca.crt: used if present, else generated here"),
+    Flag(
+        "--signing-namespace",
+        "signing_namespace",
+        "namespace of the signing-key Secret and JWKS ConfigMap; unset: no assertions",
+        env=("AGENT_IDENTITY_SIGNING_NAMESPACE", "POD_NAMESPACE"),
+    ),
+    Flag(
+        "--issuer",
+        "issuer",
+        "iss of delegation assertions (where /.well-known/jwks.json is served)",
+        default="https://agent-identity-operator",
+    ),
+    Flag(
+        "--trust-domain",
+        "trust_domain",
+        "trust domain of agent URIs (spiffe://<domain>/ns/<ns>/agent/<name>)",
+        default="cluster.local",
+    ),
+    Flag("--key-rotation", "key_rotation", "signing key lifetime", timedelta, "24h"),
+    Flag(
+        "--http-port",
+        "http_port",
+        "serve /metrics, /healthz, /readyz (and the JWKS when signing) here (default 0: off)",
+        int,
+        "0",
+    ),
+    Flag("--http-listen", "http_listen", "address for --http-port", default="0.0.0.0"),  # noqa: S104
+    Flag("--leader-election", "leader_election", "active/standby replicas: only the holder of the Lease reconciles", bool),
+    Flag(
+        "--leader-election-namespace",
+        "leader_election_namespace",
+        "namespace of the Lease (default: POD_NAMESPACE, else default)",
+        default="default",
+        env=("AGENT_IDENTITY_LEADER_ELECTION_NAMESPACE", "POD_NAMESPACE"),
+    ),
+    Flag("--lease-name", "lease_name", "Lease name; give each shard its own", default="agent-identity-operator"),
+    Flag(
+        "--lease-duration",
+        "lease_duration",
+        "a standby takes over once the lease has not been renewed for this long",
+        timedelta,
+        "15s",
+    ),
+    Flag("--shard-selector", "shard_selector", "label selector: serve only AgentIdentities matching it (e.g. shard=a)"),
+    Flag(
+        "--resync-period",
+        "resync_period",
+        "list and verify every identity this often, and at once after a gap in a watch (default 1h)",
+        timedelta,
+        "1h",
+    ),
+)
+
+
+def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> OperatorConfig:
     parser = argparse.ArgumentParser(prog="agent-identity-operator", description="Just-in-time identities for AI agents.")
     parser.add_argument(
         "--namespace",
         "-n",
         action="append",
-        default=[n for n in env("AGENT_IDENTITY_NAMESPACES", "").split(",") if n],
+        default=[n for n in environ.get("AGENT_IDENTITY_NAMESPACES", "").split(",") if n],
         help="serve only this namespace (repeatable; default: all namespaces)",
     )
-    parser.add_argument(
-        "--workers", type=int, default=int(env("AGENT_IDENTITY_WORKERS", "8")), help="concurrent reconciles (default 8)"
-    )
-    parser.add_argument(
-        "--retain-for",
-        default=env("AGENT_IDENTITY_RETAIN_FOR", "1h"),
-        help="how long expired records are kept for audit (default 1h)",
-    )
-    parser.add_argument(
-        "--cluster-server",
-        default=env("AGENT_IDENTITY_CLUSTER_SERVER"),
-        help="API server URL written into agents' kubeconfigs (default: the operator's own)",
-    )
-    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig (default: in-cluster, then ~/.kube/config)")
-    parser.add_argument("--liveness", default=env("AGENT_IDENTITY_LIVENESS"), help="e.g. http://0.0.0.0:8080/healthz")
-    parser.add_argument(
-        "--default-profile", default=env("AGENT_IDENTITY_DEFAULT_PROFILE"), help="AgentProfile for identities that name none"
-    )
-    parser.add_argument(
-        "--webhook-port",
-        type=int,
-        default=int(env("AGENT_IDENTITY_WEBHOOK_PORT", "0")),
-        help="serve the admission webhooks on this port (default 0: off)",
-    )
-    parser.add_argument(
-        "--unsafe-no-admission-webhooks",
-        action="store_true",
-        default=env("AGENT_IDENTITY_UNSAFE_NO_ADMISSION_WEBHOOKS") == "true",
-        help="UNSAFE, development only: run without --webhook-port, provisioning on creators nobody verified",
-    )
-    parser.add_argument(
-        "--require-profile",
-        action="store_true",
-        default=env("AGENT_IDENTITY_REQUIRE_PROFILE") == "true",
-        help="refuse identities that name no profile (and get no --default-profile)",
-    )
-    parser.add_argument(
-        "--operator-namespace",
-        default=env("AGENT_IDENTITY_OPERATOR_NAMESPACE") or env("POD_NAMESPACE") or "agent-identity-system",
-        help="the operator's own namespace: its seal keys live here, and no identity is provisioned here",
-    )
-    parser.add_argument(
-        "--webhook-host",
-        default=env("AGENT_IDENTITY_WEBHOOK_HOST", "127.0.0.1"),
-        help="the name or IP the API server reaches the webhooks at (in the serving certificate)",
-    )
-    parser.add_argument(
-        "--webhook-listen", default=env("AGENT_IDENTITY_WEBHOOK_LISTEN"), help="address to listen on (default: --webhook-host)"
-    )
-    parser.add_argument(
-        "--signing-namespace",
-        default=env("AGENT_IDENTITY_SIGNING_NAMESPACE") or env("POD_NAMESPACE"),
-        help="namespace of the signing-key Secret and JWKS ConfigMap; unset: no assertions",
-    )
-    parser.add_argument(
-        "--issuer",
-        default=env("AGENT_IDENTITY_ISSUER", "https://agent-identity-operator"),
-        help="iss of delegation assertions (where /.well-known/jwks.json is served)",
-    )
-    parser.add_argument(
-        "--trust-domain",
-        default=env("AGENT_IDENTITY_TRUST_DOMAIN", "cluster.local"),
-        help="trust domain of agent URIs (spiffe://<domain>/ns/<ns>/agent/<name>)",
-    )
-    parser.add_argument("--key-rotation", default=env("AGENT_IDENTITY_KEY_ROTATION", "24h"), help="signing key lifetime")
-    parser.add_argument(
-        "--http-port",
-        type=int,
-        default=int(env("AGENT_IDENTITY_HTTP_PORT", "0")),
-        help="serve /metrics, /healthz, /readyz (and the JWKS when signing) here (default 0: off)",
-    )
-    parser.add_argument(
-        "--http-listen",
-        default=env("AGENT_IDENTITY_HTTP_LISTEN", "0.0.0.0"),  # noqa: S104
-        help="address for --http-port",
-    )
-    parser.add_argument(
-        "--leader-election",
-        action="store_true",
-        default=env("AGENT_IDENTITY_LEADER_ELECTION") == "true",
-        help="active/standby replicas: only the holder of the Lease reconciles",
-    )
-    parser.add_argument(
-        "--leader-election-namespace",
-        default=env("AGENT_IDENTITY_LEADER_ELECTION_NAMESPACE") or env("POD_NAMESPACE"),
-        help="namespace of the Lease (default: POD_NAMESPACE, else default)",
-    )
-    parser.add_argument(
-        "--lease-name",
-        default=env("AGENT_IDENTITY_LEASE_NAME", "agent-identity-operator"),
-        help="Lease name; give each shard its own",
-    )
-    parser.add_argument(
-        "--lease-duration",
-        default=env("AGENT_IDENTITY_LEASE_DURATION", "15s"),
-        help="a standby takes over once the lease has not been renewed for this long",
-    )
-    parser.add_argument(
-        "--shard-selector",
-        default=env("AGENT_IDENTITY_SHARD_SELECTOR"),
-        help="label selector: serve only AgentIdentities matching it (e.g. shard=a)",
-    )
-    parser.add_argument(
-        "--resync-period",
-        default=env("AGENT_IDENTITY_RESYNC_PERIOD", "1h"),
-        help="list and verify every identity this often, and at once after a gap in a watch (default 1h)",
-    )
-    parser.add_argument(
-        "--webhook-cert-dir",
-        default=env("AGENT_IDENTITY_WEBHOOK_CERT_DIR"),
-        help="tls.crt, tls.key and ca.crt: used if present, else generated here",
-    )
+    for flag in FLAGS:
+        default = flag.default_from(environ)
+        if flag.kind is bool:
+            parser.add_argument(flag.name, dest=flag.field, action="store_true", default=default == "true", help=flag.help)
+        else:
+            parser.add_argument(flag.name, dest=flag.field, type=flag.parse, default=default, help=flag.help)
     args = parser.parse_args(argv)
-    if args.webhook_port <= 0 and not args.unsafe_no_admission_webhooks:
+    values: dict[str, Any] = {flag.field: getattr(args, flag.field) for flag in FLAGS}
+    if values["webhook_port"] <= 0 and not values["unsafe_no_webhooks"]:
         parser.error(
             "--webhook-port is required: without its admission webhooks the operator cannot verify who created an "
             "identity (pass --unsafe-no-admission-webhooks to run without them anyway, for development only)"
         )
-    return OperatorConfig(
-        namespaces=tuple(args.namespace),
-        workers=args.workers,
-        retain_for=parse_duration(args.retain_for),
-        cluster_server=args.cluster_server,
-        kubeconfig=args.kubeconfig,
-        liveness_endpoint=args.liveness,
-        default_profile=args.default_profile,
-        webhook_port=args.webhook_port,
-        unsafe_no_webhooks=args.unsafe_no_admission_webhooks,
-        require_profile=args.require_profile,
-        operator_namespace=args.operator_namespace,
-        webhook_host=args.webhook_host,
-        webhook_listen=args.webhook_listen,
-        webhook_cert_dir=args.webhook_cert_dir,
-        signing_namespace=args.signing_namespace,
-        issuer=args.issuer,
-        trust_domain=args.trust_domain,
-        key_rotation=parse_duration(args.key_rotation),
-        http_port=args.http_port,
-        http_listen=args.http_listen,
-        leader_election=args.leader_election,
-        leader_election_namespace=args.leader_election_namespace or "default",
-        lease_name=args.lease_name,
-        lease_duration=parse_duration(args.lease_duration),
-        shard_selector=args.shard_selector,
-        resync_period=parse_duration(args.resync_period),
-    )
+    return OperatorConfig(namespaces=tuple(args.namespace), **values)

@@ -17,7 +17,8 @@ from typing import Any
 
 from agent_identity.api.durations import next_look, parse_timestamp
 from agent_identity.api.v1alpha1 import RETIRED_PHASES, SETTLED_PHASES
-from agent_identity.engine.reconciler import Reconciler, SigningFailed
+from agent_identity.engine.credentials import SigningFailed
+from agent_identity.engine.reconciler import Reconciler
 from agent_identity.engine.workqueue import Lane, WorkQueue
 from agent_identity.kube.client import DELETED, IDENTITY, KubeError
 from agent_identity.ops.metrics import Metrics

@@ -39,10 +39,12 @@ class IdentityInformer(Watch):
 
     def seed(self) -> int:
         """The initial listing: every identity, cached and queued behind anything new."""
-        listed, _ = self.kube.list_identity_collection(self.namespace, label_selector=self.label_selector)
-        for body in listed:
-            self.controller.observe(None, body)
-        return len(listed)
+        seeded = 0
+        for page, _ in self.kube.identity_pages(self.namespace, label_selector=self.label_selector):
+            for body in page:  # page by page: the whole listing is never held at once
+                self.controller.observe(None, body)
+            seeded += len(page)
+        return seeded
 
     def resume(self) -> str:
         return self.relist()

@@ -35,7 +35,15 @@ from agent_identity.plan.children import (
     token_secret_name,
 )
 from agent_identity.plan.decisions import Provision
-from agent_identity.plan.drift import ChildAction, ChildStep, merged_for_update, plan_child, plan_children, token_facts
+from agent_identity.plan.drift import (
+    ChildAction,
+    ChildStep,
+    TokenFacts,
+    merged_for_update,
+    plan_child,
+    plan_children,
+    token_facts,
+)
 from agent_identity.policy.facts import IdentityLookup
 
 log = logging.getLogger(__name__)
@@ -156,22 +164,14 @@ class Provisioner:
         )
 
 
-@dataclass(frozen=True)
-class _Token:
-    issued_at: datetime
-    expires_at: datetime
-
-
-def _held_token(secret: dict[str, Any], provenance: Provenance, *, now: datetime) -> _Token:
+def _held_token(secret: dict[str, Any], provenance: Provenance, *, now: datetime) -> TokenFacts:
     """The lifetime of the valid token the Secret already holds."""
-    facts = token_facts(secret)
-    if facts is None:  # cannot happen after ensure_token; never fail a Ready status over it
-        return _Token(issued_at=now, expires_at=provenance.expires_at)
-    return _Token(issued_at=facts.issued_at, expires_at=facts.expires_at)
+    # None cannot happen after ensure_token; never fail a Ready status over it
+    return token_facts(secret) or TokenFacts(issued_at=now, expires_at=provenance.expires_at)
 
 
 def _ready_status(
-    identity: AgentIdentity, converged: Converged, provenance: Provenance, token: IssuedToken | _Token, *, now: datetime
+    identity: AgentIdentity, converged: Converged, provenance: Provenance, token: IssuedToken | TokenFacts, *, now: datetime
 ) -> dict[str, Any]:
     children = converged.children
     return phase_status(

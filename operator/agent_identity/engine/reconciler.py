@@ -22,7 +22,7 @@ from typing import Any
 from agent_identity.api.conditions import READY, Reason
 from agent_identity.api.durations import parse_timestamp
 from agent_identity.api.v1alpha1 import FINAL_PHASES, AgentIdentity, Phase
-from agent_identity.engine.credentials import Credentials, Signer, SigningFailed
+from agent_identity.engine.credentials import Credentials, Signer
 from agent_identity.engine.lifecycle import Lifecycle
 from agent_identity.engine.provisioning import ChildConflictError, Provisioner
 from agent_identity.engine.records import Recorder, Result, phase_status
@@ -42,8 +42,6 @@ from agent_identity.policy.facts import (
     load_profile,
 )
 from agent_identity.policy.rules import PURE_CHECKS, Creator, Violation, evaluate
-
-__all__ = ["Reconciler", "Result", "Settings", "SigningFailed", "phase_status"]
 
 log = logging.getLogger(__name__)
 

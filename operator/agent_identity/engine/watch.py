@@ -9,35 +9,37 @@ which says where to start again and makes up for the gap (relist, or verify the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
 from agent_identity.kube.client import KubeError
 
 
-class Watch:
+class Watch(ABC):
     timeout_s: int = 300
     resource_version: str | None = None
 
     @property
+    @abstractmethod
     def name(self) -> str:
-        raise NotImplementedError
+        """The loop's name, as /healthz reports it."""
 
+    @abstractmethod
     def current_version(self) -> str:
         """The collection's resourceVersion now."""
-        raise NotImplementedError
 
+    @abstractmethod
     def resume(self) -> str:
         """After a gap: make up for it, and say where the next session starts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def events(self, resource_version: str) -> Iterator[dict[str, Any]]:
         """One session's events from ``resource_version``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def deliver(self, event_type: str, obj: dict[str, Any]) -> None:
         """One ADDED, MODIFIED or DELETED event."""
-        raise NotImplementedError
 
     def begin(self) -> None:
         """Where the first session starts: now."""

@@ -283,16 +283,24 @@ class Kube:
         self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
     ) -> tuple[list[dict[str, Any]], str]:
         """The identities and the collection's resourceVersion (what the listing is as of).
-        ``limit``: at most that many; otherwise every one, read in pages of ``LIST_PAGE`` so that
-        no single response (or its parsing) has to hold 100,000 identities at once."""
-        query = {"labelSelector": label_selector} if label_selector else {}
+        ``limit``: at most that many; otherwise every one (see :meth:`identity_pages`)."""
         items: list[dict[str, Any]] = []
         version = "0"
-        for page in self._pages(self._identities_path(namespace), query, limit=limit):
-            # managedFields: the largest part of each object, and nothing the operator reads.
-            items.extend(_without_managed_fields(item) for item in page.get("items") or [])
-            version = str((page.get("metadata") or {}).get("resourceVersion", "0"))
+        for page, page_version in self.identity_pages(namespace, label_selector=label_selector, limit=limit):
+            items.extend(page)
+            version = page_version
         return items, version
+
+    def identity_pages(
+        self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        """Every identity, a page of ``LIST_PAGE`` at a time with the page's resourceVersion, so that
+        no single response (or its parsing) has to hold 100,000 identities at once. Without their
+        managedFields: the largest part of each object, and nothing the operator reads."""
+        query = {"labelSelector": label_selector} if label_selector else {}
+        for page in self._pages(self._identities_path(namespace), query, limit=limit):
+            version = str((page.get("metadata") or {}).get("resourceVersion", "0"))
+            yield [_without_managed_fields(item) for item in page.get("items") or []], version
 
     def _pages(self, path: str, query: dict[str, str], *, limit: int | None) -> Iterator[dict[str, Any]]:
         """A list, page by page, all as of the first page's resourceVersion (continue tokens)."""
@@ -306,9 +314,12 @@ class Kube:
             query["continue"] = token
 
     def identities_version(self, namespace: str | None, *, label_selector: str | None) -> str:
-        """The identity collection's current resourceVersion (a one-item list), to watch from."""
+        return self._version(self._identities_path(namespace), label_selector)
+
+    def _version(self, path: str, label_selector: str | None) -> str:
+        """A collection's current resourceVersion (a one-item metadata list), to watch from."""
         query = {"limit": "1", **({"labelSelector": label_selector} if label_selector else {})}
-        listed = self._request("GET", self._identities_path(namespace), query=query, accept=_METADATA_LIST)
+        listed = self._request("GET", path, query=query, accept=_METADATA_LIST)
         return str(listed["metadata"]["resourceVersion"])
 
     def watch_identities(
@@ -399,10 +410,7 @@ class Kube:
         return f"{collection}/{quote(name)}" if name else collection
 
     def children_version(self, kind: ChildKind, namespace: str | None, *, label_selector: str) -> str:
-        """The collection's current resourceVersion (a one-item metadata list), to watch from."""
-        query = {"labelSelector": label_selector, "limit": "1"}
-        listed = self._request("GET", self._collection(kind, namespace), query=query, accept=_METADATA_LIST)
-        return str(listed["metadata"]["resourceVersion"])
+        return self._version(self._collection(kind, namespace), label_selector)
 
     def watch_children(
         self, kind: ChildKind, namespace: str | None, *, label_selector: str, resource_version: str, timeout_s: int
