@@ -395,8 +395,11 @@ def unregister_webhooks(api: Any) -> None:
 
 
 def _delete_webhook_configurations(registration: Any) -> bool:
+    """The validating configuration first: while the API server still calls it without the
+    mutating one, it refuses every unstamped create (wait_webhooks' probes included, and each such
+    refusal counts in the API server's own rejection metrics)."""
     deleted = False
-    for delete in (registration.delete_mutating_webhook_configuration, registration.delete_validating_webhook_configuration):
+    for delete in (registration.delete_validating_webhook_configuration, registration.delete_mutating_webhook_configuration):
         try:
             delete(CONFIGURATION_NAME)
             deleted = True
