@@ -56,7 +56,7 @@ def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Opera
     home = cluster.create_test_namespace("fence-home")
     objects = render_chart("--set", f"watchNamespaces={{{namespace}}}", release=RELEASE, namespace=home)
     rbac = [o for o in objects if o["kind"] in RBAC_KINDS]
-    policy = [o for o in objects if o["kind"] in fence.KINDS]
+    policy = [o for o in objects if fence.is_fence(o)]
     assert [p["metadata"]["name"] for p in policy] == [POLICY, POLICY]
     try:
         utils.create_from_yaml(cluster.api_client, yaml_objects=rbac)
@@ -175,7 +175,11 @@ def test_the_operator_writes_its_agents_and_their_tokens(cluster: Cluster, opera
     )
     assert LABEL_MANAGED_BY not in (operator.core.read_namespaced_service_account("aid-x", served).metadata.labels or {})
     operator.core.patch_namespaced_service_account("aid-x", served, {"metadata": {"labels": OURS}})
-    # Revocation: each child deleted.
+    # Revocation: the agent's pods (one request), then each child deleted.
+    pod = {"metadata": {"name": "agent"}, "spec": {"serviceAccountName": "aid-x", "containers": [{"name": "a", "image": "a"}]}}
+    cluster.core.create_namespaced_pod(served, pod)
+    operator.core.delete_collection_namespaced_pod(served, field_selector="spec.serviceAccountName=aid-x", grace_period_seconds=1)
+    assert cluster.call_status(lambda: cluster.core.read_namespaced_pod("agent", served)) == 404
     operator.rbac.delete_namespaced_role_binding("aid-x", served)
     operator.rbac.delete_namespaced_role("aid-x", served)
     operator.core.delete_namespaced_secret("aid-x-token", served)
@@ -211,12 +215,13 @@ def test_the_fence_closes_the_side_doors(cluster: Cluster, operator: Operator) -
     assert f"writes ConfigMaps and Leases only in its own namespace {home}: refused CREATE configmaps {served}/leak" in refused(
         lambda: operator.core.create_namespaced_config_map(served, leak)
     )
-    # Or any other ceiling: ops-remediation's lets it delete Pods here, the fence does not.
+    # Or any other ceiling: ops-remediation's lets it delete Pods here, the fence only its agents'.
     wait_for("the served namespace's default ServiceAccount", lambda: _exists(cluster, served, "default"))
     pod = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]}}
     cluster.core.create_namespaced_pod(served, pod)
-    assert "the operator writes only AgentIdentities, Events, its agents' ServiceAccounts, tokens, Secrets" in refused(
-        lambda: operator.core.delete_namespaced_pod("web", served)
+    assert (
+        f"only those running as its agents (ServiceAccount aid-<identity>): refused DELETE pods {served}/web"
+        in refused(lambda: operator.core.delete_namespaced_pod("web", served))
     )
     # At home, nothing but its own keys.
     assert f"in its own namespace {home} the operator writes only the Secrets" in refused(

@@ -212,10 +212,15 @@ class Cluster:
         return [event.reason for event in events]
 
 
-def impersonating(cluster: Cluster, user: str, groups: tuple[str, ...] = ("system:authenticated",)) -> client.CustomObjectsApi:
-    """A client acting as ``user`` (the admin impersonates it), to create identities as that user."""
+def impersonated(cluster: Cluster, user: str, groups: tuple[str, ...] = ("system:authenticated",)) -> client.ApiClient:
+    """An API client acting as ``user`` (the admin impersonates it)."""
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     api.set_default_header("Impersonate-User", user)
     for group in groups:
         api.set_default_header("Impersonate-Group", group)
-    return client.CustomObjectsApi(api)
+    return api
+
+
+def impersonating(cluster: Cluster, user: str, groups: tuple[str, ...] = ("system:authenticated",)) -> client.CustomObjectsApi:
+    """A client acting as ``user``, to create identities as that user."""
+    return client.CustomObjectsApi(impersonated(cluster, user, groups))

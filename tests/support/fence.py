@@ -22,9 +22,14 @@ PROBE_SECRET = "fence-probe"  # not aid-*: the fence refuses it
 
 def fence_objects(*, release: str, namespace: str, args: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The fence policy and its binding for the operator ServiceAccount of ``release`` in ``namespace``."""
-    objects = [o for o in render_chart(*args, release=release, namespace=namespace) if o["kind"] in KINDS]
+    objects = [o for o in render_chart(*args, release=release, namespace=namespace) if is_fence(o)]
     assert [o["kind"] for o in objects] == list(KINDS), "the chart renders no fence (fence.enabled?)"
     return objects
+
+
+def is_fence(obj: dict[str, Any]) -> bool:
+    """The fence's policy or binding (the chart's other policy is the pod guard)."""
+    return obj["kind"] in KINDS and str(obj["metadata"]["name"]).endswith("-fence")
 
 
 def install(cluster: Cluster, objects: list[dict[str, Any]]) -> None:

@@ -117,3 +117,6 @@ class FakeKube:
 
     def record_event(self, *, involved: dict[str, Any], event_type: str, reason: str, message: str, now: datetime) -> None:
         self.events.append(reason)
+
+    def delete_pods(self, namespace: str, *, service_account: str, grace_seconds: int) -> None:
+        self.requests.append(("DELETECOLLECTION", f"Pod/serviceAccountName={service_account}"))

@@ -5,19 +5,15 @@
   userInfo and seal the stamp to this object (see :mod:`seal`); refuse with every rule named;
 - validating: the seal holds for the object as stored (nothing changed it after us), and
   identity-defining fields never change on update.
-
-Also builds the webhook configurations.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent_identity import GROUP, PLURAL, VERSION
 from agent_identity.api.durations import format_timestamp
 from agent_identity.api.v1alpha1 import AgentIdentity
 from agent_identity.keys.seal import Sealer
@@ -29,8 +25,6 @@ from agent_identity.policy.rules import Creator, Violation, unchanged_on_update
 
 MUTATE_PATH = "mutate-identity"
 VALIDATE_PATH = "validate-identity"
-CONFIGURATION_NAME = "agent-identity-operator"
-TIMEOUT_SECONDS = 5
 
 
 def creator_from_userinfo(userinfo: Mapping[str, Any]) -> Creator:
@@ -51,6 +45,7 @@ class Admission:
     profile_lookup: ProfileLookup
     sealer: Sealer
     settings: PolicySettings
+    signing: bool = False  # assertions are signed: agent pods get theirs mounted
 
 
 @dataclass(frozen=True)
@@ -63,8 +58,8 @@ class Stamp:
 
 
 class Refused(Exception):
-    def __init__(self, violations: list[Violation]) -> None:
-        super().__init__(denial_message(violations))
+    def __init__(self, violations: list[Violation], *, subject: str = "AgentIdentity") -> None:
+        super().__init__(denial_message(violations, subject=subject))
         self.violations = violations
 
 
@@ -150,64 +145,5 @@ def review(
         raise Refused([Violation("creator-sealed", f"metadata.annotations[{ANNOTATION_SEAL}]: {problem}")])
 
 
-def denial_message(violations: list[Violation]) -> str:
-    return "AgentIdentity refused: " + "; ".join(str(v) for v in violations)
-
-
-# -- configurations ------------------------------------------------------------------------------
-
-
-def webhook_configurations(
-    *, ca_bundle: bytes, url: str | None = None, service: dict[str, Any] | None = None, exclude_namespace: str | None = None
-) -> list[dict[str, Any]]:
-    """The Mutating- and ValidatingWebhookConfiguration, pointing at ``url`` (the operator on
-    loopback) or ``service`` (in a cluster): failurePolicy Fail, a short timeout, and the
-    operator's own namespace excluded so a broken operator can always be repaired."""
-
-    def client_config(path: str) -> dict[str, Any]:
-        config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
-        if url:
-            config["url"] = f"{url.rstrip('/')}/{path}"
-        elif service:
-            config["service"] = {**service, "path": f"/{path}"}
-        return config
-
-    def webhook(kind: str, path: str, operations: list[str]) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "name": f"{kind}.{PLURAL}.{GROUP}",
-            "clientConfig": client_config(path),
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "apiVersions": [VERSION],
-                    "resources": [PLURAL],
-                    "operations": operations,
-                    "scope": "Namespaced",
-                }
-            ],
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "timeoutSeconds": TIMEOUT_SECONDS,
-            "admissionReviewVersions": ["v1"],
-            "matchPolicy": "Equivalent",
-        }
-        if exclude_namespace:
-            entry["namespaceSelector"] = {
-                "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [exclude_namespace]}]
-            }
-        return entry
-
-    return [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": CONFIGURATION_NAME},
-            "webhooks": [{**webhook("mutate", MUTATE_PATH, ["CREATE", "UPDATE"]), "reinvocationPolicy": "Never"}],
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": CONFIGURATION_NAME},
-            "webhooks": [webhook("validate", VALIDATE_PATH, ["CREATE", "UPDATE"])],
-        },
-    ]
+def denial_message(violations: list[Violation], *, subject: str = "AgentIdentity") -> str:
+    return f"{subject} refused: " + "; ".join(str(v) for v in violations)

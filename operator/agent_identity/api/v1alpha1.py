@@ -151,11 +151,26 @@ class Delegator(_Model):
         return f"{prefix}:{self.namespace or identity_namespace}/{self.name}"
 
 
+class TokenDelivery(StrEnum):
+    """How the agent gets its token."""
+
+    SECRET = "Secret"  # the operator mints it (TokenRequest) into the Secret aid-<name>-token
+    PROJECTED = "Projected"  # only pods get tokens, from their kubelet: nothing at rest, no Secret
+
+
 class TokenSpec(_Model):
     audiences: list[ShortText] | None = Field(
         default=None,
         max_length=16,
         description="Token audiences; empty means the API server's own, which the kubeconfig needs.",
+    )
+    delivery: TokenDelivery | None = Field(
+        default=None,
+        description=(
+            "Secret (the default): the operator mints a token into the Secret aid-<name>-token, with a kubeconfig."
+            " Projected: no Secret and no token at rest; pods labelled agentidentity.dev/identity=<name> get"
+            " kubelet-projected tokens that the kubelet rotates."
+        ),
     )
 
 
@@ -247,6 +262,15 @@ class AgentIdentitySpec(_Model):
         },
     )
     token: TokenSpec | None = None
+
+    @property
+    def delivery(self) -> TokenDelivery:
+        return (self.token.delivery if self.token else None) or TokenDelivery.SECRET
+
+    @property
+    def audiences(self) -> list[str]:
+        """The token audiences asked for; empty: the API server's own."""
+        return list(self.token.audiences or []) if self.token else []
 
 
 class Condition(_Model):

@@ -19,10 +19,12 @@ import kopf
 
 from agent_identity import GROUP, PLURAL, VERSION
 from agent_identity.admission import identity as admission
+from agent_identity.admission import pods
 from agent_identity.app import startup
 from agent_identity.app.config import OperatorConfig
 from agent_identity.engine.controller import utc_now
 from agent_identity.keys.certs import ensure_serving_certificate
+from agent_identity.plan.pods import WORKLOAD_PLURALS
 
 
 class _NoDiffBase(kopf.DiffBaseStorage):
@@ -108,6 +110,24 @@ def validate_identity(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> Non
     )
 
 
+def mutate_pod(*, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    spec = _admit(memo, "mutate-pod", lambda judge: pods.admit_pod(judge, body=body, userinfo=userinfo, now=utc_now()))
+    if spec is not None:
+        for field, value in spec.items():
+            if body.spec.get(field) != value:
+                patch.spec[field] = value
+
+
+def validate_workload(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
+    _admit(
+        memo,
+        "validate-workload",
+        lambda judge: pods.review_workload(
+            judge, operation=str(kwargs.get("operation")), body=body, old=kwargs.get("old"), userinfo=userinfo, now=utc_now()
+        ),
+    )
+
+
 T = TypeVar("T")
 
 
@@ -121,7 +141,7 @@ def _admit(memo: kopf.Memo, webhook: str, decide: Callable[[admission.Admission]
     except admission.Refused as refused:
         requests.labels(webhook, "denied").inc()
         raise kopf.AdmissionError(str(refused), code=403) from None
-    requests.labels(webhook, "mutated" if webhook == "mutate" else "allowed").inc()
+    requests.labels(webhook, "mutated" if webhook.startswith("mutate") else "allowed").inc()
     return result
 
 
@@ -138,6 +158,10 @@ def register_webhooks() -> None:
     with handlers and no server."""
     kopf.on.mutate(GROUP, VERSION, PLURAL, id=admission.MUTATE_PATH, operations=["CREATE", "UPDATE"])(mutate_identity)
     kopf.on.validate(GROUP, VERSION, PLURAL, id=admission.VALIDATE_PATH, operations=["CREATE", "UPDATE"])(validate_identity)
+    kopf.on.mutate("", "v1", "pods", id=pods.POD_PATH, operations=["CREATE"])(mutate_pod)
+    for (api_version, _), plural in WORKLOAD_PLURALS.items():
+        group, _, version = api_version.rpartition("/")
+        kopf.on.validate(group, version, plural, id=pods.WORKLOAD_PATH, operations=["CREATE", "UPDATE"])(validate_workload)
 
 
 def run(config: OperatorConfig) -> None:

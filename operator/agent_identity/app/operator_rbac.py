@@ -36,7 +36,7 @@ CLUSTER_RULES = [
     _rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
 ]
 
-# In each served namespace: the identities, their four children, tokens for them, and Events.
+# In each served namespace: the identities, their four children, tokens for them, Events, and agent pods.
 NAMESPACE_RULES = [
     _rule([GROUP], [PLURAL], ["get", "list", "watch", "patch", "delete"]),
     _rule([GROUP], [f"{PLURAL}/status"], ["get", "patch"]),
@@ -44,16 +44,23 @@ NAMESPACE_RULES = [
     _rule([""], ["serviceaccounts/token"], ["create"]),
     _rule([RBAC_API], ["roles", "rolebindings"], ["get", "list", "watch", "create", "update", "delete"]),
     _rule([""], ["events"], ["create"]),
+    # Agent pods: deleted with their identity; the workloads that make them read by the pod webhook.
+    _rule([""], ["pods"], ["deletecollection"]),
+    _rule([""], ["replicationcontrollers"], ["get"]),
+    _rule(["apps"], ["deployments", "replicasets", "statefulsets", "daemonsets"], ["get"]),
+    _rule(["batch"], ["jobs", "cronjobs"], ["get"]),
 ]
 
 
 # In the operator's own namespace: its key Secrets (signing keys, creator-seal keys) and the JWKS
-# ConfigMap, by name. RBAC cannot limit create by name: the chart's fence (a
+# ConfigMap, by name, and its leader-election Lease. RBAC cannot limit create by name: the chart's fence (a
 # ValidatingAdmissionPolicy) refuses any other Secret or ConfigMap the operator would create there.
 OWN_NAMESPACE_RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET, SEAL_SECRET]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"], "resourceNames": [JWKS_CONFIGMAP]},
     _rule([""], ["secrets", "configmaps"], ["create"]),
+    # The leader-election Lease (--leader-election-namespace is the operator's namespace).
+    _rule(["coordination.k8s.io"], ["leases"], ["get", "create", "update"]),
 ]
 # The Role and RoleBinding in the operator's own namespace that grant OWN_NAMESPACE_RULES.
 KEYS_ROLE = f"{NAME}-keys"

@@ -106,7 +106,12 @@ def start(config: OperatorConfig) -> Operator:
             _rotate_in_background(operator, store)
     if sealer is not None:
         operator.admission = Admission(
-            kube=kube, lookup=controller.lookup, profile_lookup=controller.lookup_profile, sealer=sealer, settings=policy
+            kube=kube,
+            lookup=controller.lookup,
+            profile_lookup=controller.lookup_profile,
+            sealer=sealer,
+            settings=policy,
+            signing=signer is not None,
         )
     metrics.first_seen = controller.first_seen
     metrics.watch(controller.bodies, queue_depth=lambda: len(controller.queue))

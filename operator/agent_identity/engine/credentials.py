@@ -48,7 +48,7 @@ class Credentials:
         namespace = identity.metadata.namespace
         metadata = secret["metadata"]
         request = token_request(
-            audiences=list(identity.spec.token.audiences or []) if identity.spec.token else [],
+            audiences=identity.spec.audiences,
             expiration_seconds=token_expiration_seconds(now=now, expires_at=provenance.expires_at),
             secret_name=metadata["name"],
             secret_uid=metadata["uid"],

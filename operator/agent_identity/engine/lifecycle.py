@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Revocation order: the ServiceAccount first, because its deletion invalidates the token at once.
 RETIRE_ORDER = (ChildKind.SERVICE_ACCOUNT, ChildKind.TOKEN_SECRET, ChildKind.ROLE_BINDING, ChildKind.ROLE)
+# An agent's pods get a second to stop: their credentials are already dead, nothing is left to finish.
+POD_GRACE_SECONDS = 1
 
 
 class Lifecycle:
@@ -80,7 +82,8 @@ class Lifecycle:
 
     def delete_children(self, identity: AgentIdentity) -> int:
         """Deletes every child this identity owns, or whose uid its status recorded (ownerReferences
-        and labels can be stripped; a uid cannot be forged onto another object); how many existed."""
+        and labels can be stripped; a uid cannot be forged onto another object), then the pods
+        running as it; how many children existed."""
         namespace = identity.metadata.namespace
         names = {kind: child_name(identity) for kind in RETIRE_ORDER} | {ChildKind.TOKEN_SECRET: token_secret_name(identity)}
         deleted = 0
@@ -88,6 +91,10 @@ class Lifecycle:
             actual = self.kube.get_child(kind, namespace, names[kind])
             if actual is not None and is_ours(actual, identity.metadata.uid, recorded_uid(identity, kind)):
                 deleted += self.kube.delete_child(kind, namespace, names[kind], uid=actual["metadata"]["uid"])
+        if deleted or identity.status.phase not in FINAL_PHASES:
+            # A pod must not outlive its identity (its tokens already died with the ServiceAccount).
+            # Only pods the webhook let through run as aid-<name>: the pod guard refuses the rest.
+            self.kube.delete_pods(namespace, service_account=child_name(identity), grace_seconds=POD_GRACE_SECONDS)
         return deleted
 
     def _revoke_first(self, identity: AgentIdentity) -> bool:

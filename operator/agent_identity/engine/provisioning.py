@@ -17,7 +17,7 @@ from typing import Any
 
 from agent_identity.api.conditions import Reason
 from agent_identity.api.durations import format_timestamp, next_look
-from agent_identity.api.v1alpha1 import AgentIdentity, Phase
+from agent_identity.api.v1alpha1 import AgentIdentity, Phase, TokenDelivery
 from agent_identity.engine import failpoints
 from agent_identity.engine.credentials import Credentials
 from agent_identity.engine.records import Recorder, Result, phase_status
@@ -61,13 +61,16 @@ class Converged:
 
 
 def desired_children(identity: AgentIdentity, provenance: Provenance) -> dict[ChildKind, dict[str, Any]]:
-    """In the order they are made: the ServiceAccount first, the Secret its token is bound to last."""
-    return {
+    """In the order they are made: the ServiceAccount first, the Secret its token is bound to last
+    (none when the kubelet projects the tokens)."""
+    children = {
         ChildKind.SERVICE_ACCOUNT: service_account(identity, provenance),
         ChildKind.ROLE: role(identity, provenance),
         ChildKind.ROLE_BINDING: role_binding(identity, provenance),
-        ChildKind.TOKEN_SECRET: token_secret(identity, provenance),
     }
+    if identity.spec.delivery is TokenDelivery.SECRET:
+        children[ChildKind.TOKEN_SECRET] = token_secret(identity, provenance)
+    return children
 
 
 class Provisioner:
@@ -79,10 +82,10 @@ class Provisioner:
         if decision.delegator_owner_reference:
             self._ensure_delegator_owner(identity, decision.delegator_owner_reference)
         converged = self.converge(identity, desired_children(identity, provenance))
-        secret = converged.children[ChildKind.TOKEN_SECRET]
-        issued = self.credentials.ensure_token(identity, secret, provenance, now=now)
+        secret = converged.children.get(ChildKind.TOKEN_SECRET)
+        issued = None if secret is None else self.credentials.ensure_token(identity, secret, provenance, now=now)
         failpoints.hit("after-token")
-        token = issued or _held_token(secret, provenance, now=now)
+        token = None if secret is None else issued or _held_token(secret, provenance, now=now)
         was_ready = identity.status.phase == Phase.READY
         self.recorder.write_status(identity.body, _ready_status(identity, converged, provenance, token, now=now))
         if not was_ready:
@@ -92,15 +95,15 @@ class Provisioner:
                 Reason.PROVISIONED,
                 provenance,
                 now=now,
-                message=(
-                    f"ServiceAccount, Role, RoleBinding and token Secret {token_secret_name(identity)} ready; "
-                    f"token expires {format_timestamp(token.expires_at)}, "
-                    f"identity retires {format_timestamp(provenance.expires_at)}"
-                ),
+                message=_provisioned(identity, provenance, token),
+                # Projected: the Ready condition and the audit line say it, and no Event makes it 4 writes.
+                event=token is not None,
             )
         elif converged.repaired or issued:
             what = "token re-issued" if issued else "children restored"
             self.recorder.event(identity, "Normal", Reason.RESTORED, f"drift repaired: {what}", now=now)
+        if token is None:
+            return Result(requeue_at=provenance.expires_at)
         return Result(
             requeue_at=next_look(
                 expires_at=provenance.expires_at, token_issued_at=token.issued_at, token_expires_at=token.expires_at
@@ -170,10 +173,34 @@ def _held_token(secret: dict[str, Any], provenance: Provenance, *, now: datetime
     return token_facts(secret) or TokenFacts(issued_at=now, expires_at=provenance.expires_at)
 
 
+def _provisioned(identity: AgentIdentity, provenance: Provenance, token: IssuedToken | TokenFacts | None) -> str:
+    retires = f"identity retires {format_timestamp(provenance.expires_at)}"
+    if token is None:
+        return f"ServiceAccount, Role and RoleBinding ready, tokens projected into its pods by the kubelet; {retires}"
+    return (
+        f"ServiceAccount, Role, RoleBinding and token Secret {token_secret_name(identity)} ready; "
+        f"token expires {format_timestamp(token.expires_at)}, {retires}"
+    )
+
+
 def _ready_status(
-    identity: AgentIdentity, converged: Converged, provenance: Provenance, token: IssuedToken | TokenFacts, *, now: datetime
+    identity: AgentIdentity,
+    converged: Converged,
+    provenance: Provenance,
+    token: IssuedToken | TokenFacts | None,
+    *,
+    now: datetime,
 ) -> dict[str, Any]:
     children = converged.children
+    held = (
+        {
+            "tokenSecretName": token_secret_name(identity),
+            "issuedAt": format_timestamp(token.issued_at),
+            "tokenExpiresAt": format_timestamp(token.expires_at),
+        }
+        if token
+        else {}
+    )
     return phase_status(
         identity.body,
         Phase.READY,
@@ -185,10 +212,8 @@ def _ready_status(
             "serviceAccountName": child_name(identity),
             "serviceAccountUID": children[ChildKind.SERVICE_ACCOUNT]["metadata"]["uid"],
             "childUIDs": {str(kind): child["metadata"]["uid"] for kind, child in children.items()},
-            "tokenSecretName": token_secret_name(identity),
-            "issuedAt": format_timestamp(token.issued_at),
             "expiresAt": format_timestamp(provenance.expires_at),
-            "tokenExpiresAt": format_timestamp(token.expires_at),
+            **held,
             "delegationChain": list(provenance.chain),
             **({"profile": provenance.profile, "riskLevel": provenance.risk_level} if provenance.profile else {}),
         },

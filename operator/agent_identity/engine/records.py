@@ -77,8 +77,9 @@ class Recorder:
         now: datetime,
         message: str,
         warning: bool = False,
+        event: bool = True,
     ) -> None:
-        """An audit line and an Event for one lifecycle step."""
+        """An audit line and (unless ``event`` is false) an Event for one lifecycle step."""
         emit(
             audit_record(
                 action,
@@ -91,7 +92,8 @@ class Recorder:
                 risk_level=provenance.risk_level,
             )
         )
-        self.event(identity, "Warning" if warning else "Normal", reason, message, now=now)
+        if event:
+            self.event(identity, "Warning" if warning else "Normal", reason, message, now=now)
 
     def event(self, identity: AgentIdentity, event_type: str, reason: Reason, message: str, *, now: datetime) -> None:
         try:

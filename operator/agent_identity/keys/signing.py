@@ -120,7 +120,7 @@ def assertion_claims(
     risk_level: str | None,
 ) -> dict[str, Any]:
     agent = agent_uri(trust_domain=trust_domain, namespace=identity.metadata.namespace, name=identity.metadata.name)
-    audiences = list(identity.spec.token.audiences or []) if identity.spec.token else []
+    audiences = identity.spec.audiences
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": principal_uri(chain[0], trust_domain=trust_domain) if chain else agent,

@@ -30,6 +30,7 @@ from kubernetes.client import rest
 from agent_identity import GROUP, PLURAL, VERSION
 from agent_identity.api.durations import format_timestamp, parse_timestamp
 from agent_identity.plan.children import ChildKind, IssuedToken
+from agent_identity.plan.pods import WORKLOAD_PLURALS
 
 _COLLECTIONS = {
     ChildKind.SERVICE_ACCOUNT: "/api/v1/namespaces/{namespace}/serviceaccounts",
@@ -376,6 +377,23 @@ class Kube:
         if metadata.get("resourceVersion"):
             return self._request("PUT", f"{collection}/{quote(metadata['name'])}", body=body, fenced=False)
         return self._request("POST", collection, body=body, fenced=False)
+
+    # -- agent pods and their workloads ---------------------------------------------------------
+
+    def get_workload(self, namespace: str, *, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        """A pod controller (Deployment, ReplicaSet, Job, ...) by its ownerReference's apiVersion and kind."""
+        plural = WORKLOAD_PLURALS.get((api_version, kind))
+        if plural is None:
+            return None
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        return self._get_or_none(f"{prefix}/namespaces/{quote(namespace)}/{plural}/{quote(name)}")
+
+    def delete_pods(self, namespace: str, *, service_account: str, grace_seconds: int) -> None:
+        """Deletes every pod that runs as ``service_account``, in one request (a field selector the
+        API server serves from its cache: nothing is listed here)."""
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace_seconds}
+        query = {"fieldSelector": f"spec.serviceAccountName={service_account}"}
+        self._request("DELETE", f"/api/v1/namespaces/{quote(namespace)}/pods", body=options, query=query)
 
     # -- authorization ----------------------------------------------------------------------------
 

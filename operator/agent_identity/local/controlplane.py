@@ -1,8 +1,9 @@
 """A real Kubernetes control plane on loopback, for the tests and ``make demo``.
 
 etcd, kube-apiserver and kube-controller-manager, built from the official Go modules by
-``scripts/build-control-plane.sh`` and started here with RBAC, TokenRequest and the garbage
-collector working as in a real cluster. No kubelet, so no pods run: the operator does not need any.
+``scripts/build-control-plane.sh`` and started here with RBAC, TokenRequest, the admission plugins
+and the controllers (as their own ServiceAccounts, like kubeadm's) working as in a real cluster. No
+kubelet and no scheduler: pods are admitted and stored, and stay Pending.
 
 Everything started is stopped on exit, including when the parent dies: each process is started
 with ``PR_SET_PDEATHSIG`` so that even a ``kill -9`` of the test runner leaves nothing behind.
@@ -40,7 +41,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from agent_identity import GROUP, PLURAL, VERSION
-from agent_identity.admission.identity import CONFIGURATION_NAME, webhook_configurations
+from agent_identity.admission.configurations import CONFIGURATION_NAME, webhook_configurations
+from agent_identity.admission.pods import POD_GUARD, pod_guard_policy
 from agent_identity.keys import certs
 from agent_identity.plan.children import ANNOTATION_CREATOR
 
@@ -79,6 +81,9 @@ def write_pki(directory: Path) -> dict[str, Path]:
         ca, common_name="kube-apiserver", server_names=["localhost", "kubernetes.default.svc", "127.0.0.1", "10.0.0.1"]
     )
     admin = certs.issue(ca, common_name="admin", organization="system:masters")
+    # The controller manager as kubeadm runs it: its own user, and one ServiceAccount per controller
+    # (--use-service-account-credentials), so its requests carry the users a real cluster's do.
+    controller_manager = certs.issue(ca, common_name="system:kube-controller-manager")
     files = {
         "ca.crt": ca.cert_pem,
         "ca.key": ca.key_pem,
@@ -90,22 +95,25 @@ def write_pki(directory: Path) -> dict[str, Path]:
         "apiserver.key": apiserver.key_pem,
         "admin.crt": admin.cert_pem,
         "admin.key": admin.key_pem,
+        "controller-manager.crt": controller_manager.cert_pem,
+        "controller-manager.key": controller_manager.key_pem,
     }
     return {name: certs.write_private(directory / name, content) for name, content in files.items()}
 
 
-def admin_kubeconfig(*, server: str, pki: dict[str, Path]) -> dict[str, object]:
+def client_kubeconfig(*, server: str, pki: dict[str, Path], user: str = "admin") -> dict[str, object]:
+    """A kubeconfig for the client certificate ``pki[<user>.crt]``."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(pki["ca.crt"])}}],
         "users": [
             {
-                "name": "admin",
-                "user": {"client-certificate": str(pki["admin.crt"]), "client-key": str(pki["admin.key"])},
+                "name": user,
+                "user": {"client-certificate": str(pki[f"{user}.crt"]), "client-key": str(pki[f"{user}.key"])},
             }
         ],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
         "current-context": "local",
     }
 
@@ -195,8 +203,11 @@ class LocalControlPlane:
         etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.server = f"https://127.0.0.1:{api_port}"
-        self.kubeconfig_path.write_text(yaml.safe_dump(admin_kubeconfig(server=self.server, pki=pki)))
+        self.kubeconfig_path.write_text(yaml.safe_dump(client_kubeconfig(server=self.server, pki=pki)))
         self.kubeconfig_path.chmod(0o600)
+        controller_manager = self.work_dir / "controller-manager.kubeconfig"
+        controller_manager.write_text(yaml.safe_dump(client_kubeconfig(server=self.server, pki=pki, user="controller-manager")))
+        controller_manager.chmod(0o600)
 
         self._spawn(
             "etcd",
@@ -242,8 +253,6 @@ class LocalControlPlane:
                 f"--service-account-signing-key-file={pki['sa.key']}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
-                # No kubelet and no pods: the ServiceAccount admission plugin only concerns pods.
-                "--disable-admission-plugins=ServiceAccount",
                 "--profiling=false",
                 "--v=0",
             ],
@@ -252,9 +261,9 @@ class LocalControlPlane:
         self._spawn(
             "kube-controller-manager",
             [
-                f"--kubeconfig={self.kubeconfig_path}",
+                f"--kubeconfig={controller_manager}",
                 "--leader-elect=false",
-                "--use-service-account-credentials=false",
+                "--use-service-account-credentials=true",
                 f"--root-ca-file={pki['ca.crt']}",
                 "--secure-port=0",
                 "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
@@ -383,13 +392,17 @@ def register_webhooks(api: Any, *, url: str, ca_bundle: bytes, exclude_namespace
     registration = client.AdmissionregistrationV1Api(api)
     mutating, validating = webhook_configurations(ca_bundle=ca_bundle, url=url, exclude_namespace=exclude_namespace)
     _delete_webhook_configurations(registration)
+    policy, binding = pod_guard_policy()
+    registration.create_validating_admission_policy(policy)
+    registration.create_validating_admission_policy_binding(binding)
     registration.create_mutating_webhook_configuration(mutating)
     registration.create_validating_webhook_configuration(validating)
     wait_webhooks(api, active=True)
 
 
 def unregister_webhooks(api: Any) -> None:
-    """Removes both configurations and waits until the API server has stopped calling them."""
+    """Removes both configurations (and the pod guard) and waits until the API server has stopped
+    calling them."""
     if _delete_webhook_configurations(client.AdmissionregistrationV1Api(api)):
         wait_webhooks(api, active=False)
 
@@ -399,9 +412,14 @@ def _delete_webhook_configurations(registration: Any) -> bool:
     mutating one, it refuses every unstamped create (wait_webhooks' probes included, and each such
     refusal counts in the API server's own rejection metrics)."""
     deleted = False
-    for delete in (registration.delete_validating_webhook_configuration, registration.delete_mutating_webhook_configuration):
+    for delete, name in (
+        (registration.delete_validating_webhook_configuration, CONFIGURATION_NAME),
+        (registration.delete_mutating_webhook_configuration, CONFIGURATION_NAME),
+        (registration.delete_validating_admission_policy_binding, POD_GUARD),
+        (registration.delete_validating_admission_policy, POD_GUARD),
+    ):
         try:
-            delete(CONFIGURATION_NAME)
+            delete(name)
             deleted = True
         except ApiException as error:
             if error.status != 404:

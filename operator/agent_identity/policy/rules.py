@@ -206,7 +206,7 @@ def scopes_within_ceiling(facts: Facts) -> Violation | None:
 
 def audiences_allowed(facts: Facts) -> Violation | None:
     # Tokens only for audiences every profile on the chain names (the API server's own is always allowed).
-    audiences = facts.spec.token.audiences if facts.spec.token and facts.spec.token.audiences else []
+    audiences = facts.spec.audiences
     for profile in facts.chain_profiles:
         if profile.spec.audiences is None:
             continue

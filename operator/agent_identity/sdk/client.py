@@ -101,6 +101,11 @@ class AgentIdentities:
         status = identity.get("status") or {}
         if status.get("phase") != "Ready":
             raise IdentityRefused(f"{self.namespace}/{name} is {status.get('phase')}: {ready_message(identity)}")
+        if not status.get("tokenSecretName"):
+            raise IdentityRefused(
+                f"{self.namespace}/{name} delivers its tokens only to its pods (spec.token.delivery: Projected):"
+                " there is no token to hand out here"
+            )
         secret = self.kube.get_child(ChildKind.TOKEN_SECRET, self.namespace, status["tokenSecretName"])
         data = decode_secret_data(secret or {})
         return Credentials(

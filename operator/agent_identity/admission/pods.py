@@ -1,0 +1,178 @@
+"""What the pod webhooks decide: agent pods, and the workloads that make them.
+
+- mutating, pods labelled ``agentidentity.dev/identity`` (CREATE): judge who asks (see
+  :mod:`agent_identity.policy.pods`), then make the pod run as the agent with a projected token
+  (:mod:`agent_identity.plan.pods`);
+- validating, Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and
+  ReplicationControllers that carry the label themselves (CREATE, and UPDATE of the templates or the
+  label): judge who asks, and insist the templates carry the same label.
+
+Both configurations select objects by the label (``objectSelector``), so every other pod and
+workload never reaches the operator: an operator outage cannot block them. A pod that names an
+agent's ServiceAccount without the label is refused by the API server itself (the pod guard, a
+ValidatingAdmissionPolicy, :func:`pod_guard_policy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from agent_identity.admission.identity import Admission, Refused, creator_from_userinfo
+from agent_identity.api.v1alpha1 import AgentIdentity
+from agent_identity.plan.children import LABEL_IDENTITY
+from agent_identity.plan.decisions import parse_identity
+from agent_identity.plan.pods import MountTaken, agent_pod_spec, controller_of, pod_identity, templates
+from agent_identity.policy.pods import is_controller, may_run_as, ready_problem
+from agent_identity.policy.rules import Creator, Violation
+
+POD_PATH = "mutate-pod"
+WORKLOAD_PATH = "validate-workload"
+POD_GUARD = "agent-identity-pod-guard"
+
+
+def admit_pod(
+    admission: Admission, *, body: Mapping[str, Any], userinfo: Mapping[str, Any], now: datetime
+) -> dict[str, Any] | None:
+    """The pod spec to store for an agent pod (None: not an agent pod). Raises :class:`Refused`."""
+    metadata = body.get("metadata") or {}
+    name = pod_identity(metadata)
+    if name is None:
+        return None
+    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=now)
+    _judge(admission, identity, metadata, creator_from_userinfo(userinfo), now=now, subject="agent pod")
+    try:
+        return agent_pod_spec(body.get("spec") or {}, identity, assertion=admission.signing)
+    except MountTaken as taken:
+        raise Refused([Violation("token-mount-free", str(taken))]) from None
+
+
+def review_workload(
+    admission: Admission,
+    *,
+    operation: str,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    userinfo: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    """A workload that names an agent: its templates name the same one, and whoever asks may run
+    it (judged again whenever the templates or the label change). Raises :class:`Refused`."""
+    metadata, kind = body.get("metadata") or {}, str(body.get("kind", ""))
+    name = pod_identity(metadata)
+    if name is None:
+        return
+    unlabelled = [
+        path for path, template in templates(kind, body).items() if pod_identity(template.get("metadata") or {}) != name
+    ]
+    if unlabelled:
+        raise Refused(
+            subject=kind,
+            violations=[
+                Violation(
+                    "template-labelled",
+                    f"{kind} {metadata.get('name')} is labelled {LABEL_IDENTITY}={name} but {unlabelled[0]} is not:"
+                    " label its templates the same, or what it creates would not run as the agent",
+                )
+            ],
+        )
+    if operation == "UPDATE" and old is not None and _runs_the_same(kind, old, body):
+        return  # scaling, a controller's annotations: nothing about what runs as the agent changed
+    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=now)
+    _judge(admission, identity, metadata, creator_from_userinfo(userinfo), now=now, subject=kind)
+
+
+def _runs_the_same(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return pod_identity(old.get("metadata") or {}) == pod_identity(new.get("metadata") or {}) and templates(
+        kind, old
+    ) == templates(kind, new)
+
+
+def _identity(admission: Admission, namespace: str, name: str, *, now: datetime) -> AgentIdentity:
+    """The named identity, from the cache; read again from the API server when the cache does
+    not (yet) have it Ready, so an identity that just became Ready is never refused for lag."""
+    body = admission.lookup(namespace, name)
+    identity = parse_identity(body) if body else None
+    if not isinstance(identity, AgentIdentity) or ready_problem(identity, now=now):
+        body = admission.kube.get_identity(namespace, name)
+        identity = parse_identity(body) if body else None
+    if not isinstance(identity, AgentIdentity):
+        raise Refused([Violation("identity-exists", f"{LABEL_IDENTITY}: there is no AgentIdentity {namespace}/{name}")])
+    return identity
+
+
+def _judge(
+    admission: Admission, identity: AgentIdentity, metadata: Mapping[str, Any], requester: Creator, *, now: datetime, subject: str
+) -> None:
+    owner = controller_of(metadata) if is_controller(requester) else None
+    if owner is not None:  # a built-in controller acting for its workload: judge the workload
+        violations = [v for v in (_owner_problem(admission, identity, owner), ready_problem(identity, now=now)) if v]
+    else:
+        violations = may_run_as(identity, requester, admission.sealer.creator_of(identity), now=now)
+    if violations:
+        raise Refused(violations, subject=subject)
+
+
+def _owner_problem(admission: Admission, identity: AgentIdentity, owner: Mapping[str, Any]) -> Violation | None:
+    """The owner exists (this very one: same uid) and carries the label itself, so it was judged
+    when it was admitted."""
+    namespace, name = identity.metadata.namespace, identity.metadata.name
+    what = f"{owner.get('kind')} {namespace}/{owner.get('name')}"
+    workload = admission.kube.get_workload(
+        namespace, api_version=str(owner.get("apiVersion")), kind=str(owner.get("kind")), name=str(owner.get("name"))
+    )
+    if workload is None or workload["metadata"].get("uid") != owner.get("uid"):
+        return Violation("workload-judged", f"{what}, which controls it, is not a workload this operator judges (or is gone)")
+    if pod_identity(workload["metadata"]) != name:
+        return Violation(
+            "workload-judged",
+            f"{what} does not carry the label {LABEL_IDENTITY}={name} itself, so nobody was judged for running it as the"
+            " agent: label the workload, not only its template",
+        )
+    return None
+
+
+# -- the configurations ---------------------------------------------------------------------------
+
+
+def pod_guard_policy() -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy and its binding: a pod runs as an agent's ServiceAccount
+    (``aid-*``) only if it carries the matching label, which only the pod webhook lets through.
+    Evaluated by the API server itself: no operator outage can open or close it."""
+    label = f"object.metadata.labels['{LABEL_IDENTITY}']"
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": POD_GUARD},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}]
+                },
+                "validations": [
+                    {
+                        "expression": (
+                            "!has(object.spec.serviceAccountName) || !object.spec.serviceAccountName.startsWith('aid-')"
+                            f" || (has(object.metadata.labels) && '{LABEL_IDENTITY}' in object.metadata.labels"
+                            f" && 'aid-' + {label} == object.spec.serviceAccountName)"
+                        ),
+                        "messageExpression": (
+                            "'a pod runs as an agent\\'s ServiceAccount ' + object.spec.serviceAccountName"
+                            f" + ' only through its AgentIdentity: label it {LABEL_IDENTITY}='"
+                            " + object.spec.serviceAccountName.substring(4)"
+                            " + ' (the operator then checks that you may) instead of naming the ServiceAccount'"
+                        ),
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": POD_GUARD},
+            "spec": {"policyName": POD_GUARD, "validationActions": ["Deny"]},
+        },
+    ]

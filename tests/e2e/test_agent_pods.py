@@ -1,0 +1,265 @@
+"""Agent pods on a real API server, the webhooks and the pod guard really called: who may start a
+pod as an agent (directly, and through a Deployment, whose pods the controllers create), what the
+pod becomes, and that a pod never outlives its identity.
+
+The local control plane has no kubelet, so pods stay Pending: the tokens a kubelet would project
+are requested here exactly as the kubelet requests them (a TokenRequest bound to the pod), and the
+kind suite (tests/kind) runs a real agent pod.
+
+alice and mallory hold the same namespace rights (identities, pods, Deployments, ReplicaSets);
+alice creates the agent, mallory tries to run as it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from support.cluster import GROUP, PLURAL, Cluster, impersonated, impersonating, make_identity, wait_for
+from support.operator_process import OperatorProcess
+from support.webhooks import operator_with_webhooks, wait_listening
+
+pytestmark = pytest.mark.e2e
+
+LABEL = "agentidentity.dev/identity"
+MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+CM_READ = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}
+RIGHTS = [
+    CM_READ,
+    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": ["create", "get", "patch", "update"]},
+]
+
+
+@dataclass
+class Pods:
+    cluster: Cluster
+    namespace: str
+    unserved: str  # covered by the webhooks, but no operator reconciles there
+    operator: OperatorProcess
+    port: int
+
+    def identity(self, user: str, name: str, *, namespace: str | None = None, **spec: Any) -> None:
+        manifest = make_identity(name, namespace or self.namespace, scopes=[CM_READ], **spec)
+        impersonating(self.cluster, user).create_namespaced_custom_object(
+            GROUP, "v1alpha1", manifest["metadata"]["namespace"], PLURAL, manifest
+        )
+
+    def ready(self, user: str, name: str, **spec: Any) -> dict[str, Any]:
+        self.identity(user, name, **spec)
+        return self.cluster.wait_phase(self.namespace, name, "Ready")
+
+    def core(self, user: str) -> client.CoreV1Api:
+        return client.CoreV1Api(impersonated(self.cluster, user))
+
+    def apps(self, user: str) -> client.AppsV1Api:
+        return client.AppsV1Api(impersonated(self.cluster, user))
+
+    def pod(self, user: str, name: str, *, labels: dict[str, str], namespace: str | None = None, **spec: Any) -> Any:
+        body = {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "agent", "image": "agent:local"}], **spec},
+        }
+        return self.core(user).create_namespaced_pod(namespace or self.namespace, body)
+
+    def refusal(self, call: Callable[[], object], statuses: tuple[int, ...] = (400, 403, 422)) -> str:
+        with pytest.raises(ApiException) as refused:
+            call()
+        assert refused.value.status in statuses, refused.value.body
+        return str(json.loads(refused.value.body)["message"])
+
+    def agent_pods(self, account: str) -> list[Any]:
+        return list(
+            self.cluster.core.list_namespaced_pod(self.namespace, field_selector=f"spec.serviceAccountName={account}").items
+        )
+
+
+def deployment(name: str, identity: str | None, *, template_identity: str | None) -> dict[str, Any]:
+    template_labels = {"app": name} | ({LABEL: template_identity} if template_identity else {})
+    return {
+        "metadata": {"name": name, "labels": {LABEL: identity} if identity else {}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": template_labels},
+                "spec": {"containers": [{"name": "agent", "image": "agent:local"}]},
+            },
+        },
+    }
+
+
+def _grant(cluster: Cluster, namespace: str, user: str) -> None:
+    name = f"pods-{user}"
+    cluster.rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": RIGHTS})
+    cluster.rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def pods(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
+    suffix = uuid.uuid4().hex[:5]
+    namespace, unserved = cluster.create_test_namespace(f"pods-{suffix}"), cluster.create_test_namespace(f"pods-idle-{suffix}")
+    own = cluster.create_test_namespace(f"pods-op-{suffix}")
+    for ns in (namespace, unserved):
+        for user in ("alice", "mallory"):
+            _grant(cluster, ns, user)
+    args = ["--operator-namespace", own]
+    with operator_with_webhooks(
+        cluster, namespace, tmp_path_factory.mktemp("pods"), extra_args=args, exclude_namespace=own
+    ) as process:
+        port = int(process.extra_args[process.extra_args.index("--webhook-port") + 1])
+        yield Pods(cluster, namespace, unserved, process, port)
+    for ns in (namespace, unserved, own):
+        cluster.delete_namespace(ns)
+
+
+def test_the_creator_starts_a_pod_that_runs_as_the_agent_with_a_projected_token(pods: Pods) -> None:
+    pods.ready("alice", "reader")
+    pod = pods.pod("alice", "reader-pod", labels={LABEL: "reader"})
+    spec = pod.spec
+    assert (spec.service_account_name, spec.automount_service_account_token) == ("aid-reader", False)
+    (volume,) = spec.volumes  # the default account's kube-api-access volume is gone
+    sources = volume.projected.sources
+    assert sources[0].service_account_token.path == "token" and sources[0].service_account_token.audience is None
+    assert {s.config_map.name for s in sources if s.config_map} == {"kube-root-ca.crt"}
+    (mount,) = spec.containers[0].volume_mounts
+    assert (mount.name, mount.mount_path, mount.read_only) == (volume.name, MOUNT, True)
+    # What the kubelet does for this volume: a token for the pod's account, bound to the pod.
+    request = {
+        "spec": {
+            "audiences": [],
+            "expirationSeconds": 600,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid},
+        }
+    }
+    token = pods.cluster.core.create_namespaced_service_account_token("aid-reader", pods.namespace, request).status.token
+    agent = pods.cluster.as_token(token)
+    assert pods.cluster.call_status(lambda: agent.list_namespaced_config_map(pods.namespace)) == 200  # in scope
+    assert pods.cluster.call_status(lambda: agent.list_namespaced_secret(pods.namespace)) == 403  # out of scope
+    pods.cluster.core.delete_namespaced_pod(pod.metadata.name, pods.namespace)
+    wait_for("the pod-bound token to die with its pod", lambda: not pods.cluster.token_review(token)["authenticated"] or None)
+
+
+def test_nobody_else_may_start_a_pod_as_someone_elses_agent(pods: Pods) -> None:
+    """Attack: mallory may create pods in the namespace, so Kubernetes alone would let her run as
+    any ServiceAccount there: by the label, or by naming the account outright."""
+    pods.ready("alice", "guarded")
+    message = pods.refusal(lambda: pods.pod("mallory", "stolen", labels={LABEL: "guarded"}))
+    assert "agent pod refused: pod-runs-as-agent: mallory may not start pods as AgentIdentity" in message, message
+    assert "creator alice" in message, message
+    message = pods.refusal(lambda: pods.pod("mallory", "named", labels={}, serviceAccountName="aid-guarded"))
+    assert "only through its AgentIdentity: label it agentidentity.dev/identity=guarded" in message, message
+    # The label naming one agent cannot smuggle in another's account either.
+    pods.ready("mallory", "mine", delegator={"kind": "User", "name": "mallory"})
+    pod = pods.pod("mallory", "mine-pod", labels={LABEL: "mine"}, serviceAccountName="aid-guarded")
+    assert pod.spec.service_account_name == "aid-mine"
+    assert pods.agent_pods("aid-guarded") == []
+
+
+def test_a_pod_naming_an_identity_that_is_not_ready_is_refused_saying_so(pods: Pods) -> None:
+    message = pods.refusal(lambda: pods.pod("alice", "ghost-pod", labels={LABEL: "ghost"}))
+    assert "identity-exists:" in message and "no AgentIdentity" in message, message
+    pods.identity("alice", "waiting", namespace=pods.unserved)  # admitted, never provisioned
+    message = pods.refusal(lambda: pods.pod("alice", "waiting-pod", labels={LABEL: "waiting"}, namespace=pods.unserved))
+    assert "identity-ready:" in message and "is Pending, not Ready" in message, message
+
+
+def test_a_deployments_pods_are_judged_by_the_deployments_author(pods: Pods) -> None:
+    pods.ready("alice", "worker")
+    pods.apps("alice").create_namespaced_deployment(pods.namespace, deployment("worker", "worker", template_identity="worker"))
+    (pod,) = wait_for("the controllers to create the agent pod", lambda: pods.agent_pods("aid-worker") or None)
+    assert pod.metadata.labels[LABEL] == "worker" and pod.spec.automount_service_account_token is False
+    mallory = pods.apps("mallory")
+    # Attack: mallory writes her own Deployment for alice's agent.
+    message = pods.refusal(
+        lambda: mallory.create_namespaced_deployment(pods.namespace, deployment("evil", "worker", template_identity="worker"))
+    )
+    assert "Deployment refused: pod-runs-as-agent: mallory" in message, message
+    # Attack: mallory swaps the image of alice's Deployment.
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "evil:local"}]}}}}
+    message = pods.refusal(lambda: mallory.patch_namespaced_deployment("worker", pods.namespace, patch))
+    assert "pod-runs-as-agent: mallory" in message, message
+    # Scaling changes nothing about what runs as the agent: allowed.
+    mallory.patch_namespaced_deployment("worker", pods.namespace, {"spec": {"replicas": 2}})
+    wait_for("the second agent pod", lambda: len(pods.agent_pods("aid-worker")) == 2 or None)
+    # Attack: a ReplicaSet that claims alice's Deployment as its controller.
+    owner = pods.apps("alice").read_namespaced_deployment("worker", pods.namespace).metadata
+    replica_set = deployment("forged", "worker", template_identity="worker")
+    replica_set["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker", "uid": owner.uid, "controller": True}
+    ]
+    message = pods.refusal(lambda: mallory.create_namespaced_replica_set(pods.namespace, replica_set))
+    assert "ReplicaSet refused: pod-runs-as-agent: mallory" in message, message
+
+
+def test_a_workload_that_is_not_labelled_itself_gets_no_agent_pods(pods: Pods) -> None:
+    """Attack: label only the pod template, so that no webhook sees the Deployment: the ReplicaSet
+    the controller makes is then refused, since nobody was judged for the Deployment."""
+    pods.ready("alice", "template-only")
+    message = pods.refusal(
+        lambda: pods.apps("alice").create_namespaced_deployment(
+            pods.namespace, deployment("half", "template-only", template_identity=None)
+        )
+    )
+    assert "template-labelled:" in message, message
+    sneaky = deployment("sneaky", None, template_identity="template-only")
+    pods.apps("mallory").create_namespaced_deployment(pods.namespace, sneaky)
+
+    def failure() -> str | None:
+        status = client.AppsV1Api(pods.cluster.api_client).read_namespaced_deployment("sneaky", pods.namespace).status
+        return next((c.message for c in status.conditions or [] if c.reason == "ReplicaSetCreateError"), None)
+
+    message = wait_for("the Deployment to report its refused ReplicaSet", failure)
+    assert "workload-judged:" in message and "does not carry the label" in message, message
+    assert pods.agent_pods("aid-template-only") == []
+
+
+def test_an_agents_pods_go_when_it_expires_or_is_deleted(pods: Pods) -> None:
+    pods.ready("alice", "brief", ttl="15s")
+    pods.ready("alice", "deleted")
+    pods.pod("alice", "brief-pod", labels={LABEL: "brief"})
+    pods.pod("alice", "deleted-pod", labels={LABEL: "deleted"})
+    pods.cluster.delete_identity(pods.namespace, "deleted")
+    wait_for("the deleted identity's pod to go", lambda: pods.agent_pods("aid-deleted") == [] or None)
+    body = pods.cluster.wait_phase(pods.namespace, "brief", "Expired", timeout=40)
+    wait_for("the expired identity's pod to go", lambda: pods.agent_pods("aid-brief") == [] or None)
+    message = pods.refusal(lambda: pods.pod("alice", "late-pod", labels={LABEL: "brief"}))
+    assert "identity-ready:" in message and "is Expired, not Ready" in message, (message, body["status"])
+
+
+def test_projected_delivery_keeps_no_token_at_rest(pods: Pods) -> None:
+    body = pods.ready("alice", "projected", token={"delivery": "Projected"})
+    assert "tokenSecretName" not in body["status"] and "tokenExpiresAt" not in body["status"]
+    secret = lambda: pods.cluster.core.read_namespaced_secret("aid-projected-token", pods.namespace)  # noqa: E731
+    assert pods.cluster.call_status(secret) == 404
+    assert set(body["status"]["childUIDs"]) == {"ServiceAccount", "Role", "RoleBinding"}
+    pod = pods.pod("alice", "projected-pod", labels={LABEL: "projected"})
+    assert pod.spec.service_account_name == "aid-projected"
+
+
+def test_an_operator_outage_blocks_only_agent_pods(pods: Pods) -> None:
+    pods.operator.stop()
+    try:
+        pods.pod("mallory", "plain-pod", labels={"app": "plain"})  # never reaches the operator
+        message = pods.refusal(lambda: pods.pod("alice", "agent-pod", labels={LABEL: "anything"}), statuses=(500,))
+        assert 'failed calling webhook "mutate.pods.agentidentity.dev"' in message, message  # Fail: never unguarded
+    finally:
+        pods.operator.start()  # same port and certificate: the webhook configuration still holds
+        wait_listening(pods.port)
+    pods.ready("alice", "after-outage")
+    assert pods.pod("alice", "after-pod", labels={LABEL: "after-outage"}).spec.service_account_name == "aid-after-outage"
