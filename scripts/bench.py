@@ -39,6 +39,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ STEADY_S = float(os.environ.get("BENCH_STEADY_SECONDS", "30"))
 EXPIRING = int(os.environ.get("BENCH_EXPIRING", "1000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+DELIVERIES = ("Secret", "Projected")  # spec.token.delivery, side by side in each round
 SCOPES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
 
 
@@ -85,12 +87,18 @@ def write_requests(api: client.ApiClient) -> int:
     return total
 
 
-def identity(name: str, namespace: str, ttl: str) -> dict[str, Any]:
+def identity(name: str, namespace: str, ttl: str, delivery: str = "Secret") -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentIdentity",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"task": "bench", "ttl": ttl, "delegator": {"kind": "User", "name": "bench"}, "scopes": SCOPES},
+        "spec": {
+            "task": "bench",
+            "ttl": ttl,
+            "delegator": {"kind": "User", "name": "bench"},
+            "scopes": SCOPES,
+            **({"token": {"delivery": delivery}} if delivery != "Secret" else {}),
+        },
     }
 
 
@@ -193,10 +201,12 @@ class CpuMeter:
         self.started = {name: cpu_seconds(pid) for name, pid in pids.items()}
         self.wall = time.monotonic()
 
+    def used(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) - self.started[name] for name, pid in self.pids.items()}
+
     def report(self) -> str:
         wall = time.monotonic() - self.wall
-        used = {name: cpu_seconds(pid) - self.started[name] for name, pid in self.pids.items()}
-        parts = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in used.items())
+        parts = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in self.used().items())
         return f"CPU over {wall:.1f}s wall: {parts} (of {wall * (os.cpu_count() or 1):.0f} core-seconds)"
 
 
@@ -255,7 +265,8 @@ def bursts(
     """ROUNDS rounds, each a bare-client baseline burst then an operator burst of BURST identities.
     The machine's speed drifts between minutes (shared cores): pairing each operator burst with
     a baseline taken just before it compares like with like."""
-    ratios = []
+    ratios: dict[str, list[float]] = {delivery: [] for delivery in DELIVERIES}
+    summary: dict[str, list[Burst]] = {delivery: [] for delivery in DELIVERIES}
     for round_ in range(ROUNDS):
         ReadyWatcher(api, f"bench-baseline-{round_}")  # the same instrument watches both bursts
         meter = CpuMeter(plane_pids)
@@ -266,33 +277,74 @@ def bursts(
         )
         print(f"  {meter.report()}")
 
-        writes_before = write_requests(api)
-        names = [f"burst-{round_}-{i}" for i in range(BURST)]
-        meter = CpuMeter(plane_pids | {"operator": operator.pid})
-        started = time.time()
-        create_all(client.CustomObjectsApi(api), names, "1h")
-        created = time.time()
-        watcher.wait(names, timeout=600)
-        last_ready = max(watcher.ready[n] for n in names if n in watcher.ready)
-        cpu = meter.report()
-        ready_count = sum(1 for n in names if n in watcher.ready)
-        elapsed = last_ready - started
-        time.sleep(3)  # let trailing writes (Events) land before counting
-        writes = write_requests(api) - writes_before
-        burst_rate = ready_count / elapsed
-        ratios.append(burst_rate / base_rate)
-        print(
-            f"round {round_ + 1}: operator burst: {ready_count}/{BURST} Ready in {elapsed:.1f}s "
-            f"(creates took {created - started:.1f}s): {burst_rate:.1f} identities/s, {ratios[-1]:.2f} of baseline"
-        )
-        print(f"  {cpu}")
-        print(
-            f"  API writes per provisioned identity: {(writes - BURST) / BURST:.2f} by the operator "
-            f"(+1 create by the client; {writes} mutating requests in all)"
-        )
+        for delivery in DELIVERIES:
+            burst = operator_burst(
+                api, watcher, operator, plane_pids, prefix=f"burst-{round_}-{delivery.lower()}", delivery=delivery
+            )
+            ratios[delivery].append(burst.rate / base_rate)
+            print(
+                f"round {round_ + 1}: operator burst, token delivery {delivery}: {burst.ready}/{BURST} Ready in"
+                f" {burst.elapsed:.1f}s (creates took {burst.creating:.1f}s): {burst.rate:.1f} identities/s,"
+                f" {ratios[delivery][-1]:.2f} of baseline"
+            )
+            print(f"  {burst.cpu}")
+            print(
+                f"  API writes per provisioned identity: {burst.writes_each:.2f} by the operator (+1 create by the client);"
+                f" API server CPU {burst.apiserver_cpu_per_1000:.1f}s per 1,000 identities"
+            )
+            summary[delivery].append(burst)
         if round_ == 0 and not PROFILE:
-            print(f"operator resident memory with {BURST} live identities: {operator_rss_mb(operator.pid):.0f} MB")
-    print(f"burst throughput, operator / baseline: median {statistics.median(ratios):.2f} over {ROUNDS} rounds")
+            live = BURST * len(DELIVERIES)
+            print(f"operator resident memory with {live} live identities: {operator_rss_mb(operator.pid):.0f} MB")
+    print("token delivery side by side (medians over the rounds):")
+    for delivery in DELIVERIES:
+        bursts_ = summary[delivery]
+        print(
+            f"  {delivery:9} {statistics.median(b.rate for b in bursts_):7.1f} identities/s"
+            f" ({statistics.median(ratios[delivery]):.2f} of baseline),"
+            f" {statistics.median(b.writes_each for b in bursts_):.2f} writes per identity,"
+            f" API server CPU {statistics.median(b.apiserver_cpu_per_1000 for b in bursts_):.1f}s per 1,000"
+        )
+    print(f"burst throughput, operator / baseline: median {statistics.median(ratios['Secret']):.2f} over {ROUNDS} rounds")
+
+
+@dataclass(frozen=True)
+class Burst:
+    ready: int
+    elapsed: float  # first create to last Ready
+    creating: float  # first create to last create
+    cpu: str
+    writes_each: float  # by the operator, per identity
+    apiserver_cpu_per_1000: float
+
+    @property
+    def rate(self) -> float:
+        return self.ready / self.elapsed
+
+
+def operator_burst(
+    api: client.ApiClient,
+    watcher: ReadyWatcher,
+    operator: subprocess.Popen[bytes],
+    plane_pids: dict[str, int],
+    *,
+    prefix: str,
+    delivery: str,
+) -> Burst:
+    """BURST identities created at once, timed until the last is Ready; writes counted by the API server."""
+    writes_before = write_requests(api)
+    names = [f"{prefix}-{i}" for i in range(BURST)]
+    meter = CpuMeter(plane_pids | {"operator": operator.pid})
+    started = time.time()
+    create_all(client.CustomObjectsApi(api), names, "1h", delivery)
+    created = time.time()
+    watcher.wait(names, timeout=600)
+    last_ready = max(watcher.ready[n] for n in names if n in watcher.ready)
+    cpu, apiserver = meter.report(), meter.used()["kube-apiserver"]
+    time.sleep(3)  # let trailing writes (Events) land before counting
+    writes = write_requests(api) - writes_before
+    ready = sum(1 for n in names if n in watcher.ready)
+    return Burst(ready, last_ready - started, created - started, cpu, (writes - BURST) / BURST, apiserver * 1000 / BURST)
 
 
 def steady(custom: client.CustomObjectsApi, watcher: ReadyWatcher) -> None:
@@ -357,14 +409,12 @@ def scrape(name: str) -> float | None:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def create_all(custom: client.CustomObjectsApi, names: list[str], ttl: str) -> None:
+def create_all(custom: client.CustomObjectsApi, names: list[str], ttl: str, delivery: str = "Secret") -> None:
+    def create(name: str) -> object:
+        return custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(name, "bench", ttl, delivery))
+
     with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(
-                lambda n: custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(n, "bench", ttl)),
-                names,
-            )
-        )
+        list(pool.map(create, names))
 
 
 def restart(

@@ -16,9 +16,11 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -28,6 +30,7 @@ from support.webhooks import operator_with_webhooks, wait_listening
 
 pytestmark = pytest.mark.e2e
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LABEL = "agentidentity.dev/identity"
 MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 CM_READ = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}
@@ -263,3 +266,16 @@ def test_an_operator_outage_blocks_only_agent_pods(pods: Pods) -> None:
         wait_listening(pods.port)
     pods.ready("alice", "after-outage")
     assert pods.pod("alice", "after-pod", labels={LABEL: "after-outage"}).spec.service_account_name == "aid-after-outage"
+
+
+def test_the_agent_pod_example_applies_as_documented(pods: Pods) -> None:
+    documents = [d for d in yaml.safe_load_all((EXAMPLES / "agent-pod.yaml").read_text()) if d]
+    identity, pod = (next(d for d in documents if d["kind"] == kind) for kind in ("AgentIdentity", "Pod"))
+    for document in (identity, pod):
+        document["metadata"]["namespace"] = pods.namespace
+    impersonating(pods.cluster, "alice").create_namespaced_custom_object(GROUP, "v1alpha1", pods.namespace, PLURAL, identity)
+    status = pods.cluster.wait_phase(pods.namespace, "reporter", "Ready")["status"]
+    assert "tokenSecretName" not in status
+    created = pods.core("alice").create_namespaced_pod(pods.namespace, pod)
+    assert created.spec.service_account_name == "aid-reporter"
+    assert [m.mount_path for m in created.spec.containers[0].volume_mounts] == [MOUNT]
