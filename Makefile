@@ -40,8 +40,11 @@ test-chart: $(STAMP) ## The Helm chart rendered by the pinned Helm and scanned b
 test-e2e: $(STAMP) control-plane prometheus ## End-to-end tests on a real API server (local control plane, or KUBECONFIG=... via AGENT_IDENTITY_KUBECONFIG)
 	$(BIN)/pytest tests/e2e -q
 
+# tests/kind needs the chart installed on a kind cluster (make kind-e2e): left out unless given one.
+KIND_TESTS := $(if $(AGENT_IDENTITY_KIND_KUBECONFIG),,--ignore=tests/kind)
+
 test: $(STAMP) control-plane prometheus lint ## Everything: lint, unit, chart, end-to-end and short chaos tests
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests -q $(KIND_TESTS)
 
 demo: $(STAMP) control-plane ## Start the local control plane and the operator, apply examples/, watch identities live
 	$(BIN)/python scripts/demo.py
@@ -56,6 +59,7 @@ helm: ## Build (or reuse the cached) pinned Helm from the Go module proxy; print
 chart-crds: crds ## Refresh the Helm chart's crds/ from the generated crds/
 	rm -f $(CHART)/crds/*.yaml
 	cp crds/*.yaml $(CHART)/crds/
+	$(BIN)/python scripts/chart_pod_guard.py $(CHART)/templates/podguard.yaml
 
 chart-lint: ## helm lint --strict the chart, then render it with default values
 	@helm=$(HELM) && $$helm lint --strict $(CHART) && $$helm template agent-identity-operator $(CHART) --namespace agent-identity-system >/dev/null && echo "chart renders"
@@ -73,11 +77,11 @@ chart-scan: ## checkov's Kubernetes checks on the chart rendered with default va
 	  && $$checkov --file $$tmp/chart.yaml --framework kubernetes --quiet --compact --skip-download --skip-check "$$skip"; \
 	  rc=$$?; rm -rf $$tmp; exit $$rc
 
-kind-e2e: $(STAMP) ## The e2e suite on a kind cluster with the chart-installed operator (needs Docker and images)
+kind-e2e: $(STAMP) ## The chart-installed operator on a kind cluster, offline (engine, node and base images built once): tests/kind
 	bash scripts/kind-e2e.sh
 
-image: ## Build the operator image (needs a container engine)
-	docker build -t agent-identity-operator:$$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml) .
+image: ## Build the operator image agent-identity-operator:<version> (local Debian base when no registry answers; PYTHON_IMAGE, IMAGE)
+	bash scripts/build-image.sh
 
 .PHONY: help venv control-plane crds lint test-unit test-chart test-e2e test demo bench bench-admission helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
 

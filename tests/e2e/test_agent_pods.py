@@ -12,6 +12,7 @@ alice creates the agent, mallory tries to run as it.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ RIGHTS = [
     CM_READ,
     {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch", "update"]},
     {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": ["create", "get", "patch", "update"]},
 ]
 
@@ -172,6 +174,59 @@ def test_nobody_else_may_start_a_pod_as_someone_elses_agent(pods: Pods) -> None:
     pod = pods.pod("mallory", "mine-pod", labels={LABEL: "mine"}, serviceAccountName="aid-guarded")
     assert pod.spec.service_account_name == "aid-mine"
     assert pods.agent_pods("aid-guarded") == []
+
+
+def test_nobody_else_reads_an_agents_token_secret_or_joins_its_pod(pods: Pods) -> None:
+    """Attack: anyone who may create pods may mount any Secret of the namespace (Kubernetes'
+    default), or add an ephemeral container to a running pod and read what it mounts."""
+    pods.ready("alice", "keeper")
+    secret = "aid-keeper-token"
+    guard = "an agent's token Secret (aid-<name>-token) is read only by that agent's own pods"
+    mount = {"name": "loot", "mountPath": "/loot"}
+    env = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}
+    thefts: list[dict[str, Any]] = [
+        {
+            "volumes": [{"name": "loot", "secret": {"secretName": secret}}],
+            "containers": [{"name": "a", "image": "a", "volumeMounts": [mount]}],
+        },
+        {
+            "volumes": [{"name": "loot", "projected": {"sources": [{"secret": {"name": secret}}]}}],
+            "containers": [{"name": "a", "image": "a", "volumeMounts": [mount]}],
+        },
+        {"containers": [{"name": "a", "image": "a", "env": [env]}]},
+        {"initContainers": [{"name": "i", "image": "i", "envFrom": [{"secretRef": {"name": secret}}]}]},
+    ]
+    mallory = pods.core("mallory")
+    for theft in thefts:
+        body = {"metadata": {"name": "loot"}, "spec": {"containers": [{"name": "a", "image": "a"}]} | theft}
+        message = pods.refusal(functools.partial(mallory.create_namespaced_pod, pods.namespace, body))
+        assert guard in message, (theft, message)
+    # Joining alice's agent pod with an ephemeral container.
+    pods.pod("alice", "keeper-pod", labels={LABEL: "keeper"})
+    debug = {"spec": {"ephemeralContainers": [{"name": "debug", "image": "debug:local"}]}}
+    message = pods.refusal(
+        lambda: pods.core("mallory").patch_namespaced_pod_ephemeralcontainers("keeper-pod", pods.namespace, debug)
+    )
+    assert "pod-runs-as-agent: mallory" in message, message
+    stealing = {
+        "spec": {
+            "ephemeralContainers": [
+                {
+                    "name": "debug",
+                    "image": "debug:local",
+                    "env": [{**env, "valueFrom": {"secretKeyRef": {"name": "aid-guarded-token", "key": "token"}}}],
+                }
+            ]
+        }
+    }
+    message = pods.refusal(
+        lambda: pods.core("alice").patch_namespaced_pod_ephemeralcontainers("keeper-pod", pods.namespace, stealing)
+    )
+    assert guard in message, message
+    # alice may debug her own agent: the ephemeral container gets the agent's token, nothing else.
+    joined = pods.core("alice").patch_namespaced_pod_ephemeralcontainers("keeper-pod", pods.namespace, debug)
+    (container,) = joined.spec.ephemeral_containers
+    assert [m.mount_path for m in container.volume_mounts] == [MOUNT]
 
 
 def test_a_pod_naming_an_identity_that_is_not_ready_is_refused_saying_so(pods: Pods) -> None:

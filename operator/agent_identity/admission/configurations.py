@@ -5,7 +5,8 @@ Four webhooks, all ``failurePolicy: Fail`` with a short timeout, the operator's 
 excluded so a broken operator can always be repaired:
 
 - AgentIdentities: mutating (judge, stamp and seal the creator) and validating (the seal holds);
-- agent pods, mutating: only pods labelled ``agentidentity.dev/identity`` (``objectSelector``);
+- agent pods, mutating: only pods labelled ``agentidentity.dev/identity`` (``objectSelector``),
+  created or given an ephemeral container;
 - workloads that make agent pods, validating: only those labelled themselves.
 
 Every other pod and workload never reaches the operator, so an outage of it blocks none of them.
@@ -89,7 +90,7 @@ def webhook_configurations(
                 webhook(
                     f"mutate.pods.{GROUP}",
                     POD_PATH,
-                    [_rule("v1", ["pods"], ["CREATE"])],
+                    [_rule("v1", ["pods"], ["CREATE"]), _rule("v1", ["pods/ephemeralcontainers"], ["UPDATE"])],
                     objectSelector=_LABELLED,
                     reinvocationPolicy="IfNeeded",
                 ),

@@ -35,7 +35,8 @@ POD_GUARD = "agent-identity-pod-guard"
 def admit_pod(
     admission: Admission, *, body: Mapping[str, Any], userinfo: Mapping[str, Any], now: datetime
 ) -> dict[str, Any] | None:
-    """The pod spec to store for an agent pod (None: not an agent pod). Raises :class:`Refused`."""
+    """The pod spec to store for an agent pod (None: not an agent pod), created or given an
+    ephemeral container (which could read its token: judged the same way). Raises :class:`Refused`."""
     metadata = body.get("metadata") or {}
     name = pod_identity(metadata)
     if name is None:
@@ -136,11 +137,51 @@ def _owner_problem(admission: Admission, identity: AgentIdentity, owner: Mapping
 # -- the configurations ---------------------------------------------------------------------------
 
 
+def _foreign_token(reference: str) -> str:
+    """CEL: ``reference`` names an agent's token Secret other than this pod's own agent's."""
+    return f"({reference}.startsWith('aid-') && {reference}.endsWith('-token') && {reference} != variables.agent + '-token')"
+
+
+def _reads_foreign_token(containers: str) -> str:
+    """CEL: one of ``containers`` takes an environment variable from another agent's token Secret."""
+    return (
+        f"{containers}.exists(c, c.?env.orValue([]).exists(e, has(e.valueFrom) && has(e.valueFrom.secretKeyRef)"
+        f" && {_foreign_token('e.valueFrom.secretKeyRef.name')})"
+        f" || c.?envFrom.orValue([]).exists(f, has(f.secretRef) && {_foreign_token('f.secretRef.name')}))"
+    )
+
+
 def pod_guard_policy() -> list[dict[str, Any]]:
-    """A ValidatingAdmissionPolicy and its binding: a pod runs as an agent's ServiceAccount
-    (``aid-*``) only if it carries the matching label, which only the pod webhook lets through.
-    Evaluated by the API server itself: no operator outage can open or close it."""
-    label = f"object.metadata.labels['{LABEL_IDENTITY}']"
+    """A ValidatingAdmissionPolicy and its binding, evaluated by the API server itself (no
+    operator outage opens it), on pods created and ephemeral containers added:
+
+    - a pod runs as an agent's ServiceAccount (``aid-*``) only if it carries the matching label,
+      which only the pod webhook lets through (after judging who asks);
+    - a pod reads an agent's token Secret (``aid-*-token``: a volume, a projected source, an
+      environment variable) only if it is that agent's pod: otherwise anyone who may create pods
+      could read any agent's token (Kubernetes' default for every Secret).
+    """
+    agent = (
+        f"has(object.metadata.labels) && '{LABEL_IDENTITY}' in object.metadata.labels"
+        f" ? 'aid-' + object.metadata.labels['{LABEL_IDENTITY}'] : ''"
+    )
+    volume_secret, projected_secret = "v.secret.?secretName.orValue('')", "s.secret.?name.orValue('')"
+    volumes = (
+        "object.spec.?volumes.orValue([]).exists(v,"
+        f" (has(v.secret) && {_foreign_token(volume_secret)})"
+        " || (has(v.projected) && v.projected.?sources.orValue([]).exists(s,"
+        f" has(s.secret) && {_foreign_token(projected_secret)})))"
+    )
+    readers = [
+        volumes,
+        _reads_foreign_token("object.spec.containers"),
+        _reads_foreign_token("object.spec.?initContainers.orValue([])"),
+        _reads_foreign_token("object.spec.?ephemeralContainers.orValue([])"),
+    ]
+    rules = [
+        {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]},
+        {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/ephemeralcontainers"], "operations": ["UPDATE"]},
+    ]
     return [
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -148,15 +189,13 @@ def pod_guard_policy() -> list[dict[str, Any]]:
             "metadata": {"name": POD_GUARD},
             "spec": {
                 "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}]
-                },
+                "matchConstraints": {"resourceRules": rules},
+                "variables": [{"name": "agent", "expression": agent}],
                 "validations": [
                     {
                         "expression": (
                             "!has(object.spec.serviceAccountName) || !object.spec.serviceAccountName.startsWith('aid-')"
-                            f" || (has(object.metadata.labels) && '{LABEL_IDENTITY}' in object.metadata.labels"
-                            f" && 'aid-' + {label} == object.spec.serviceAccountName)"
+                            " || variables.agent == object.spec.serviceAccountName"
                         ),
                         "messageExpression": (
                             "'a pod runs as an agent\\'s ServiceAccount ' + object.spec.serviceAccountName"
@@ -165,7 +204,16 @@ def pod_guard_policy() -> list[dict[str, Any]]:
                             " + ' (the operator then checks that you may) instead of naming the ServiceAccount'"
                         ),
                         "reason": "Forbidden",
-                    }
+                    },
+                    {
+                        "expression": " && ".join(f"!{reader}" for reader in readers),
+                        "message": (
+                            "an agent's token Secret (aid-<name>-token) is read only by that agent's own pods"
+                            f" (labelled {LABEL_IDENTITY}=<name>): refused a volume, projected source or"
+                            " environment variable that refers to another's"
+                        ),
+                        "reason": "Forbidden",
+                    },
                 ],
             },
         },

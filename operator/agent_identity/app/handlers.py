@@ -158,7 +158,7 @@ def register_webhooks() -> None:
     with handlers and no server."""
     kopf.on.mutate(GROUP, VERSION, PLURAL, id=admission.MUTATE_PATH, operations=["CREATE", "UPDATE"])(mutate_identity)
     kopf.on.validate(GROUP, VERSION, PLURAL, id=admission.VALIDATE_PATH, operations=["CREATE", "UPDATE"])(validate_identity)
-    kopf.on.mutate("", "v1", "pods", id=pods.POD_PATH, operations=["CREATE"])(mutate_pod)
+    kopf.on.mutate("", "v1", "pods", id=pods.POD_PATH, operations=["CREATE", "UPDATE"], subresource="*")(mutate_pod)
     for (api_version, _), plural in WORKLOAD_PLURALS.items():
         group, _, version = api_version.rpartition("/")
         kopf.on.validate(group, version, plural, id=pods.WORKLOAD_PATH, operations=["CREATE", "UPDATE"])(validate_workload)
