@@ -102,19 +102,6 @@ def deployment(name: str, identity: str | None, *, template_identity: str | None
     }
 
 
-def _grant(cluster: Cluster, namespace: str, user: str) -> None:
-    name = f"pods-{user}"
-    cluster.rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": RIGHTS})
-    cluster.rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        },
-    )
-
-
 @pytest.fixture(scope="module")
 def pods(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
     suffix = uuid.uuid4().hex[:5]
@@ -122,7 +109,7 @@ def pods(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     own = cluster.create_test_namespace(f"pods-op-{suffix}")
     for ns in (namespace, unserved):
         for user in ("alice", "mallory"):
-            _grant(cluster, ns, user)
+            cluster.grant(ns, user, RIGHTS)
     args = ["--operator-namespace", own]
     with operator_with_webhooks(
         cluster, namespace, tmp_path_factory.mktemp("pods"), extra_args=args, exclude_namespace=own

@@ -77,19 +77,6 @@ class Arena:
         return self.cluster.token_secret(self.namespace, name)["token"]
 
 
-def _grant(cluster: Cluster, namespace: str, user: str, rules: list[dict[str, Any]]) -> None:
-    name = f"hostile-{user}"
-    cluster.rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
-    cluster.rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        },
-    )
-
-
 @pytest.fixture(scope="module")
 def arena(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
     suffix = uuid.uuid4().hex[:5]
@@ -120,15 +107,14 @@ def arena(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         )
     everyday = [CM_READ, {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "delete"]}]
     # mallory may also write statuses and annotations: the rights a careless namespace admin role hands out
-    _grant(
-        cluster,
+    cluster.grant(
         namespace,
         "mallory",
         [*everyday, {"apiGroups": [GROUP], "resources": [PLURAL, f"{PLURAL}/status"], "verbs": ["patch", "update"]}],
     )
-    _grant(cluster, own, "mallory", [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get"]}])
-    _grant(cluster, namespace, "alice", everyday)
-    _grant(cluster, namespace, "ops", everyday)
+    cluster.grant(own, "mallory", [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get"]}])
+    cluster.grant(namespace, "alice", everyday)
+    cluster.grant(namespace, "ops", everyday)
     cluster.rbac.create_cluster_role(
         {
             "metadata": {"name": f"impersonate-alice-{suffix}"},

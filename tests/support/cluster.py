@@ -155,6 +155,21 @@ class Cluster:
 
         return wait_for(f"{namespace}/{name} to be {phase}", probe, timeout=timeout)
 
+    def grant(self, namespace: str, user: str, rules: list[dict[str, Any]], *, name: str | None = None) -> str:
+        """A Role with ``rules`` bound to ``user`` in ``namespace`` (what a namespace admin hands
+        out); the Role's name."""
+        name = name or f"grant-{user}"
+        self.rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+        self.rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            },
+        )
+        return name
+
     # -- children and tokens ----------------------------------------------------------------------
 
     def children(self, namespace: str, identity_name: str) -> dict[str, list[str]]:

@@ -49,6 +49,17 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class Request:
+    """One admission request, as every webhook reads it."""
+
+    operation: str  # CREATE, UPDATE
+    body: Mapping[str, Any]  # the object as it will be stored
+    old: Mapping[str, Any] | None  # on UPDATE
+    userinfo: Mapping[str, Any]  # who asks
+    now: datetime
+
+
+@dataclass(frozen=True)
 class Stamp:
     """What the mutating webhook writes: a ``None`` value removes the key."""
 
@@ -63,27 +74,20 @@ class Refused(Exception):
         self.violations = violations
 
 
-def stamp(
-    admission: Admission,
-    *,
-    operation: str,
-    body: Mapping[str, Any],
-    old: Mapping[str, Any] | None,
-    userinfo: Mapping[str, Any],
-    now: datetime,
-) -> Stamp:
+def stamp(admission: Admission, request: Request) -> Stamp:
     """On create: judge the object as it will be stored, then stamp and seal its creator. The
     creator comes from the request's userInfo, never from the client; on update the stamp and
     seal are put back to what create wrote (or removed if there were none)."""
-    if operation != "CREATE":
-        previous = (old or {}).get("metadata") or {}
+    body, now = request.body, request.now
+    if request.operation != "CREATE":
+        previous = (request.old or {}).get("metadata") or {}
         old_annotations, old_labels = previous.get("annotations") or {}, previous.get("labels") or {}
         return Stamp(
             annotations={key: old_annotations.get(key) for key in (ANNOTATION_CREATOR, ANNOTATION_SEAL)},
             labels={key: old_labels.get(key) for key in (LABEL_PROFILE, LABEL_RISK_LEVEL)},
             spec={},
         )
-    creator = creator_from_userinfo(userinfo)
+    creator = creator_from_userinfo(request.userinfo)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name") or "")
     if not name:
@@ -127,20 +131,19 @@ def stamp(
     )
 
 
-def review(
-    admission: Admission, *, operation: str, body: Mapping[str, Any], old: Mapping[str, Any] | None, now: datetime
-) -> None:
+def review(admission: Admission, request: Request) -> None:
     """The validating webhook, after every mutation: identity-defining fields never change, and a
     new object carries a seal that holds for it exactly as it will be stored (so no later
     mutating webhook changed what was judged). Raises :class:`Refused`."""
-    if operation == "UPDATE":
-        previous, identity = parse_identity(dict(old or {})), parse_identity(dict(body))
+    body = request.body
+    if request.operation == "UPDATE":
+        previous, identity = parse_identity(dict(request.old or {})), parse_identity(dict(body))
         if isinstance(previous, AgentIdentity) and isinstance(identity, AgentIdentity):
             unchanged = unchanged_on_update(previous.spec, identity.spec)
             if unchanged:
                 raise Refused([unchanged])
         return
-    problem = admission.sealer.problem(body, created_at=now)
+    problem = admission.sealer.problem(body, created_at=request.now)
     if problem:
         raise Refused([Violation("creator-sealed", f"metadata.annotations[{ANNOTATION_SEAL}]: {problem}")])
 

@@ -19,47 +19,38 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from agent_identity.admission.identity import Admission, Refused, creator_from_userinfo
+from agent_identity.admission.identity import Admission, Refused, Request, creator_from_userinfo
 from agent_identity.api.v1alpha1 import AgentIdentity
 from agent_identity.plan.children import LABEL_IDENTITY
 from agent_identity.plan.decisions import parse_identity
 from agent_identity.plan.pods import MountTaken, agent_pod_spec, controller_of, pod_identity, templates
 from agent_identity.policy.pods import is_controller, may_run_as, ready_problem
-from agent_identity.policy.rules import Creator, Violation
+from agent_identity.policy.rules import Violation
 
 POD_PATH = "mutate-pod"
 WORKLOAD_PATH = "validate-workload"
 POD_GUARD = "agent-identity-pod-guard"
 
 
-def admit_pod(
-    admission: Admission, *, body: Mapping[str, Any], userinfo: Mapping[str, Any], now: datetime
-) -> dict[str, Any] | None:
+def admit_pod(admission: Admission, request: Request) -> dict[str, Any] | None:
     """The pod spec to store for an agent pod (None: not an agent pod), created or given an
     ephemeral container (which could read its token: judged the same way). Raises :class:`Refused`."""
-    metadata = body.get("metadata") or {}
+    metadata = request.body.get("metadata") or {}
     name = pod_identity(metadata)
     if name is None:
         return None
-    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=now)
-    _judge(admission, identity, metadata, creator_from_userinfo(userinfo), now=now, subject="agent pod")
+    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=request.now)
+    _judge(admission, identity, request, subject="agent pod")
     try:
-        return agent_pod_spec(body.get("spec") or {}, identity, assertion=admission.signing)
+        return agent_pod_spec(request.body.get("spec") or {}, identity, assertion=admission.signing)
     except MountTaken as taken:
         raise Refused([Violation("token-mount-free", str(taken))]) from None
 
 
-def review_workload(
-    admission: Admission,
-    *,
-    operation: str,
-    body: Mapping[str, Any],
-    old: Mapping[str, Any] | None,
-    userinfo: Mapping[str, Any],
-    now: datetime,
-) -> None:
+def review_workload(admission: Admission, request: Request) -> None:
     """A workload that names an agent: its templates name the same one, and whoever asks may run
     it (judged again whenever the templates or the label change). Raises :class:`Refused`."""
+    body = request.body
     metadata, kind = body.get("metadata") or {}, str(body.get("kind", ""))
     name = pod_identity(metadata)
     if name is None:
@@ -78,10 +69,10 @@ def review_workload(
                 )
             ],
         )
-    if operation == "UPDATE" and old is not None and _runs_the_same(kind, old, body):
+    if request.operation == "UPDATE" and request.old is not None and _runs_the_same(kind, request.old, body):
         return  # scaling, a controller's annotations: nothing about what runs as the agent changed
-    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=now)
-    _judge(admission, identity, metadata, creator_from_userinfo(userinfo), now=now, subject=kind)
+    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=request.now)
+    _judge(admission, identity, request, subject=kind)
 
 
 def _runs_the_same(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -103,10 +94,9 @@ def _identity(admission: Admission, namespace: str, name: str, *, now: datetime)
     return identity
 
 
-def _judge(
-    admission: Admission, identity: AgentIdentity, metadata: Mapping[str, Any], requester: Creator, *, now: datetime, subject: str
-) -> None:
-    owner = controller_of(metadata) if is_controller(requester) else None
+def _judge(admission: Admission, identity: AgentIdentity, request: Request, *, subject: str) -> None:
+    requester, now = creator_from_userinfo(request.userinfo), request.now
+    owner = controller_of(request.body.get("metadata") or {}) if is_controller(requester) else None
     if owner is not None:  # a built-in controller acting for its workload: judge the workload
         violations = [v for v in (_owner_problem(admission, identity, owner), ready_problem(identity, now=now)) if v]
     else:

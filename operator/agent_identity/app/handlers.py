@@ -86,58 +86,46 @@ async def profile_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     _operator(memo).controller.observe_profile(event["type"], dict(event["object"]))
 
 
-def mutate_identity(*, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    result = _admit(
-        memo,
-        "mutate",
-        lambda judge: admission.stamp(
-            judge, operation=str(kwargs.get("operation")), body=body, old=kwargs.get("old"), userinfo=userinfo, now=utc_now()
-        ),
-    )
+def mutate_identity(*, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    result = _admit(memo, "mutate", admission.stamp, kwargs)
     patch.metadata.annotations.update(result.annotations)
     patch.metadata.labels.update(result.labels)
     for field, value in result.spec.items():
         patch.spec[field] = value
 
 
-def validate_identity(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    _admit(
-        memo,
-        "validate",
-        lambda judge: admission.review(
-            judge, operation=str(kwargs.get("operation")), body=body, old=kwargs.get("old"), now=utc_now()
-        ),
-    )
+def validate_identity(*, memo: kopf.Memo, **kwargs: Any) -> None:
+    _admit(memo, "validate", admission.review, kwargs)
 
 
-def mutate_pod(*, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    spec = _admit(memo, "mutate-pod", lambda judge: pods.admit_pod(judge, body=body, userinfo=userinfo, now=utc_now()))
-    if spec is not None:
-        for field, value in spec.items():
-            if body.spec.get(field) != value:
-                patch.spec[field] = value
+def mutate_pod(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    spec = _admit(memo, "mutate-pod", pods.admit_pod, {"body": body, **kwargs})
+    for field, value in (spec or {}).items():
+        if body.spec.get(field) != value:
+            patch.spec[field] = value
 
 
-def validate_workload(*, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
-    _admit(
-        memo,
-        "validate-workload",
-        lambda judge: pods.review_workload(
-            judge, operation=str(kwargs.get("operation")), body=body, old=kwargs.get("old"), userinfo=userinfo, now=utc_now()
-        ),
-    )
+def validate_workload(*, memo: kopf.Memo, **kwargs: Any) -> None:
+    _admit(memo, "validate-workload", pods.review_workload, kwargs)
 
 
 T = TypeVar("T")
 
 
-def _admit(memo: kopf.Memo, webhook: str, decide: Callable[[admission.Admission], T]) -> T:
-    """One place for both webhooks' outcomes: a refusal becomes a 403 naming every rule."""
+def _admit(memo: kopf.Memo, webhook: str, decide: Callable[[admission.Admission, admission.Request], T], kwargs: Any) -> T:
+    """One place for every webhook's outcome: a refusal becomes a 403 naming every rule."""
     operator = _operator(memo)
     assert operator.admission is not None, "webhooks are registered only when the operator serves them"
+    request = admission.Request(
+        operation=str(kwargs.get("operation")),
+        body=kwargs["body"],
+        old=kwargs.get("old"),
+        userinfo=kwargs.get("userinfo") or {},
+        now=utc_now(),
+    )
     requests = operator.metrics.webhook_requests
     try:
-        result = decide(operator.admission)
+        result = decide(operator.admission, request)
     except admission.Refused as refused:
         requests.labels(webhook, "denied").inc()
         raise kopf.AdmissionError(str(refused), code=403) from None
