@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from agent_identity.api.durations import format_timestamp
 from agent_identity.engine.controller import Controller
+from agent_identity.engine.workqueue import Lane
 from agent_identity.kube.client import OwnWrites
 
 from .factories import identity_body
@@ -44,3 +47,16 @@ def test_a_listing_taken_before_a_deletion_never_brings_the_identity_back() -> N
     assert ("support", "gone") not in ctl._cache
     ctl.observe(None, body("gone", "u10", 13))  # a new identity of the same name is a new uid
     assert ctl._cache[("support", "gone")].body["metadata"]["uid"] == "u10"
+
+
+def test_a_listed_ready_identity_keeps_its_deadline_whatever_its_token_delivery() -> None:
+    """A take-over lists thousands of settled identities: each is re-verified in the background
+    lane and keeps its stated deadline, a Projected one (no token, so no token fields) included."""
+    ctl = controller()
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    token = {"issuedAt": format_timestamp(expires - timedelta(hours=2)), "tokenExpiresAt": format_timestamp(expires)}
+    for name, held in (("secret", token), ("projected", {})):
+        status = {"phase": "Ready", "observedGeneration": 1, "expiresAt": format_timestamp(expires), **held}
+        ctl.observe(None, identity_body(name, uid=f"u-{name}", status=status))
+        assert ctl.queue._queued[("support", name)] is Lane.BACKGROUND  # not looked at ahead of new work
+        assert ctl.queue._due[("support", name)] == expires.timestamp()

@@ -176,11 +176,14 @@ class Controller:
         deadline, as its status states it, is kept."""
         status = body.get("status") or {}
         try:
-            when = next_look(
-                expires_at=parse_timestamp(status["expiresAt"]),
-                token_issued_at=parse_timestamp(status["issuedAt"]),
-                token_expires_at=parse_timestamp(status["tokenExpiresAt"]),
-            )
+            expires_at = parse_timestamp(status["expiresAt"])
+            when = expires_at  # a Projected identity holds no token to refresh
+            if "tokenExpiresAt" in status:
+                when = next_look(
+                    expires_at=expires_at,
+                    token_issued_at=parse_timestamp(status["issuedAt"]),
+                    token_expires_at=parse_timestamp(status["tokenExpiresAt"]),
+                )
         except (KeyError, TypeError, ValueError):
             self.queue.add(key)  # a status we cannot read: look now
             return
