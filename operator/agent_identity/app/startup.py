@@ -114,7 +114,7 @@ def start(config: OperatorConfig) -> Operator:
             signing=signer is not None,
         )
     metrics.first_seen = controller.first_seen
-    metrics.watch(controller.bodies, queue_depth=lambda: len(controller.queue))
+    metrics.watch(controller.live_identities, queue_depth=lambda: len(controller.queue))
     audit.subscribe(metrics.on_audit)
     if config.leader_election:
         operator.elector = _elect(kube, controller, config)

@@ -7,6 +7,7 @@ events for one object costs one reconcile, and a deadline needs no timer of its 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from agent_identity.engine.credentials import SigningFailed
 from agent_identity.engine.reconciler import Reconciler
 from agent_identity.engine.workqueue import Lane, WorkQueue
 from agent_identity.kube.client import DELETED, IDENTITY, KubeError
-from agent_identity.ops.metrics import Metrics
+from agent_identity.ops.metrics import LiveIdentity, Metrics
 from agent_identity.plan.children import LABEL_IDENTITY, ChildKind
 from agent_identity.plan.decisions import parse_identity
 
@@ -31,10 +32,33 @@ Key = tuple[str, str]  # (namespace, name)
 TOMBSTONE_S = 600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
-    body: dict[str, Any]
+    """One cached identity. The body is kept packed (compact JSON: a fifth of the memory of the
+    parsed dict, which decides the operator's size at 100,000 identities) and parsed when a
+    reconcile or a lookup needs it; what the hot paths and the metrics read is kept beside it."""
+
+    packed: bytes
+    live: LiveIdentity
+    version: int  # resourceVersion
+    terminating: bool  # deletionTimestamp set
     deleted: bool = False
+
+    @classmethod
+    def of(cls, body: dict[str, Any], *, deleted: bool = False) -> _Entry:
+        metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
+        slim = {**body, "metadata": metadata}  # managedFields: the largest part, and nothing we read
+        return cls(
+            packed=json.dumps(slim, separators=(",", ":")).encode(),
+            live=LiveIdentity.of(slim),
+            version=_resource_version(slim),
+            terminating=bool(metadata.get("deletionTimestamp")),
+            deleted=deleted,
+        )
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return dict(json.loads(self.packed))
 
 
 def _resource_version(body: dict[str, Any]) -> int:
@@ -46,13 +70,6 @@ def _int(version: object) -> int:
         return int(str(version))
     except (TypeError, ValueError):
         return 0
-
-
-def _slim(body: dict[str, Any]) -> dict[str, Any]:
-    """The body without managedFields: the largest part of an object, and nothing we read.
-    (At 10,000 identities it is most of the cache.)"""
-    metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
-    return {**body, "metadata": metadata}
 
 
 def _overdue(body: dict[str, Any]) -> bool:
@@ -78,14 +95,14 @@ def lane_for(event_type: str | None, body: dict[str, Any]) -> Lane:
 def _phase(entry: _Entry | None) -> str | None:
     if entry is None or entry.deleted:
         return None
-    return (entry.body.get("status") or {}).get("phase")
+    return entry.live.phase
 
 
 def _gone(entry: _Entry | None) -> bool:
     """Deleted, being deleted, or retired: its delegates lose their credentials now."""
     if entry is None or entry.deleted:
         return True
-    return bool(entry.body["metadata"].get("deletionTimestamp")) or _phase(entry) in RETIRED_PHASES
+    return entry.terminating or _phase(entry) in RETIRED_PHASES
 
 
 def _state(entry: _Entry | None) -> tuple[str | None, bool]:
@@ -134,14 +151,14 @@ class Controller:
         uid = str(body["metadata"].get("uid", ""))
         with self._lock:
             current = self._cache.get(key)
-            if current and not deleted and _resource_version(current.body) >= _resource_version(body):
+            if current and not deleted and current.version >= _resource_version(body):
                 return  # our own write, already cached from its response, or an older event
             if deleted:
                 self._remember_deletion(uid)
             elif uid in self._deleted_uids:
                 return  # a listing taken before its deletion: it must not come back to life
-            entry = _Entry(_slim(body), deleted=deleted)
-            delegates = self._store_locked(key, entry, previous=current)
+            entry = _Entry.of(body, deleted=deleted)
+            delegates = self._store_locked(key, body, entry, previous=current)
             if deleted:
                 self._first_seen.pop(key, None)
             else:
@@ -189,10 +206,10 @@ class Controller:
             return
         self.queue.add_at(key, when.timestamp())
 
-    def _store_locked(self, key: Key, entry: _Entry, *, previous: _Entry | None) -> list[Key]:
-        """Caches ``entry``; the delegates to look at again because their delegator's phase moved."""
+    def _store_locked(self, key: Key, body: dict[str, Any], entry: _Entry, *, previous: _Entry | None) -> list[Key]:
+        """Caches ``entry`` (of ``body``); the delegates to look at again because their delegator's phase moved."""
         self._cache[key] = entry
-        self._index_delegator(key, entry.body, deleted=entry.deleted)
+        self._index_delegator(key, body, deleted=entry.deleted)
         return list(self._delegates.get(key, ())) if _state(previous) != _state(entry) else []
 
     def _index_delegator(self, key: Key, body: dict[str, Any], *, deleted: bool) -> None:
@@ -248,7 +265,7 @@ class Controller:
             vanished = [
                 entry.body
                 for key, entry in self._cache.items()
-                if key not in seen and not entry.deleted and _resource_version(entry.body) <= _int(version)
+                if key not in seen and not entry.deleted and entry.version <= _int(version)
             ]
         for body in vanished:
             log.info("%s/%s was deleted while no watch was looking: revoking", *key_of(body))
@@ -266,9 +283,10 @@ class Controller:
         with self._lock:
             return sum(1 for entry in self._cache.values() if not entry.deleted)
 
-    def bodies(self) -> list[dict[str, Any]]:
+    def live_identities(self) -> list[LiveIdentity]:
+        """What the state metrics count, of every live identity."""
         with self._lock:
-            return [entry.body for entry in self._cache.values() if not entry.deleted]
+            return [entry.live for entry in self._cache.values() if not entry.deleted]
 
     # -- run by workers -----------------------------------------------------------------------------
 
@@ -317,10 +335,10 @@ class Controller:
             current = self._cache.get(key)
             if current is None or current.deleted:
                 return
-            if _resource_version(body) <= _resource_version(current.body):
+            if _resource_version(body) <= current.version:
                 return
-            entry = _Entry(_slim(body))
-            delegates = self._store_locked(key, entry, previous=current)
+            entry = _Entry.of(body)
+            delegates = self._store_locked(key, body, entry, previous=current)
         self._notify_delegates(delegates, entry)
 
 
