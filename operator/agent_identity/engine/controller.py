@@ -7,7 +7,6 @@ events for one object costs one reconcile, and a deadline needs no timer of its 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -15,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from agent_identity.api.durations import next_look, parse_timestamp
 from agent_identity.api.v1alpha1 import RETIRED_PHASES, SETTLED_PHASES
@@ -34,7 +35,7 @@ TOMBSTONE_S = 600.0
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """One cached identity. The body is kept packed (compact JSON: a fifth of the memory of the
+    """One cached identity. The body is kept packed (compact JSON, by orjson: a fifth of the memory of the
     parsed dict, which decides the operator's size at 100,000 identities) and parsed when a
     reconcile or a lookup needs it; what the hot paths and the metrics read is kept beside it."""
 
@@ -49,7 +50,7 @@ class _Entry:
         metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
         slim = {**body, "metadata": metadata}  # managedFields: the largest part, and nothing we read
         return cls(
-            packed=json.dumps(slim, separators=(",", ":")).encode(),
+            packed=orjson.dumps(slim),
             live=LiveIdentity.of(slim),
             version=_resource_version(slim),
             terminating=bool(metadata.get("deletionTimestamp")),
@@ -58,7 +59,7 @@ class _Entry:
 
     @property
     def body(self) -> dict[str, Any]:
-        return dict(json.loads(self.packed))
+        return dict(orjson.loads(self.packed))
 
 
 def _resource_version(body: dict[str, Any]) -> int:

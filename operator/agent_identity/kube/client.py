@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+import orjson
 import urllib3
 from kubernetes import client, config
 from kubernetes.client import rest
@@ -216,7 +217,7 @@ class Kube:
             return self._pool.urlopen(
                 method,
                 self._prefix + path + (f"?{urlencode(query)}" if query else ""),
-                body=None if body is None else json.dumps(body).encode(),
+                body=None if body is None else orjson.dumps(body),
                 headers=headers,
                 timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
                 redirect=False,
@@ -236,7 +237,7 @@ class Kube:
             break
         if not 200 <= response.status < 300:
             raise self._error(method, path, response.status, data)
-        return dict(json.loads(data)) if data else {}
+        return dict(orjson.loads(data)) if data else {}
 
     @staticmethod
     def _error(method: str, path: str, status: int, data: bytes) -> KubeError:
@@ -457,7 +458,7 @@ class Kube:
             with unreachable_as_kube_error("WATCH", path):
                 for line in response:  # one JSON event per line
                     if line.strip():
-                        yield dict(json.loads(line))
+                        yield dict(orjson.loads(line))
         finally:
             response.close()  # a watch left early still has data on the wire: never reuse it
             response.release_conn()
