@@ -1,64 +1,201 @@
 #!/usr/bin/env bash
-# `make kind-e2e`: the end-to-end suite on a kind cluster, with the operator installed by its Helm
-# chart from an image built here. Needs a running Docker engine and access to the kindest/node
-# and python base images; this project's CI has neither, so CI runs the same suite on the local
-# control plane instead (make test).
+# `make kind-e2e`: the operator as users run it. A kind cluster, the operator image built from the
+# Dockerfile and loaded into it, the Helm chart installed (two replicas with leader election, the
+# webhooks through their Service, the certificates the chart generates) in a namespace enforcing
+# Pod Security `restricted`, then tests/kind against it (pytest -m kind): Pods and probes, leader
+# handover, helm upgrade and rollback under load, a smoke identity and its token.
 #
-# 1. builds kind (pinned) from the Go module proxy into the cache, like Helm and the control plane;
-# 2. creates a kind cluster on Kubernetes v1.34 (the last kubelet that runs on cgroup v1);
-# 3. builds the operator image and loads it into the cluster;
-# 4. installs the chart, serving namespace kind-smoke, and waits for the Deployment to be Ready
-#    (its readiness probe: the operator can reach the API server and list identities);
-# 5. applies an AgentIdentity in kind-smoke and waits until the in-cluster operator makes it Ready;
-# 6. runs tests/e2e against the cluster (AGENT_IDENTITY_KUBECONFIG): those tests start their own
-#    out-of-cluster operator per test namespace, which the in-cluster one does not serve.
+# Works without any image registry (this project's CI machines reach package registries only):
+#   engine      a Docker engine answers, or scripts/kind/docker-engine.sh starts one;
+#   node image  scripts/kind/node-image.sh builds Kubernetes v1.34.4's node image from Go modules
+#               and Debian packages (about 8 min cold, cached by input hash afterwards), unless
+#               KIND_NODE_IMAGE names one (with internet: KIND_NODE_IMAGE=kindest/node:v1.34.0);
+#   operator    scripts/build-image.sh on the local Debian Python base (offline, --network none),
+#               or on PYTHON_IMAGE when given; tagged by content, loaded with `kind load`;
+#   agent       scripts/kind/agent-image.sh, the small agent the pod tests run, loaded likewise.
+#
+# Env: KIND_CLUSTER (agent-identity), KIND_NODE_IMAGE, PYTHON_IMAGE, KIND_KEEP=1 (keep the cluster
+# at the end; it is deleted otherwise), KIND_FRESH=1 (delete a cluster left from an earlier run
+# instead of reusing it), KIND_E2E_DIR (.kind-e2e: kubeconfig, logs, figures), PYTEST_ARGS.
+# Everything it prints goes to stderr except pytest's output; the last lines are the timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$(pwd)
 
 KIND_VERSION="${KIND_VERSION:-v0.30.0}"
-NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.34.0}"
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 CLUSTER="${KIND_CLUSTER:-agent-identity}"
-IMAGE="agent-identity-operator:e2e"
+RELEASE=agent-identity-operator
+RELEASE_NS=agent-identity-system
+SERVED_NS=kind-e2e
+CHART=charts/agent-identity-operator
 CACHE="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
 KIND="$CACHE/kind-$KIND_VERSION/kind"
-KUBECONFIG_OUT="$(pwd)/.kind-kubeconfig"
+OUT="${KIND_E2E_DIR:-$REPO/.kind-e2e}"
+export KUBECONFIG="$OUT/kubeconfig"
 
+log() { printf '[kind-e2e] %s\n' "$*" >&2; }
 die() { printf '[kind-e2e] ERROR: %s\n' "$*" >&2; exit 1; }
-command -v kubectl >/dev/null || die "kubectl is missing: install it (e.g. apt-get install kubectl from the Kubernetes packages)"
-command -v docker >/dev/null || die "docker is missing: kind needs a Docker engine (apt-get install docker.io, then start dockerd)"
-docker info >/dev/null 2>&1 || die "no Docker engine answers: start it (e.g. 'dockerd &') and retry"
 
-if [[ ! -x "$KIND" ]]; then
-  command -v go >/dev/null || die "Go is missing: it builds kind from the Go module proxy"
-  mkdir -p "$(dirname "$KIND")"
-  GOBIN="$(dirname "$KIND")" CGO_ENABLED=0 go install "sigs.k8s.io/kind@${KIND_VERSION}"
+T0=$(date +%s)
+TIMINGS=()
+phase() { PHASE=$1; PHASE_T0=$(date +%s); log "== $PHASE"; }
+phase_done() {
+  local took=$(( $(date +%s) - PHASE_T0 ))
+  TIMINGS+=("$(printf '%-28s %4ss' "$PHASE" "$took")")
+  log "== $PHASE: ${took}s"
+}
+
+# On failure: what the cluster looked like, and the operator's logs (also kept in $OUT).
+diagnose() {
+  [[ -s "$KUBECONFIG" && -n "${KUBECTL:-}" ]] || return 0
+  log "state of the cluster at the failure (also in $OUT/diagnostics.txt):"
+  {
+    "$KUBECTL" get nodes,pods -A -o wide
+    "$KUBECTL" -n "$RELEASE_NS" get deployment,replicaset,pdb,lease,endpointslices -o wide
+    "$KUBECTL" -n "$RELEASE_NS" describe pods
+    "$KUBECTL" get events -A --sort-by=.lastTimestamp | tail -n 60
+    for pod in $("$KUBECTL" -n "$RELEASE_NS" get pods -o name); do
+      echo "--- logs of $pod"
+      "$KUBECTL" -n "$RELEASE_NS" logs "$pod" --tail=200 || true
+      "$KUBECTL" -n "$RELEASE_NS" logs "$pod" --previous --tail=100 2>/dev/null || true
+    done
+  } > "$OUT/diagnostics.txt" 2>&1 || true
+  tail -n 150 "$OUT/diagnostics.txt" >&2
+}
+
+summary() {
+  local rc=$1
+  log "timings:"
+  local line
+  for line in "${TIMINGS[@]}"; do log "  $line"; done
+  log "  $(printf '%-28s %4ss' total $(( $(date +%s) - T0 )))"
+  if [[ -s "$OUT/figures.json" ]]; then log "figures ($OUT/figures.json):"; sed 's/^/[kind-e2e]   /' "$OUT/figures.json" >&2; fi
+  if [[ $rc -eq 0 ]]; then log "PASSED"; else log "FAILED (exit $rc) in phase '$FAILED_PHASE'; see above and $OUT/"; fi
+}
+
+cleanup() {
+  local rc=$?
+  FAILED_PHASE=${PHASE:-start}
+  [[ $rc -ne 0 ]] && diagnose
+  if [[ -x "$KIND" ]] && "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    if [[ "${KIND_KEEP:-}" == 1 ]]; then
+      log "keeping cluster $CLUSTER (KIND_KEEP=1): KUBECONFIG=$KUBECONFIG; delete it with: $KIND delete cluster --name $CLUSTER"
+    else
+      phase "delete cluster"
+      "$KIND" delete cluster --name "$CLUSTER" >&2 2>&1 || log "warning: kind delete cluster failed"
+      phase_done
+    fi
+  fi
+  summary "$rc"
+  exit "$rc"
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+rm -f "$OUT/figures.json" "$OUT/diagnostics.txt"
+
+# --- tools and images ---------------------------------------------------------------------------------
+phase "docker engine"
+docker info >/dev/null 2>&1 || bash scripts/kind/docker-engine.sh >/dev/null || die "no Docker engine answers and scripts/kind/docker-engine.sh could not start one"
+phase_done
+
+phase "node image"
+if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
+  NODE_IMAGE=$KIND_NODE_IMAGE
+  log "node image: KIND_NODE_IMAGE=$NODE_IMAGE"
+else
+  NODE_IMAGE=$(bash scripts/kind/node-image.sh | tail -n 1) || die "scripts/kind/node-image.sh failed (see above)"
 fi
+if [[ ! -x "$KIND" ]]; then  # node-image.sh builds kind; with KIND_NODE_IMAGE we may have to
+  command -v go >/dev/null || die "kind is missing and Go (which builds it) too"
+  mkdir -p "$(dirname "$KIND")"
+  GOBIN="$(dirname "$KIND")" CGO_ENABLED=0 go install "sigs.k8s.io/kind@$KIND_VERSION" || die "go install sigs.k8s.io/kind@$KIND_VERSION failed"
+fi
+KUBECTL="$CACHE/kind-node/k8s-$K8S_VERSION/bin/kubectl"  # built with the node image
+[[ -x "$KUBECTL" ]] || KUBECTL=$(command -v kubectl) || die "kubectl is missing: run scripts/kind/node-image.sh (builds it) or install it"
+phase_done
 
-"$KIND" get clusters | grep -qx "$CLUSTER" || "$KIND" create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 120s
-"$KIND" get kubeconfig --name "$CLUSTER" > "$KUBECONFIG_OUT"
-export KUBECONFIG="$KUBECONFIG_OUT"
+phase "helm"
+HELM=$(bash scripts/install-helm.sh | tail -n 1) || die "scripts/install-helm.sh failed"
+phase_done
 
-docker build -t "$IMAGE" .
-"$KIND" load docker-image "$IMAGE" --name "$CLUSTER"
+phase "operator image"
+# Offline unless the caller chose otherwise: with a registry-free node image there is no registry.
+local_base=1
+[[ -n "${PYTHON_IMAGE:-}" || -n "${KIND_NODE_IMAGE:-}" ]] && local_base=0
+built=$(AIO_LOCAL_BASE=$local_base IMAGE=agent-identity-operator:kind bash scripts/build-image.sh | tail -n 1) \
+  || die "scripts/build-image.sh failed (see above)"
+# A tag per content: a changed operator rolls the Deployment of a reused cluster, an unchanged one does not.
+IMAGE_TAG="kind-$(docker image inspect -f '{{.Id}}' "$built" | cut -d: -f2 | cut -c1-12)"
+docker tag "$built" "agent-identity-operator:$IMAGE_TAG"
+docker images agent-identity-operator --format '{{.Tag}}' | grep '^kind-' | grep -vxF "$IMAGE_TAG" \
+  | sed 's/^/agent-identity-operator:/' | xargs -r docker rmi >/dev/null 2>&1 || true
+log "operator image: agent-identity-operator:$IMAGE_TAG"
+phase_done
 
-HELM="$(bash scripts/install-helm.sh | tail -n 1)"
-kubectl create namespace kind-smoke --dry-run=client -o yaml | kubectl apply -f -
-"$HELM" upgrade --install agent-identity-operator charts/agent-identity-operator \
-  --namespace agent-identity-system --create-namespace \
-  --set image.repository=agent-identity-operator --set image.tag=e2e --set image.pullPolicy=Never \
-  --set "watchNamespaces={kind-smoke}" --wait --timeout 180s
+phase "agent image"
+# The small agent tests/kind runs in pods (reads its projected token, calls the API every second).
+AGENT_IMAGE=$(bash scripts/kind/agent-image.sh | tail -n 1) || die "scripts/kind/agent-image.sh failed"
+phase_done
 
-kubectl apply -f - <<'YAML'
-apiVersion: agentidentity.dev/v1alpha1
-kind: AgentIdentity
-metadata: {name: smoke, namespace: kind-smoke}
-spec:
-  task: "kind smoke test"
-  ttl: 2m
-  profile: read-only
-  delegator: {kind: User, name: kubernetes-admin}
-  scopes: [{apiGroups: [""], resources: ["configmaps"], verbs: ["get"]}]
-YAML
-kubectl wait --for=jsonpath='{.status.phase}'=Ready -n kind-smoke agentidentity/smoke --timeout 60s
+# --- cluster ------------------------------------------------------------------------------------------
+phase "cluster"
+if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  why=""
+  if [[ "${KIND_FRESH:-}" == 1 ]]; then
+    why="KIND_FRESH=1"
+  elif [[ "$(docker inspect -f '{{.Config.Image}}' "$CLUSTER-control-plane" 2>/dev/null)" != "$NODE_IMAGE" ]]; then
+    why="its node image is not $NODE_IMAGE"
+  elif ! "$KIND" get kubeconfig --name "$CLUSTER" > "$KUBECONFIG" 2>/dev/null \
+       || ! "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
+    why="its API server does not answer"
+  fi
+  if [[ -n "$why" ]]; then
+    log "deleting the existing cluster $CLUSTER ($why)"
+    "$KIND" delete cluster --name "$CLUSTER" >&2
+  else
+    log "reusing the running cluster $CLUSTER"
+  fi
+fi
+if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  "$KIND" create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 120s --kubeconfig "$KUBECONFIG" >&2 \
+    || die "kind create cluster failed"
+fi
+"$KIND" get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
+# kind's --wait covers the node only: the operator needs cluster DNS and the Service routes too.
+"$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=120s >&2
+"$KUBECTL" -n kube-system rollout status daemonset/kube-proxy --timeout=120s >&2
+phase_done
 
-AGENT_IDENTITY_KUBECONFIG="$KUBECONFIG_OUT" .venv/bin/pytest tests/e2e -q
+phase "kind load docker-image"
+"$KIND" load docker-image "agent-identity-operator:$IMAGE_TAG" "$AGENT_IMAGE" --name "$CLUSTER" >&2 || die "kind load docker-image failed"
+phase_done
+
+# --- the chart ----------------------------------------------------------------------------------------
+phase "helm install"
+"$KUBECTL" create namespace "$RELEASE_NS" --dry-run=client -o yaml | "$KUBECTL" apply -f - >&2
+# The operator must run under the strictest Pod Security level: refused at admission otherwise.
+"$KUBECTL" label namespace "$RELEASE_NS" --overwrite \
+  pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted >&2
+"$KUBECTL" create namespace "$SERVED_NS" --dry-run=client -o yaml | "$KUBECTL" apply -f - >&2
+# Helm installs crds/ only when it installs a release: a reused cluster gets changed CRDs here.
+"$KUBECTL" apply --server-side --force-conflicts -f "$CHART/crds/" >&2
+"$HELM" upgrade --install "$RELEASE" "$CHART" --namespace "$RELEASE_NS" \
+  --set image.repository=agent-identity-operator --set "image.tag=$IMAGE_TAG" --set image.pullPolicy=Never \
+  --set "watchNamespaces={$SERVED_NS}" \
+  --wait --timeout 300s >&2 || die "helm upgrade --install failed"
+"$KUBECTL" -n "$RELEASE_NS" rollout status "deployment/$RELEASE" --timeout=300s >&2
+"$KUBECTL" -n "$RELEASE_NS" get pods -o wide >&2
+phase_done
+
+# --- the tests ----------------------------------------------------------------------------------------
+phase "tests/kind"
+# shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
+AGENT_IDENTITY_KIND_KUBECONFIG="$KUBECONFIG" \
+AGENT_IDENTITY_KIND_RELEASE="$RELEASE" \
+AGENT_IDENTITY_KIND_RELEASE_NAMESPACE="$RELEASE_NS" \
+AGENT_IDENTITY_KIND_NAMESPACE="$SERVED_NS" \
+AGENT_IDENTITY_KIND_FIGURES="$OUT/figures.json" \
+AGENT_IDENTITY_KIND_AGENT_IMAGE="$AGENT_IMAGE" \
+  .venv/bin/pytest tests/kind -v -s -p no:cacheprovider ${PYTEST_ARGS:-}
+phase_done

@@ -32,7 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 # Markers by folder, in one place, so no test module can forget its own: `pytest -m "not e2e"`
 # runs only what needs no API server, `-m "not e2e and not chart"` only pure code.
-FOLDER_MARKERS = {"e2e": "e2e", "chaos": "e2e", "chart": "chart"}
+FOLDER_MARKERS = {"e2e": "e2e", "chaos": "e2e", "chart": "chart", "kind": "kind"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker

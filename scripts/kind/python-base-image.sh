@@ -15,9 +15,10 @@
 #       build requirements and dependencies (read from pyproject.toml), downloaded on this host by
 #       the host's pip (which already knows how to reach the package index). The unchanged
 #       Dockerfile then builds with no network access from inside containers at all.
-# The wheelhouse also ends up in the operator image's final stage (same PYTHON_IMAGE, ~40 MB
-# more); scripts/kind/Dockerfile.builder-image.patch proposes a BUILDER_IMAGE argument so the
-# final stage can use the clean base instead.
+# The wheelhouse image carries the clean base's name in the label agentidentity.dev/python-base,
+# so a build can use the wheelhouse for the Dockerfile's builder stage only and keep the wheels
+# out of the operator image (scripts/build-image.sh does):
+#   docker build --network none --build-arg BUILDER_IMAGE=<wheelhouse> --build-arg PYTHON_IMAGE=<base> .
 #
 # The wheelhouse image's tag hashes the dependency lists, so a changed pyproject.toml rebuilds
 # only that layer; the clean base is reused.
@@ -118,6 +119,7 @@ else
   printf '[global]\nno-index = true\nfind-links = /opt/wheels\n' > "$work/ctx/pip.conf"
   cat > "$work/ctx/Dockerfile" <<DOCKERFILE
 FROM $BASE_IMAGE
+LABEL agentidentity.dev/python-base=$BASE_IMAGE
 COPY wheels /opt/wheels
 COPY pip.conf /etc/pip.conf
 DOCKERFILE

@@ -22,7 +22,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from agent_identity.admission.identity import CONFIGURATION_NAME, MUTATE_PATH, VALIDATE_PATH, webhook_configurations
+from agent_identity.admission.configurations import CONFIGURATION_NAME, webhook_configurations
+from agent_identity.admission.identity import MUTATE_PATH, VALIDATE_PATH
+from agent_identity.admission.pods import POD_GUARD, POD_PATH, WORKLOAD_PATH, pod_guard_policy
 from agent_identity.api.durations import MAX_TTL
 from agent_identity.api.v1alpha1 import AgentProfile, PolicyRule
 from agent_identity.app import operator_rbac
@@ -152,7 +154,11 @@ def test_chart_versions_and_default_image_follow_the_package(default_objects: li
     assert project
     assert chart["apiVersion"] == "v2"
     assert chart["appVersion"] == project.group(1) == "0.1.0"
-    assert container(default_objects)["image"] == f"ghcr.io/agent-identity/agent-identity-operator:{chart['appVersion']}"
+    # Not published in any registry: the local name `make image` builds (loaded with `kind load`, or pushed).
+    assert container(default_objects)["image"] == f"agent-identity-operator:{chart['appVersion']}"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "bash scripts/build-image.sh" in makefile
+    assert 'IMAGE="${IMAGE:-agent-identity-operator:$VERSION}"' in (ROOT / "scripts" / "build-image.sh").read_text()
 
 
 def test_chart_crds_are_byte_for_byte_copies_of_the_generated_ones() -> None:
@@ -262,7 +268,7 @@ def test_default_profiles_are_the_examples(default_objects: list[dict[str, Any]]
 def test_deployment_is_pod_security_restricted(default_objects: list[dict[str, Any]]) -> None:
     deployment = one(default_objects, "Deployment", operator_rbac.NAME)
     pod = deployment["spec"]["template"]["spec"]
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2
     assert pod["serviceAccountName"] == operator_rbac.NAME
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
@@ -299,6 +305,93 @@ def test_deployment_probes_volumes_and_flags(default_objects: list[dict[str, Any
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert mounts["/certs"]["readOnly"] is True
     assert volumes[mounts["/certs"]["name"]]["secret"]["secretName"] == f"{operator_rbac.NAME}-webhook-tls"
+
+
+# --- replicas: leader election, rolling updates, disruption budget, spread -----------------------------
+
+
+def test_two_replicas_elect_a_leader_in_the_release_namespace(default_objects: list[dict[str, Any]]) -> None:
+    config = parse_args(container(default_objects)["args"])
+    assert one(default_objects, "Deployment", operator_rbac.NAME)["spec"]["replicas"] == 2
+    assert config.leader_election is True
+    assert config.leader_election_namespace == NAMESPACE
+    assert config.lease_duration.total_seconds() == 15
+    assert config.lease_name == "agent-identity-operator"
+
+
+def test_the_operator_may_keep_its_lease_in_the_release_namespace(default_objects: list[dict[str, Any]]) -> None:
+    # Leader election reads the Lease (get), takes it (create, then update): RBAC must allow all three
+    # in the release namespace, where the fence allows Leases too.
+    config = parse_args(container(default_objects)["args"])
+    account = {"kind": "ServiceAccount", "name": operator_rbac.NAME, "namespace": NAMESPACE}
+    bound = {
+        b["roleRef"]["name"]
+        for b in by_kind(default_objects, "RoleBinding")
+        if b["metadata"]["namespace"] == NAMESPACE and account in b["subjects"] and b["roleRef"]["kind"] == "Role"
+    }
+    rules = [r for role in by_kind(default_objects, "Role") if role["metadata"]["name"] in bound for r in role["rules"]]
+    allowed = {
+        verb
+        for rule in rules
+        if "coordination.k8s.io" in rule["apiGroups"] and "leases" in rule["resources"]
+        for verb in rule["verbs"]
+        if verb == "create" or config.lease_name in rule.get("resourceNames", [config.lease_name])
+    }
+    assert allowed >= {"get", "create", "update"}, f"the operator's Roles in {NAMESPACE} let it {sorted(allowed)} its Lease"
+    assert "'leases.coordination.k8s.io'" in fence_text(fence_policy(default_objects))
+
+
+def test_updates_roll_with_a_ready_replica_at_all_times(default_objects: list[dict[str, Any]]) -> None:
+    deployment = one(default_objects, "Deployment", operator_rbac.NAME)
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod = deployment["spec"]["template"]["spec"]
+    # A starting pod is probed for readiness only once its webhook server listens: Ready means serving.
+    assert container(default_objects)["startupProbe"]["tcpSocket"] == {"port": "webhook"}
+    # A stopping pod keeps serving the webhooks while routes drop it, then has 30 s to exit.
+    assert container(default_objects)["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] == 35
+
+
+def test_a_disruption_budget_and_anti_affinity_keep_a_replica_up(default_objects: list[dict[str, Any]]) -> None:
+    template = one(default_objects, "Deployment", operator_rbac.NAME)["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    budget = one(default_objects, "PodDisruptionBudget", operator_rbac.NAME)
+    assert budget["apiVersion"] == "policy/v1" and budget["metadata"]["namespace"] == NAMESPACE
+    assert budget["spec"]["maxUnavailable"] == 1 and "minAvailable" not in budget["spec"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    (preferred,) = template["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["weight"] == 100
+    assert preferred["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert preferred["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_replica_settings_come_from_values(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def rendered(values: dict[str, Any]) -> list[dict[str, Any]]:
+        return render(helm, "-f", values_file(tmp_path_factory, values))
+
+    objects = rendered(
+        {"replicaCount": 3, "leaderElection": {"leaseDuration": "30s"}, "podDisruptionBudget": {"maxUnavailable": 2}}
+    )
+    assert one(objects, "Deployment")["spec"]["replicas"] == 3
+    assert parse_args(container(objects)["args"]).lease_duration.total_seconds() == 30
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 2
+    # Without leader election: one replica, recreated (never two operators at once).
+    single = rendered({"replicaCount": 1, "leaderElection": {"enabled": False}})
+    assert one(single, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert parse_args(container(single)["args"]).leader_election is False
+    assert by_kind(rendered({"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
+    assert "lifecycle" not in container(rendered({"shutdownDelaySeconds": 0}))
+    required = one(rendered({"podAntiAffinity": "required"}), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    (term,) = required["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert "affinity" not in one(rendered({"podAntiAffinity": "none"}), "Deployment")["spec"]["template"]["spec"]
+    # affinity is kept, and its own podAntiAffinity wins over the chart's.
+    nodes = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    merged = one(rendered({"affinity": nodes}), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert merged["nodeAffinity"] == nodes["nodeAffinity"] and "podAntiAffinity" in merged
+    own = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    assert one(rendered({"affinity": own}), "Deployment")["spec"]["template"]["spec"]["affinity"] == own
 
 
 def test_custom_values_reach_the_operator_flags(custom_objects: list[dict[str, Any]]) -> None:
@@ -358,18 +451,35 @@ def test_webhooks_mirror_admission_webhook_configurations(default_objects: list[
     for kind, configuration in rendered.items():
         assert configuration["metadata"]["name"] == CONFIGURATION_NAME
         assert configuration["webhooks"] == expected[kind]["webhooks"]
-    (mutate,) = rendered["MutatingWebhookConfiguration"]["webhooks"]
-    (validate,) = rendered["ValidatingWebhookConfiguration"]["webhooks"]
+    mutate, pods = rendered["MutatingWebhookConfiguration"]["webhooks"]
+    validate, workloads = rendered["ValidatingWebhookConfiguration"]["webhooks"]
     assert mutate["clientConfig"]["service"]["path"] == f"/{MUTATE_PATH}" == "/mutate-identity"
     assert validate["clientConfig"]["service"]["path"] == f"/{VALIDATE_PATH}" == "/validate-identity"
-    for hook in (mutate, validate):
+    assert pods["clientConfig"]["service"]["path"] == f"/{POD_PATH}" == "/mutate-pod"
+    assert workloads["clientConfig"]["service"]["path"] == f"/{WORKLOAD_PATH}" == "/validate-workload"
+    for hook in (mutate, validate, pods, workloads):
         assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == ("Fail", 5, "None")
         assert hook["admissionReviewVersions"] == ["v1"]
-        assert hook["rules"][0]["resources"] == ["agentidentities"]
-        assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
         assert hook["namespaceSelector"]["matchExpressions"] == [
             {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE]}
         ]
+    for hook in (mutate, validate):
+        assert hook["rules"][0]["resources"] == ["agentidentities"]
+        assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    # Only labelled pods and workloads reach the operator: an outage of it blocks no other pod.
+    for hook in (pods, workloads):
+        assert hook["objectSelector"] == {"matchExpressions": [{"key": "agentidentity.dev/identity", "operator": "Exists"}]}
+    assert [(rule["resources"], rule["operations"]) for rule in pods["rules"]] == [
+        (["pods"], ["CREATE"]),
+        (["pods/ephemeralcontainers"], ["UPDATE"]),
+    ]
+
+
+def test_pod_guard_mirrors_admission_pod_guard_policy(default_objects: list[dict[str, Any]]) -> None:
+    expected = {o["kind"]: o for o in pod_guard_policy()}
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        rendered = one(default_objects, kind, POD_GUARD)
+        assert rendered["spec"] == expected[kind]["spec"]
 
 
 def test_webhook_service_reaches_the_operator(default_objects: list[dict[str, Any]]) -> None:
@@ -498,7 +608,7 @@ def test_prometheus_rule_alerts_on_the_operator_metrics(custom_objects: list[dic
         in webhook
     )
     names = [hook["name"] for c in expected_webhooks(b"").values() for hook in c["webhooks"]]
-    assert len(names) == 2 and all(re.fullmatch(r".+\.agentidentity\.dev", name) for name in names), names
+    assert len(names) == 4 and all(re.fullmatch(r".+\.agentidentity\.dev", name) for name in names), names
 
 
 def test_prometheus_rule_threshold_is_a_value(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -625,7 +735,7 @@ def test_the_fence_applies_to_the_operators_service_account_and_nobody_else(helm
     ):
         result = run_helm(helm, "template", release, str(CHART), "--namespace", namespace)
         objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-        policy = one(objects, "ValidatingAdmissionPolicy")
+        (policy,) = [o for o in by_kind(objects, "ValidatingAdmissionPolicy") if o["metadata"]["name"] != POD_GUARD]
         pod = one(objects, "Deployment")["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == account
         (condition,) = policy["spec"]["matchConditions"]
@@ -649,7 +759,7 @@ def test_the_fence_is_built_from_the_operators_own_names(default_objects: list[d
 
 def test_the_fence_can_be_turned_off(helm: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     objects = render(helm, "-f", values_file(tmp_path_factory, {"fence": {"enabled": False}}))
-    assert [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")] == []
+    assert [o["metadata"]["name"] for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")] == [POD_GUARD] * 2
 
 
 def test_the_chart_needs_the_kubernetes_that_serves_admission_policies_v1() -> None:
@@ -813,6 +923,11 @@ def dict_get(values: dict[str, Any], path: str) -> Any:
         ({"webhook": {"certManager": {"enabled": "yes"}}}, "/webhook/certManager/enabled"),
         ({"profiles": [{"name": "p", "spec": {"riskLevel": "low", "maxTTL": "5m", "permissionCeiling": []}}]}, "/profiles/0"),
         ({"fence": {"enabled": "yes"}}, "/fence/enabled"),
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"leaderElection": {"leaseDuration": "15 seconds"}}, "/leaderElection/leaseDuration"),
+        ({"podAntiAffinity": "sometimes"}, "/podAntiAffinity"),
+        ({"shutdownDelaySeconds": -1}, "/shutdownDelaySeconds"),
+        ({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
         ({"requireProfile": "yes"}, "/requireProfile"),
         ({"networkPolicy": {"webhook": {"cidrs": ["api-server"]}}}, "/networkPolicy/webhook/cidrs/0"),
         ({"networkPolicy": {"http": {"namespaceSelectors": [{"matchLabel": {}}]}}}, "/networkPolicy/http/namespaceSelectors/0"),
@@ -832,6 +947,7 @@ def test_schema_refuses_bad_values(
     [
         ({"watchNamespaces": [NAMESPACE]}, "must not include the release namespace"),
         ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "need metrics.enabled=true"),
+        ({"leaderElection": {"enabled": False}}, "replicaCount=2 needs leaderElection.enabled=true"),
         (
             {"networkPolicy": {"webhook": {"allowFromAnywhere": False}}},
             "networkPolicy.webhook admits nobody: the API server could not call the webhooks",

@@ -219,9 +219,16 @@ def test_nobody_else_reads_an_agents_token_secret_or_joins_its_pod(pods: Pods) -
 def test_a_pod_naming_an_identity_that_is_not_ready_is_refused_saying_so(pods: Pods) -> None:
     message = pods.refusal(lambda: pods.pod("alice", "ghost-pod", labels={LABEL: "ghost"}))
     assert "identity-exists:" in message and "no AgentIdentity" in message, message
-    pods.identity("alice", "waiting", namespace=pods.unserved)  # admitted, never provisioned
+    # Not Ready: its ServiceAccount's name is taken by someone else's account, so it is Failed.
+    pods.cluster.core.create_namespaced_service_account(pods.namespace, {"metadata": {"name": "aid-clash"}})
+    pods.identity("alice", "clash")
+    pods.cluster.wait_phase(pods.namespace, "clash", "Failed")
+    message = pods.refusal(lambda: pods.pod("alice", "clash-pod", labels={LABEL: "clash"}))
+    assert "agent pod refused: identity-ready:" in message and "is Failed, not Ready" in message, message
+    # A namespace this operator does not serve: nothing there is ever provisioned.
+    pods.identity("alice", "waiting", namespace=pods.unserved)
     message = pods.refusal(lambda: pods.pod("alice", "waiting-pod", labels={LABEL: "waiting"}, namespace=pods.unserved))
-    assert "identity-ready:" in message and "is Pending, not Ready" in message, message
+    assert "namespace-served:" in message and "is not served by this operator" in message, message
 
 
 def test_a_deployments_pods_are_judged_by_the_deployments_author(pods: Pods) -> None:

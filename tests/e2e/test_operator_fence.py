@@ -219,9 +219,8 @@ def test_the_fence_closes_the_side_doors(cluster: Cluster, operator: Operator) -
     wait_for("the served namespace's default ServiceAccount", lambda: _exists(cluster, served, "default"))
     pod = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]}}
     cluster.core.create_namespaced_pod(served, pod)
-    assert (
-        f"only those running as its agents (ServiceAccount aid-<identity>): refused DELETE pods {served}/web"
-        in refused(lambda: operator.core.delete_namespaced_pod("web", served))
+    assert f"only those running as its agents (ServiceAccount aid-<identity>): refused DELETE pods {served}/web" in refused(
+        lambda: operator.core.delete_namespaced_pod("web", served)
     )
     # At home, nothing but its own keys.
     assert f"in its own namespace {home} the operator writes only the Secrets" in refused(

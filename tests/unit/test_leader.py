@@ -303,3 +303,31 @@ def test_the_work_queue_takes_no_key_while_the_elector_does_not_hold_the_lease()
         assert processed == ["identity"]
     finally:
         queue.stop()
+
+
+def test_a_leader_that_stops_releases_the_lease_and_a_standby_takes_it_at_its_next_retry() -> None:
+    leases = FakeLeases()
+    a, b = Replica("a", leases), Replica("b", leases)
+    a.at(1000).step()
+    b.at(1000.5).step()
+    a.at(1002).elector.stop()  # SIGTERM in a rolling update
+    assert not a.elector.holds() and leases.spec["holderIdentity"] == "" and a.exits == []
+    b.at(1002.5).step()  # one retry period later, not a lease duration
+    assert b.leading and leases.spec["holderIdentity"] == "b" and leases.spec["leaseTransitions"] == 1
+
+
+def test_a_stopping_replica_never_empties_a_lease_someone_else_holds() -> None:
+    leases = FakeLeases()
+    a, b = Replica("a", leases), Replica("b", leases)
+    a.at(1000).step()
+    b.at(1000).step()
+    b.at(1015).step()  # a stopped renewing: b took over
+    assert leases.spec["holderIdentity"] == "b"
+    a.elector.stop()  # a learns nothing, and thinks it leads
+    assert leases.spec["holderIdentity"] == "b" and leases.writes == ["a", "b"]
+    c = Replica("c", leases)
+    c.at(1016).step()
+    c.elector.stop()  # a standby writes nothing
+    assert leases.writes == ["a", "b"]
+    b.elector.stop()  # the holder releases
+    assert leases.spec["holderIdentity"] == ""

@@ -93,6 +93,21 @@ helm.sh/chart: {{ include "aio.chart" . }}
 {{- if $rules }}{{ toYaml $rules }}{{ else }}[]{{ end -}}
 {{- end -}}
 
+{{/* .Values.affinity, plus the podAntiAffinity of .Values.podAntiAffinity (replicas on different
+nodes: preferred or required) unless affinity sets its own. */}}
+{{- define "aio.affinity" -}}
+{{- $affinity := deepCopy .Values.affinity -}}
+{{- if and (ne .Values.podAntiAffinity "none") (not (hasKey $affinity "podAntiAffinity")) -}}
+{{- $term := dict "labelSelector" (dict "matchLabels" (include "aio.selectorLabels" . | fromYaml)) "topologyKey" "kubernetes.io/hostname" -}}
+{{- if eq .Values.podAntiAffinity "required" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- else -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $affinity -}}
+{{- end -}}
+
 {{/* Refuse configurations that cannot work, with a message that says why. */}}
 {{- define "aio.validate" -}}
 {{- if has .Release.Namespace .Values.watchNamespaces -}}
@@ -102,6 +117,9 @@ helm.sh/chart: {{ include "aio.chart" . }}
 {{- if and .enabled (not .webhook.allowFromAnywhere) (not (or .webhook.cidrs .webhook.namespaceSelectors .webhook.podSelectors .webhook.peers)) -}}
 {{- fail "networkPolicy.webhook admits nobody: the API server could not call the webhooks (failurePolicy Fail refuses every AgentIdentity then). List the API server's addresses in networkPolicy.webhook.cidrs (or its peers), or set networkPolicy.webhook.allowFromAnywhere=true" -}}
 {{- end -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail (printf "replicaCount=%v needs leaderElection.enabled=true: without it every replica would act on the same identities" .Values.replicaCount) -}}
 {{- end -}}
 {{- if and (or .Values.metrics.serviceMonitor.enabled .Values.metrics.prometheusRule.enabled) (not .Values.metrics.enabled) -}}
 {{- fail "metrics.serviceMonitor and metrics.prometheusRule need metrics.enabled=true" -}}

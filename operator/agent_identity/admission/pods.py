@@ -21,10 +21,11 @@ from typing import Any
 
 from agent_identity.admission.identity import Admission, Refused, Request, creator_from_userinfo
 from agent_identity.api.v1alpha1 import AgentIdentity
+from agent_identity.kube.client import KubeError
 from agent_identity.plan.children import LABEL_IDENTITY
 from agent_identity.plan.decisions import parse_identity
 from agent_identity.plan.pods import MountTaken, agent_pod_spec, controller_of, pod_identity, templates
-from agent_identity.policy.pods import is_controller, may_run_as, ready_problem
+from agent_identity.policy.pods import is_controller, may_run_as, ready_problem, served_problem
 from agent_identity.policy.rules import Violation
 
 POD_PATH = "mutate-pod"
@@ -39,7 +40,7 @@ def admit_pod(admission: Admission, request: Request) -> dict[str, Any] | None:
     name = pod_identity(metadata)
     if name is None:
         return None
-    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=request.now)
+    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=request.now, subject="agent pod")
     _judge(admission, identity, request, subject="agent pod")
     try:
         return agent_pod_spec(request.body.get("spec") or {}, identity, assertion=admission.signing)
@@ -71,7 +72,7 @@ def review_workload(admission: Admission, request: Request) -> None:
         )
     if request.operation == "UPDATE" and request.old is not None and _runs_the_same(kind, request.old, body):
         return  # scaling, a controller's annotations: nothing about what runs as the agent changed
-    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=request.now)
+    identity = _identity(admission, str(metadata.get("namespace", "")), name, now=request.now, subject=kind)
     _judge(admission, identity, request, subject=kind)
 
 
@@ -81,16 +82,24 @@ def _runs_the_same(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) ->
     ) == templates(kind, new)
 
 
-def _identity(admission: Admission, namespace: str, name: str, *, now: datetime) -> AgentIdentity:
+def _identity(admission: Admission, namespace: str, name: str, *, now: datetime, subject: str) -> AgentIdentity:
     """The named identity, from the cache; read again from the API server when the cache does
     not (yet) have it Ready, so an identity that just became Ready is never refused for lag."""
+    served = served_problem(namespace, admission.settings.served_namespaces)
+    if served:
+        raise Refused([served], subject=subject)
     body = admission.lookup(namespace, name)
     identity = parse_identity(body) if body else None
     if not isinstance(identity, AgentIdentity) or ready_problem(identity, now=now):
-        body = admission.kube.get_identity(namespace, name)
+        try:
+            body = admission.kube.get_identity(namespace, name)
+        except KubeError as error:
+            unreadable = Violation("identity-readable", f"AgentIdentity {namespace}/{name} could not be read: {error.reason}")
+            raise Refused([unreadable], subject=subject) from None
         identity = parse_identity(body) if body else None
     if not isinstance(identity, AgentIdentity):
-        raise Refused([Violation("identity-exists", f"{LABEL_IDENTITY}: there is no AgentIdentity {namespace}/{name}")])
+        missing = Violation("identity-exists", f"{LABEL_IDENTITY}: there is no AgentIdentity {namespace}/{name}")
+        raise Refused([missing], subject=subject)
     return identity
 
 

@@ -77,6 +77,7 @@ def start(config: OperatorConfig) -> Operator:
         require_profile=config.require_profile,
         default_profile=config.default_profile,
         operator_namespace=config.operator_namespace,
+        served_namespaces=tuple(config.namespaces),
     )
     metrics = Metrics()
     keystore = (

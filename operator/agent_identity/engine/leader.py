@@ -15,6 +15,8 @@ reconciles.
   third of the lease to spare. :meth:`LeaderElector.holds` is that local, network-free test; the
   work queue asks it before every key, so a leader frozen (SIGSTOP, a long GC pause) and thawed
   after a takeover takes no further key even before its elector thread has run again.
+- A leader that stops (SIGTERM: a rolling update, a drained node) releases the lease, as client-go
+  does with ReleaseOnCancel: the holder is emptied and a standby takes it at its next retry.
 - Losing the lease (the deadline passed without a renewal, or another holder seen) pauses the
   work queue and exits the process, as controller-runtime does: the pod restarts as a standby
   with a fresh cache, and nothing written after the loss can come from this process. A standby
@@ -147,7 +149,30 @@ class LeaderElector:
         threading.Thread(target=self._watchdog, name="leader-election-watchdog", daemon=True).start()
 
     def stop(self) -> None:
+        """Stops electing and, when leading, releases the lease (client-go's ReleaseOnCancel): a
+        standby takes over at its next retry, a couple of seconds, instead of waiting out the
+        lease after every rolling update. Call it once this process writes nothing more."""
         self._stop.set()
+        with self._lock:
+            leading, self.leading = self.leading, False  # holds() is False from here: nothing more is written
+        if leading:
+            self.release()
+
+    def release(self) -> bool:
+        """Empties the holder of the lease if it is still ours (at the resourceVersion read, so a
+        newer holder is never overwritten); whether it was released. Best effort: a lease not
+        released simply expires."""
+        try:
+            lease = self.store.get_stored("Lease", self.namespace, self.name)
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return False
+            lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _micro(self._wall())}
+            self.store.store(lease)
+        except Exception as error:  # noqa: BLE001 - stopping anyway: the lease then expires on its own
+            log.warning("leader election: could not release the lease %s/%s: %s", self.namespace, self.name, error)
+            return False
+        log.info("leader election: %s released the lease %s/%s", self.identity, self.namespace, self.name)
+        return True
 
     def holds(self) -> bool:
         """True while this replica may act: it leads and its last renewal is within the renew

@@ -89,6 +89,7 @@ class PolicySettings:
     require_profile: bool = False
     default_profile: str | None = None
     operator_namespace: str | None = None
+    served_namespaces: tuple[str, ...] = ()  # empty: every namespace
 
 
 def ancestors(identity: AgentIdentity, lookup: IdentityLookup, *, limit: int = 32) -> tuple[AgentIdentity, ...]:

@@ -44,6 +44,18 @@ def is_controller(requester: Creator) -> bool:
     return requester.username in CONTROLLER_USERS
 
 
+def served_problem(namespace: str, served: tuple[str, ...]) -> Violation | None:
+    """Identities in a namespace this operator does not serve are never provisioned: say so,
+    rather than that they are not Ready yet."""
+    if not served or namespace in served:
+        return None
+    return Violation(
+        "namespace-served",
+        f"namespace {namespace!r} is not served by this operator (it serves {', '.join(served)}): no AgentIdentity"
+        " there is ever provisioned, so no pod there runs as one",
+    )
+
+
 def ready_problem(identity: AgentIdentity, *, now: datetime) -> Violation | None:
     """An agent's pods start only while it is Ready (not before, not after its expiry)."""
     where = f"AgentIdentity {identity.metadata.namespace}/{identity.metadata.name}"
