@@ -157,8 +157,7 @@ def test_a_pod_naming_an_identity_it_may_not_use_or_not_ready_is_refused(
     message = json.loads(refused.value.body)["message"]
     assert "identity-ready:" in message and "is Failed, not Ready" in message, message
 
-    idle = f"kind-idle-{uuid.uuid4().hex[:5]}"  # admitted by the webhooks, served by no operator
-    release.cluster.core.create_namespace({"metadata": {"name": idle}})
+    idle = release.cluster.create_test_namespace("kind-idle")  # admitted by the webhooks, served by no operator
     try:
         waiting = make_identity("waiting", idle, profile="read-only", delegator={"kind": "User", "name": release.creator})
         release.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, idle, PLURAL, waiting)

@@ -93,7 +93,20 @@ class Cluster:
         stem = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].strip("-")
         name = f"t-{stem}-{uuid.uuid4().hex[:5]}"
         self.core.create_namespace({"metadata": {"name": name}})
+        # Pods need the namespace's default ServiceAccount (the ServiceAccount admission plugin looks
+        # it up), which the controller manager creates: at once, or once its watches are back after
+        # an API server outage (a chaos test before this one).
+        wait_for(f"{name}'s default ServiceAccount", lambda: self._has_account(name, "default"), timeout=90, interval=0.2)
         return name
+
+    def _has_account(self, namespace: str, name: str) -> bool | None:
+        try:
+            self.core.read_namespaced_service_account(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return True
 
     def ensure_namespace(self, name: str) -> None:
         try:
