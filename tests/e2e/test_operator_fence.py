@@ -28,7 +28,7 @@ from kubernetes.client.rest import ApiException
 from agent_identity.keys.keystore import CONFIGMAP_NAME, SEAL_SECRET_NAME
 from agent_identity.plan.children import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE
 from support import fence
-from support.cluster import Cluster, make_identity, wait_for
+from support.cluster import Cluster, make_identity
 from support.tools import render_chart
 
 pytestmark = pytest.mark.e2e
@@ -133,7 +133,6 @@ def binding(name: str, namespace: str, *, role_kind: str = "Role", role_name: st
 
 def test_the_fence_refuses_what_rbac_allows_but_the_operator_never_does(cluster: Cluster, operator: Operator) -> None:
     served = operator.served
-    wait_for("the served namespace's default ServiceAccount", lambda: _exists(cluster, served, "default"))
 
     # A token for a ServiceAccount that is not an agent's: RBAC allows serviceaccounts/token here.
     message = refused(lambda: operator.core.create_namespaced_service_account_token("default", served, token_request()))
@@ -153,7 +152,7 @@ def test_the_fence_refuses_what_rbac_allows_but_the_operator_never_does(cluster:
     cluster.core.create_namespaced_service_account(served, {"metadata": {"name": "workload"}})
     message = refused(lambda: operator.core.delete_namespaced_service_account("workload", served))
     assert f"are named aid-<identity>: refused DELETE serviceaccounts {served}/workload" in message
-    assert _exists(cluster, served, "workload")
+    assert cluster.has_service_account(served, "workload")
 
 
 def test_the_operator_writes_its_agents_and_their_tokens(cluster: Cluster, operator: Operator) -> None:
@@ -216,7 +215,6 @@ def test_the_fence_closes_the_side_doors(cluster: Cluster, operator: Operator) -
         lambda: operator.core.create_namespaced_config_map(served, leak)
     )
     # Or any other ceiling: ops-remediation's lets it delete Pods here, the fence only its agents'.
-    wait_for("the served namespace's default ServiceAccount", lambda: _exists(cluster, served, "default"))
     pod = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]}}
     cluster.core.create_namespaced_pod(served, pod)
     assert f"only those running as its agents (ServiceAccount aid-<identity>): refused DELETE pods {served}/web" in refused(
@@ -246,16 +244,6 @@ def test_the_fence_closes_the_side_doors(cluster: Cluster, operator: Operator) -
     # The fence binds the operator only: the admin writes what it likes.
     cluster.core.create_namespaced_secret(served, {"metadata": {"name": "stolen"}})
     cluster.core.delete_namespaced_service_account("aid-foreign", served)
-
-
-def _exists(cluster: Cluster, namespace: str, name: str) -> bool:
-    try:
-        cluster.core.read_namespaced_service_account(name, namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
 
 
 def _event(namespace: str) -> dict[str, Any]:

@@ -96,10 +96,11 @@ class Cluster:
         # Pods need the namespace's default ServiceAccount (the ServiceAccount admission plugin looks
         # it up), which the controller manager creates: at once, or once its watches are back after
         # an API server outage (a chaos test before this one).
-        wait_for(f"{name}'s default ServiceAccount", lambda: self._has_account(name, "default"), timeout=90, interval=0.2)
+        wait_for(f"{name}'s default ServiceAccount", lambda: self.has_service_account(name, "default"), timeout=90, interval=0.2)
         return name
 
-    def _has_account(self, namespace: str, name: str) -> bool | None:
+    def has_service_account(self, namespace: str, name: str) -> bool | None:
+        """True if it exists, None if not (a ``wait_for`` probe)."""
         try:
             self.core.read_namespaced_service_account(name, namespace)
         except ApiException as error:
