@@ -22,7 +22,7 @@ from agent_identity.api.v1alpha1 import RETIRED_PHASES, SETTLED_PHASES
 from agent_identity.engine.credentials import SigningFailed
 from agent_identity.engine.reconciler import Reconciler
 from agent_identity.engine.workqueue import Lane, WorkQueue
-from agent_identity.kube.client import DELETED, IDENTITY, KubeError
+from agent_identity.kube.client import DELETED, IDENTITY, KubeError, without_managed_fields
 from agent_identity.ops.metrics import LiveIdentity, Metrics
 from agent_identity.plan.children import LABEL_IDENTITY, ChildKind
 from agent_identity.plan.decisions import parse_identity
@@ -47,13 +47,12 @@ class _Entry:
 
     @classmethod
     def of(cls, body: dict[str, Any], *, deleted: bool = False) -> _Entry:
-        metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
-        slim = {**body, "metadata": metadata}  # managedFields: the largest part, and nothing we read
+        slim = without_managed_fields(body)  # a listing's pages come without them already: no second copy
         return cls(
             packed=orjson.dumps(slim),
             live=LiveIdentity.of(slim),
             version=_resource_version(slim),
-            terminating=bool(metadata.get("deletionTimestamp")),
+            terminating=bool(slim["metadata"].get("deletionTimestamp")),
             deleted=deleted,
         )
 

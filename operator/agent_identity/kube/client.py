@@ -302,7 +302,7 @@ class Kube:
         query = {"labelSelector": label_selector} if label_selector else {}
         for page in self._pages(self._identities_path(namespace), query, limit=limit):
             version = str((page.get("metadata") or {}).get("resourceVersion", "0"))
-            yield [_without_managed_fields(item) for item in page.get("items") or []], version
+            yield [without_managed_fields(item) for item in page.get("items") or []], version
 
     def _pages(self, path: str, query: dict[str, str], *, limit: int | None) -> Iterator[dict[str, Any]]:
         """A list, page by page, all as of the first page's resourceVersion (continue tokens)."""
@@ -558,7 +558,9 @@ class Kube:
         self._request("POST", f"/api/v1/namespaces/{metadata['namespace']}/events", body=event)
 
 
-def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without its managedFields (the largest part of it, and nothing the operator
+    reads); the object itself, uncopied, when it has none."""
     metadata = obj.get("metadata") or {}
     if "managedFields" not in metadata:
         return obj
