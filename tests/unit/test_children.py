@@ -39,9 +39,12 @@ def test_every_child_is_labelled_annotated_and_owned() -> None:
         children.token_secret(agent, PROVENANCE),
     ):
         metadata = child["metadata"]
+        # The ServiceAccount also carries its deadline, in Unix seconds (2026-11-28T12:01:30Z).
+        hint = {"agentidentity.dev/expires": "1795867290"} if child["kind"] == "ServiceAccount" else {}
         assert metadata["labels"] == {
             "app.kubernetes.io/managed-by": "agent-identity-operator",
             "agentidentity.dev/identity": "crawler",
+            **hint,
         }
         assert metadata["annotations"]["agentidentity.dev/delegator"] == "user:alice"
         assert metadata["annotations"]["agentidentity.dev/task"] == "collect incident notes"
@@ -182,3 +185,20 @@ def test_the_children_plan_is_a_value_conflicts_found_before_any_write() -> None
     # Not observed (a never-provisioned identity): every child is created, nothing is repaired.
     unseen = plan_children(agent, desired, {})
     assert {step.action for step in unseen.steps} == {ChildAction.CREATE} and not unseen.repairs
+
+
+def test_the_deadline_hint_on_the_service_account_is_never_enforced() -> None:
+    """A ServiceAccount made before the hint existed (an upgrade) or whose hint someone changed is
+    kept as it is: the hint only orders a take-over's work, and rewriting 100,000 accounts after
+    an upgrade would cost 100,000 writes."""
+    desired = children.service_account(identity(), PROVENANCE)
+    for hint in (None, "0"):
+        actual = observed(desired)
+        if hint is None:
+            del actual["metadata"]["labels"]["agentidentity.dev/expires"]
+        else:
+            actual["metadata"]["labels"]["agentidentity.dev/expires"] = hint
+        assert diff_child(desired, actual, owner_uid="uid-crawler") is ChildAction.KEEP
+    other_label_removed = observed(desired)
+    del other_label_removed["metadata"]["labels"]["agentidentity.dev/identity"]
+    assert diff_child(desired, other_label_removed, owner_uid="uid-crawler") is ChildAction.UPDATE

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from agent_identity.api.durations import format_timestamp
 from agent_identity.engine.controller import Controller
 from agent_identity.engine.workqueue import Lane
-from agent_identity.kube.client import OwnWrites
+from agent_identity.kube.client import KubeError, OwnWrites
 
 from .factories import identity_body
 
@@ -31,7 +34,8 @@ def test_an_identity_deleted_while_no_watch_looked_is_revoked_unless_changed_sin
     ctl.observe(None, body("kept", "u1", 10))
     ctl.observe(None, body("vanished", "u2", 11))
     ctl.observe(None, body("newer", "u3", 30))  # created after the listing below was taken
-    assert ctl.resync([body("kept", "u1", 10)], version="20") == 1
+    done = ctl.resync([([body("kept", "u1", 10)], "20")])
+    assert (done.listed, done.vanished) == (1, 1)
     assert ctl.lookup("support", "vanished") is None
     assert ctl.lookup("support", "newer") is not None and ctl.lookup("support", "kept") is not None
 
@@ -43,7 +47,7 @@ def test_a_listing_taken_before_a_deletion_never_brings_the_identity_back() -> N
     ctl.observe("DELETED", body("gone", "u9", 12))
     with ctl._lock:
         del ctl._cache[("support", "gone")]  # the worker processed the deletion
-    ctl.resync([stale], version="11")
+    ctl.resync([([stale], "11")])
     assert ("support", "gone") not in ctl._cache
     ctl.observe(None, body("gone", "u10", 13))  # a new identity of the same name is a new uid
     assert ctl._cache[("support", "gone")].body["metadata"]["uid"] == "u10"
@@ -60,3 +64,33 @@ def test_a_listed_ready_identity_keeps_its_deadline_whatever_its_token_delivery(
         ctl.observe(None, identity_body(name, uid=f"u-{name}", status=status))
         assert ctl.queue._queued[("support", name)] is Lane.BACKGROUND  # not looked at ahead of new work
         assert ctl.queue._due[("support", name)] == expires.timestamp()
+
+
+def test_a_listing_is_verified_in_the_background_only_once_it_is_complete() -> None:
+    """At a take-over the first pages' re-verification (four reads each) would compete with the
+    listing that still has to find the overdue identities: the background lane waits for the end."""
+    ctl = controller()
+    held_during: list[bool] = []
+
+    def pages() -> Iterator[tuple[list[dict[str, Any]], str]]:
+        for index in range(3):
+            yield [body(f"page-{index}", f"u{index}", 10 + index)], "20"
+            held_during.append(Lane.BACKGROUND in ctl.queue._holds)
+
+    assert ctl.resync(pages()).listed == 3
+    assert held_during == [True, True, True]
+    assert Lane.BACKGROUND not in ctl.queue._holds
+    assert len(ctl.queue) == 3  # all three queued for re-verification
+
+
+def test_a_listing_that_fails_midway_releases_the_background_lane() -> None:
+    ctl = controller()
+
+    def pages() -> Iterator[tuple[list[dict[str, Any]], str]]:
+        yield [body("first", "u1", 10)], "20"
+        raise KubeError(method="GET", path="/apis", status=503, reason="ServiceUnavailable", message="restarting")
+
+    with pytest.raises(KubeError):
+        ctl.resync(pages())
+    assert Lane.BACKGROUND not in ctl.queue._holds
+    assert ctl.lookup("support", "first") is not None  # what was listed is kept; nothing revoked

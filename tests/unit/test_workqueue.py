@@ -242,3 +242,21 @@ def test_background_keys_wait_for_routine_ones_and_move_up_when_something_change
         clock.settle()
         assert order == ["blocker", "new", "verify-3", "verify-1", "verify-2"]
         assert len(queue) == 0
+
+
+def test_a_held_lane_keeps_its_keys_until_every_holder_releases_it() -> None:
+    with behind_a_blocker() as (queue, clock, order, gate):
+        queue.hold(Lane.BACKGROUND)
+        queue.hold(Lane.BACKGROUND)  # holds nest: two listings at once
+        queue.add("verify", lane=Lane.BACKGROUND)
+        queue.add("new")
+        gate.set()
+        clock.settle()
+        assert order == ["blocker", "new"]  # the other lanes flow
+        queue.release(Lane.BACKGROUND)
+        clock.settle()
+        assert order == ["blocker", "new"]  # one holder left
+        queue.release(Lane.BACKGROUND)
+        clock.settle()
+        assert order == ["blocker", "new", "verify"]
+        assert len(queue) == 0

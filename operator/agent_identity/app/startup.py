@@ -67,6 +67,7 @@ class Operator:
             self.elector.stop()
         if self.http is not None:
             self.http.shutdown()
+            self.http.server_close()  # the port is free for the next start
 
 
 def start(config: OperatorConfig) -> Operator:
@@ -102,36 +103,31 @@ def start(config: OperatorConfig) -> Operator:
         metrics=metrics,
     )
     operator = Operator(config=config, kube=kube, controller=controller, metrics=metrics, keystore=keystore)
-    for store in (keystore, sealer):
-        if store is not None:
-            _rotate_in_background(operator, store)
-    if sealer is not None:
-        operator.admission = Admission(
-            kube=kube,
-            lookup=controller.lookup,
-            profile_lookup=controller.lookup_profile,
-            sealer=sealer,
-            settings=policy,
-            signing=signer is not None,
-        )
-    metrics.first_seen = controller.first_seen
-    metrics.watch(controller.live_identities, queue_depth=lambda: len(controller.queue))
-    audit.subscribe(metrics.on_audit)
-    if config.leader_election:
-        operator.elector = _elect(kube, controller, config)
-    controller.start()
-    informers = [
-        IdentityInformer(kube, controller, namespace, label_selector=config.shard_selector)
-        for namespace in config.namespaces or (None,)
-    ]
-    for informer in informers:  # new identities are seen from now on, whatever the listing below takes
-        informer.begin()
-        operator.supervise(Supervised(informer.name, informer.step, every=0, max_backoff=5, stale_after=informer.timeout_s + 90))
-    _watch_children(operator, informers)
-    for informer in informers:
-        informer.seed()
-    if config.http_port:
-        operator.http = _serve_http(operator)
+    try:  # a step that fails stops what the earlier ones started: kopf calls start() again
+        for store in (keystore, sealer):
+            if store is not None:
+                _rotate_in_background(operator, store)
+        if sealer is not None:
+            operator.admission = Admission(
+                kube=kube,
+                lookup=controller.lookup,
+                profile_lookup=controller.lookup_profile,
+                sealer=sealer,
+                settings=policy,
+                signing=signer is not None,
+            )
+        metrics.first_seen = controller.first_seen
+        metrics.watch(controller.live_identities, queue_depth=lambda: len(controller.queue))
+        audit.subscribe(metrics.on_audit)
+        if config.leader_election:
+            operator.elector = _elect(kube, controller, config)
+        controller.start()
+        if config.http_port:  # first: probes answer while the identities are listed
+            operator.http = _serve_http(operator)
+        _watch(operator)
+    except BaseException:
+        operator.stop()
+        raise
     log.info("agent-identity-operator started: %d workers, retention %s", config.workers, config.retain_for)
     return operator
 
@@ -167,25 +163,35 @@ def _elect(kube: Kube, controller: Controller, config: OperatorConfig) -> Leader
     return elector
 
 
-def _watch_children(operator: Operator, informers: list[IdentityInformer]) -> None:
-    """Children are watched by thin metadata-only watches (see engine/childwatch.py); a gap in
-    any of them (compaction, API server restart) relists the identities at once, as does the
-    resync period."""
+def _watch(operator: Operator) -> None:
+    """The identities' and the children's watches start from now, so anything new is seen at once;
+    then the resync loop's first run lists every identity (the cache is seeded on that thread,
+    whatever it takes at 100,000) and its later runs, every resync period, heal what any watch
+    missed. A gap in any watch (compaction, API server restart) resumes that watch from now and
+    wakes the resync loop."""
     config, kube, controller = operator.config, operator.kube, operator.controller
     period = config.resync_period.total_seconds()
+    informers: list[IdentityInformer] = []
 
     def relist() -> None:
         for informer in informers:
             informer.relist()
 
-    resync = operator.supervise(Supervised("resync", relist, every=period, first_after=period, stale_after=period + 600))
-    for kind in ChildKind:
-        for namespace in config.namespaces or (None,):
-            watch = ChildWatch(
-                kube, kind, namespace, label_selector=SELECTOR, on_change=controller.child_changed, on_gap=resync.wake
-            )
-            watch.begin()
-            operator.supervise(Supervised(watch.name, watch.step, every=0, max_backoff=5, stale_after=watch.timeout_s + 90))
+    resync = Supervised("resync", relist, every=period, stale_after=period + 600)
+    namespaces = config.namespaces or (None,)
+    informers += [
+        IdentityInformer(kube, controller, namespace, label_selector=config.shard_selector, on_gap=resync.wake)
+        for namespace in namespaces
+    ]
+    children = [
+        ChildWatch(kube, kind, namespace, label_selector=SELECTOR, on_change=controller.child_changed, on_gap=resync.wake)
+        for kind in ChildKind
+        for namespace in namespaces
+    ]
+    for watch in [*informers, *children]:
+        watch.begin()
+        operator.supervise(Supervised(watch.name, watch.step, every=0, max_backoff=5, stale_after=watch.timeout_s + 90))
+    operator.supervise(resync)  # last: its first listing is taken after every watch began
 
 
 def _serve_http(operator: Operator) -> ThreadingHTTPServer:

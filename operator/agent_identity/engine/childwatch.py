@@ -16,15 +16,12 @@ identity and 40,000 replayed events at a restart with 10,000 identities.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from agent_identity.engine.watch import Watch
 from agent_identity.kube.client import Kube
 from agent_identity.plan.children import ChildKind
-
-log = logging.getLogger(__name__)
 
 ChildChange = Callable[[str, ChildKind, dict[str, Any]], None]  # (MODIFIED | DELETED, kind, metadata)
 
@@ -57,12 +54,6 @@ class ChildWatch(Watch):
 
     def current_version(self) -> str:
         return self.kube.children_version(self.kind, self.namespace, label_selector=self.label_selector)
-
-    def resume(self) -> str:
-        version = self.current_version()
-        log.info("watch of %s resumed after a gap: verifying every identity", self.kind)
-        self.on_gap()
-        return version
 
     def events(self, resource_version: str) -> Iterator[dict[str, Any]]:
         return self.kube.watch_children(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -59,6 +59,11 @@ class _Entry:
     @property
     def body(self) -> dict[str, Any]:
         return dict(orjson.loads(self.packed))
+
+
+class Resynced(NamedTuple):
+    listed: int
+    vanished: int  # cached, not listed: deleted while no watch was looking
 
 
 def _resource_version(body: dict[str, Any]) -> int:
@@ -252,14 +257,23 @@ class Controller:
         for key in keys:
             self.queue.add(key, lane=Lane.BACKGROUND)
 
-    def resync(self, listed: list[dict[str, Any]], *, version: str) -> int:
-        """A fresh listing (collection resourceVersion ``version``) replaces what the watches told us:
-        every identity in it is observed (and verified in the background lane), and one cached but
-        no longer listed, and not changed since the listing was taken, was deleted while a watch
-        was not looking: it is revoked. Returns how many such deletions were found."""
-        seen = {key_of(body) for body in listed}
-        for body in listed:
-            self.observe(None, body)
+    def resync(self, pages: Iterable[tuple[list[dict[str, Any]], str]]) -> Resynced:
+        """A fresh listing, page by page (each page with the listing's resourceVersion), replaces
+        what the watches told us: every identity in it is observed (and verified in the background
+        lane, which waits until the listing is done: the overdue, and anything new, go first), and
+        one cached but no longer listed, and not changed since the listing was taken, was deleted
+        while a watch was not looking: it is revoked."""
+        seen: set[Key] = set()
+        version = "0"
+        self.queue.hold(Lane.BACKGROUND)
+        try:
+            for page, page_version in pages:
+                version = page_version  # every page is as of the first one's version
+                for body in page:
+                    seen.add(key_of(body))
+                    self.observe(None, body)
+        finally:
+            self.queue.release(Lane.BACKGROUND)
         self.reverify_all()
         with self._lock:
             vanished = [
@@ -270,7 +284,7 @@ class Controller:
         for body in vanished:
             log.info("%s/%s was deleted while no watch was looking: revoking", *key_of(body))
             self.observe("DELETED", body)
-        return len(vanished)
+        return Resynced(listed=len(seen), vanished=len(vanished))
 
     def lookup(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:

@@ -8,6 +8,8 @@
 - A failed key is retried with exponential backoff.
 - Three lanes, served in order: urgent (a deadline due), routine (something changed) and
   background (re-verifying what looked fine, after a restart). Each is first come first served.
+  A lane can be held (the background one while a listing fills the queue: re-verifying the first
+  pages would slow down the listing that finds the overdue and the rest).
 
 No kopf, no Kubernetes: the operator feeds it keys and a function to process them.
 """
@@ -72,6 +74,7 @@ class WorkQueue(Generic[K]):
         self._scheduler_wakeup = condition(mutex)  # the scheduler waits here for deadlines
         self._stopping = False
         self._paused = False
+        self._holds: dict[Lane, int] = {}  # lane -> how many holders (hold/release nest)
         # Asked under the queue's lock before each key is taken: False holds the workers as
         # pause() does. A leader's elector answers from its local clock, so a leader frozen past
         # its lease takes no key when thawed, before its elector has even run (leader.py).
@@ -110,7 +113,7 @@ class WorkQueue(Generic[K]):
 
     def _pop_locked(self) -> K | None:
         for lane, queue in zip(Lane, self._lanes, strict=True):
-            while queue:
+            while queue and lane not in self._holds:
                 key = queue.popleft()
                 if self._queued.get(key) is lane:
                     del self._queued[key]
@@ -138,6 +141,18 @@ class WorkQueue(Generic[K]):
         """Keep queueing and scheduling, but process nothing (a standby replica)."""
         with self._lock:
             self._paused = True
+
+    def hold(self, lane: Lane) -> None:
+        """Keep queueing into ``lane``, but take nothing from it until as many :meth:`release` calls."""
+        with self._lock:
+            self._holds[lane] = self._holds.get(lane, 0) + 1
+
+    def release(self, lane: Lane) -> None:
+        with self._lock:
+            self._holds[lane] -= 1
+            if not self._holds[lane]:
+                del self._holds[lane]
+                self._lock.notify_all()
 
     def resume(self) -> None:
         with self._lock:

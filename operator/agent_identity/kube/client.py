@@ -42,6 +42,7 @@ _COLLECTIONS = {
 _IDENTITIES = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
 _MERGE_PATCH = "application/merge-patch+json"
 _METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 LIST_PAGE = 500  # identities per page of a full listing
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _STORED = {
@@ -294,21 +295,29 @@ class Kube:
         return items, version
 
     def identity_pages(
-        self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
+        self,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         """Every identity, a page of ``LIST_PAGE`` at a time with the page's resourceVersion, so that
         no single response (or its parsing) has to hold 100,000 identities at once. Without their
         managedFields: the largest part of each object, and nothing the operator reads."""
-        query = {"labelSelector": label_selector} if label_selector else {}
+        selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        query = {key: value for key, value in selectors.items() if value}
         for page in self._pages(self._identities_path(namespace), query, limit=limit):
             version = str((page.get("metadata") or {}).get("resourceVersion", "0"))
             yield [without_managed_fields(item) for item in page.get("items") or []], version
 
-    def _pages(self, path: str, query: dict[str, str], *, limit: int | None) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, path: str, query: dict[str, str], *, limit: int | None, accept: str = "application/json"
+    ) -> Iterator[dict[str, Any]]:
         """A list, page by page, all as of the first page's resourceVersion (continue tokens)."""
         query = {**query, "limit": str(limit or LIST_PAGE)}
         while True:
-            page = self._request("GET", path, query=query)
+            page = self._request("GET", path, query=query, accept=accept)
             yield page
             token = (page.get("metadata") or {}).get("continue")
             if limit or not token:
@@ -430,6 +439,13 @@ class Kube:
 
     def children_version(self, kind: ChildKind, namespace: str | None, *, label_selector: str) -> str:
         return self._version(self._collection(kind, namespace), label_selector)
+
+    def children_metadata(self, kind: ChildKind, namespace: str | None, *, label_selector: str) -> Iterator[dict[str, Any]]:
+        """The metadata of the children ``label_selector`` selects, page by page (no Secret data)."""
+        path = self._collection(kind, namespace)
+        for page in self._pages(path, {"labelSelector": label_selector}, limit=None, accept=_METADATA_LIST):
+            for item in page.get("items") or []:
+                yield dict(item.get("metadata") or {})
 
     def watch_children(
         self, kind: ChildKind, namespace: str | None, *, label_selector: str, resource_version: str, timeout_s: int

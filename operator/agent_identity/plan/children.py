@@ -28,6 +28,12 @@ ANNOTATION_TASK = f"{GROUP}/task"
 ANNOTATION_DELEGATOR = f"{GROUP}/delegator"
 ANNOTATION_CHAIN = f"{GROUP}/delegation-chain"
 ANNOTATION_EXPIRES_AT = f"{GROUP}/expires-at"
+# On the ServiceAccount only: the deadline in Unix seconds, so a restarted operator finds the
+# overdue with one filtered listing (``expires<now``, label selectors compare integers) before it
+# has listed every identity. A hint for ordering: never enforced, never trusted for a decision
+# (the reconcile judges the identity's own status), so drift ignores it (HINT_LABELS).
+LABEL_EXPIRES = f"{GROUP}/expires"
+HINT_LABELS = frozenset({LABEL_EXPIRES})
 ANNOTATION_CREATOR = f"{GROUP}/creator"  # on the AgentIdentity, stamped by the mutating webhook
 ANNOTATION_SEAL = f"{GROUP}/creator-seal"  # its HMAC seal (see seal.py)
 LABEL_PROFILE = f"{GROUP}/profile"
@@ -113,10 +119,12 @@ def _metadata(identity: AgentIdentity, provenance: Provenance, *, name: str) -> 
 
 
 def service_account(identity: AgentIdentity, provenance: Provenance) -> dict[str, Any]:
+    metadata = _metadata(identity, provenance, name=child_name(identity))
+    metadata["labels"][LABEL_EXPIRES] = str(int(provenance.expires_at.timestamp()))
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(identity, provenance, name=child_name(identity)),
+        "metadata": metadata,
         # The agent's credential is the bound token in its Secret; nothing is mounted implicitly.
         "automountServiceAccountToken": False,
     }

@@ -24,6 +24,7 @@ from agent_identity.plan.children import (
     ANNOTATION_TOKEN_EXPIRES_AT,
     ANNOTATION_TOKEN_ISSUED_AT,
     ANNOTATION_TOKEN_SHA256,
+    HINT_LABELS,
     ChildKind,
     token_digest,
 )
@@ -76,7 +77,7 @@ def diff_child(
     for key in ("labels", "annotations"):
         wanted = desired_meta.get(key, {})
         present = actual_meta.get(key) or {}
-        if any(present.get(k) != v for k, v in wanted.items()):
+        if any(present.get(k) != v for k, v in wanted.items() if k not in HINT_LABELS):
             return ChildAction.UPDATE
     return ChildAction.KEEP
 
