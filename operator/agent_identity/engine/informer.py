@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_identity.api.v1alpha1 import SETTLED_PHASES
@@ -27,6 +28,8 @@ from agent_identity.kube.client import Kube
 from agent_identity.plan.children import LABEL_EXPIRES, LABEL_IDENTITY, SELECTOR, ChildKind
 
 log = logging.getLogger(__name__)
+
+READERS = 8  # overdue identities read at once (one request each)
 
 
 class IdentityInformer(Watch):
@@ -75,11 +78,14 @@ class IdentityInformer(Watch):
         settled yet (created while no operator watched, for one). Each is observed as the full
         listing would observe it (lane_for judges its own status: the overdue go first, the
         unsettled next); the full listing then finds them again, unchanged, at no cost."""
-        found = 0
-        for name in self._overdue_names():
-            found += self._observe_pages(self._identities(field_selector=f"metadata.name={name[1]}", namespace=name[0]))
         unsettled = ",".join(f"status.phase!={phase}" for phase in sorted(SETTLED_PHASES))
-        return found + self._observe_pages(self._identities(field_selector=unsettled, namespace=self.namespace))
+        found = self._observe_pages(self._identities(field_selector=unsettled, namespace=self.namespace))
+
+        def read(name: tuple[str, str]) -> int:
+            return self._observe_pages(self._identities(field_selector=f"metadata.name={name[1]}", namespace=name[0]))
+
+        with ThreadPoolExecutor(READERS, thread_name_prefix="sweep") as readers:
+            return found + sum(readers.map(read, self._overdue_names()))
 
     def _overdue_names(self) -> Iterator[tuple[str, str]]:
         """(namespace, name) of the identities whose ServiceAccount's deadline label has passed.
