@@ -10,15 +10,14 @@
 #
 # Prints the bin directory on stdout (last line); everything else goes to stderr.
 set -euo pipefail
+TAG=build-control-plane
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
-CACHE_ROOT="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
 BIN_DIR="$CACHE_ROOT/control-plane/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}/bin"
 BINARIES=(etcd kube-apiserver kube-controller-manager)
-
-log() { printf '[build-control-plane] %s\n' "$*" >&2; }
-die() { printf '[build-control-plane] ERROR: %s\n' "$*" >&2; exit 1; }
 
 have_all() {
   local b

@@ -16,14 +16,14 @@
 #
 # Env: IMAGE, PYTHON_IMAGE, BUILDER_IMAGE, AIO_LOCAL_BASE.
 set -euo pipefail
+TAG=build-image
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$(dirname "$0")/.."
 
 VERSION=$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml)
 IMAGE="${IMAGE:-agent-identity-operator:$VERSION}"
 PUBLIC_BASE=python:3.11-slim
-
-log() { printf '[build-image] %s\n' "$*" >&2; }
-die() { printf '[build-image] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # No engine: start one where we can (root on Debian, like CI); docker-engine.sh says why not otherwise.
 if ! docker info >/dev/null 2>&1; then

@@ -10,23 +10,17 @@
 # AIO_CACHE_DIR, or point AIO_CHECKOV at an existing checkov executable.
 # Prints the checkov executable path on stdout (last line); everything else goes to stderr.
 set -euo pipefail
+TAG=install-checkov
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
 PYTHON="${PYTHON:-python3}"
-CACHE_ROOT="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
 CHECKOV_DIR="$CACHE_ROOT/checkov-${CHECKOV_VERSION}"
 CHECKOV_BIN="$CHECKOV_DIR/bin/checkov"
 STAMP="$CHECKOV_DIR/.installed"
 
-log() { printf '[install-checkov] %s\n' "$*" >&2; }
-die() { printf '[install-checkov] ERROR: %s\n' "$*" >&2; exit 1; }
-
-if [[ -n "${AIO_CHECKOV:-}" ]]; then
-  [[ -x "$AIO_CHECKOV" ]] || die "AIO_CHECKOV=$AIO_CHECKOV is not an executable file"
-  log "using AIO_CHECKOV=$AIO_CHECKOV"
-  echo "$AIO_CHECKOV"
-  exit 0
-fi
+given_executable AIO_CHECKOV
 
 [[ "$CHECKOV_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "CHECKOV_VERSION=$CHECKOV_VERSION: expected a release such as 3.3.30"
 

@@ -15,21 +15,15 @@
 # Override with HELM_VERSION, AIO_CACHE_DIR, or point AIO_HELM at an existing helm binary.
 # Prints the helm binary path on stdout (last line); everything else goes to stderr.
 set -euo pipefail
+TAG=install-helm
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
-CACHE_ROOT="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
 HELM_DIR="$CACHE_ROOT/helm-${HELM_VERSION}"
 HELM_BIN="$HELM_DIR/helm"
 
-log() { printf '[install-helm] %s\n' "$*" >&2; }
-die() { printf '[install-helm] ERROR: %s\n' "$*" >&2; exit 1; }
-
-if [[ -n "${AIO_HELM:-}" ]]; then
-  [[ -x "$AIO_HELM" ]] || die "AIO_HELM=$AIO_HELM is not an executable file"
-  log "using AIO_HELM=$AIO_HELM"
-  echo "$AIO_HELM"
-  exit 0
-fi
+given_executable AIO_HELM
 
 [[ "$HELM_VERSION" =~ ^v3\.[0-9]+\.[0-9]+$ ]] || die "HELM_VERSION=$HELM_VERSION: expected a Helm 3 release tag such as v3.19.0"
 

@@ -13,9 +13,9 @@
 # Needs root (or password-less sudo) and apt-get. Prints the prometheus path, then the promtool
 # path, as the last two lines on stdout; everything else goes to stderr.
 set -euo pipefail
-
-log() { printf '[install-prometheus] %s\n' "$*" >&2; }
-die() { printf '[install-prometheus] ERROR: %s\n' "$*" >&2; exit 1; }
+TAG=install-prometheus
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 found() { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
 

@@ -15,10 +15,11 @@
 # connection, -1 no token file). Defaults: the pod's namespace's configmaps (in scope) and secrets
 # (out of scope), every 1 s.
 set -euo pipefail
+TAG=agent-image
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-log() { printf '[agent-image] %s\n' "$*" >&2; }
-die() { printf '[agent-image] ERROR: %s\n' "$*" >&2; exit 1; }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/kind/docker-engine.sh first"
 wheelhouse=$(bash "$HERE/python-base-image.sh" | tail -n 1) || die "python-base-image.sh failed"
@@ -41,14 +42,12 @@ import urllib.request
 
 ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-
 def namespace() -> str:
     try:
         with open(f"{ACCOUNT}/namespace") as f:
             return f.read().strip()
     except OSError:
         return "default"
-
 
 def status(server: str, path: str, token: str, context: ssl.SSLContext) -> int:
     request = urllib.request.Request(server + path, headers={"Authorization": f"Bearer {token}"})
@@ -59,7 +58,6 @@ def status(server: str, path: str, token: str, context: ssl.SSLContext) -> int:
         return error.code
     except (urllib.error.URLError, OSError):
         return 0
-
 
 def main() -> None:
     ns = namespace()
@@ -83,7 +81,6 @@ def main() -> None:
             )
         print(json.dumps(line), flush=True)
         time.sleep(interval)
-
 
 if __name__ == "__main__":
     main()

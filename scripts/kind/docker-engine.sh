@@ -18,13 +18,13 @@
 #
 # Env: DOCKERD_LOG (default /var/log/dockerd.log).
 set -euo pipefail
+TAG=docker-engine
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 WRAPPER=/usr/local/bin/runc-capfilter
 RUNTIME_NAME=runc-capfilter
-
-log() { printf '[docker-engine] %s\n' "$*" >&2; }
-die() { printf '[docker-engine] ERROR: %s\n' "$*" >&2; exit 1; }
 
 if docker info >/dev/null 2>&1; then
   log "a Docker engine already answers; nothing to do"

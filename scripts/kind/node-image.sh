@@ -38,6 +38,9 @@
 #      COREDNS_VERSION (v1.12.1), AIO_CACHE_DIR, NODE_IMAGE_REPO (agent-identity/kind-node),
 #      DEBIAN_MIRROR (default: the host's Debian mirror if the host is bookworm, else debootstrap's).
 set -euo pipefail
+TAG=node-image
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 KIND_VERSION="${KIND_VERSION:-v0.30.0}"
@@ -45,7 +48,6 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.1}"
 SUITE=bookworm
 NODE_IMAGE_REPO="${NODE_IMAGE_REPO:-agent-identity/kind-node}"
-CACHE_ROOT="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_SCRIPTS="$(dirname "$HERE")"
 
@@ -67,8 +69,6 @@ NODE_PACKAGES=(systemd dbus
   containerd runc containernetworking-plugins socat ebtables)
 ROOTFS_REV=1   # bump when the rootfs recipe below changes in a way the package lists don't show
 
-log() { printf '[node-image] %s\n' "$*" >&2; }
-die() { printf '[node-image] ERROR: %s\n' "$*" >&2; exit 1; }
 stage_start() { STAGE_NAME=$1; STAGE_T0=$(date +%s); log "== $1"; }
 stage_end() { log "== $STAGE_NAME done in $(( $(date +%s) - STAGE_T0 ))s"; TIMINGS+=("$STAGE_NAME=$(( $(date +%s) - STAGE_T0 ))s"); }
 TIMINGS=()

@@ -14,17 +14,16 @@
 # Env: KIND_PROBE_CLUSTER (aio-probe), KIND_NODE_IMAGE (default: built/reused by node-image.sh),
 #      KIND_PROBE_KEEP=1 keeps the cluster.
 set -euo pipefail
+TAG=kind-probe
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CLUSTER="${KIND_PROBE_CLUSTER:-aio-probe}"
 KIND_VERSION="${KIND_VERSION:-v0.30.0}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
-CACHE_ROOT="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
 KIND="$CACHE_ROOT/kind-$KIND_VERSION/kind"
 KUBECTL="$CACHE_ROOT/kind-node/k8s-$K8S_VERSION/bin/kubectl"
-
-log() { printf '[kind-probe] %s\n' "$*" >&2; }
-die() { printf '[kind-probe] ERROR: %s\n' "$*" >&2; exit 1; }
 
 image="${KIND_NODE_IMAGE:-$(bash "$HERE/node-image.sh" | tail -n 1)}"
 [[ -x "$KIND" && -x "$KUBECTL" ]] || die "kind or kubectl missing from the cache; run node-image.sh"

@@ -26,6 +26,9 @@
 # Env: AIO_PYPROJECT (default: pyproject.toml of this repo), DEBIAN_MIRROR (default: the host's
 # Debian mirror if the host runs bookworm, else debootstrap's default).
 set -euo pipefail
+TAG=python-base-image
+# shellcheck source=SCRIPTDIR/../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 SUITE=bookworm
 PY_PACKAGES=(python3 python3-venv python3-pip python-is-python3 ca-certificates)
@@ -34,8 +37,6 @@ PYPROJECT="${AIO_PYPROJECT:-$(dirname "$(dirname "$HERE")")/pyproject.toml}"
 
 # shellcheck source=SCRIPTDIR/../lib/debian-rootfs.sh
 source "$(dirname "$HERE")/lib/debian-rootfs.sh"
-log() { printf '[python-base-image] %s\n' "$*" >&2; }
-die() { printf '[python-base-image] ERROR: %s\n' "$*" >&2; exit 1; }
 T0=$(date +%s)
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/kind/docker-engine.sh first"
