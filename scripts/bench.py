@@ -441,7 +441,7 @@ def restart(
     operator.kill()
     operator.wait()
     time.sleep(32)  # every overdue deadline passes while the operator is down
-    restarted = time.monotonic()
+    restarted, restarted_wall = time.monotonic(), time.time()
     operator = start_operator(kubeconfig)
     # New identities keep coming during the take-over, as they would in a busy cluster: one every
     # 1/TAKEOVER_RATE s from the moment the operator process starts until every identity is re-verified.
@@ -467,6 +467,7 @@ def restart(
     clocks = run_clocks(
         restarted,
         {
+            "answering (its watches begin)": bool,  # an empty scrape: not answering yet
             "took over (every identity cached, every deadline scheduled)": cached,
             "overdue credentials revoked": lambda _: all(n in deleted for n in overdue),
             "overdue marked Expired": lambda _: all(watcher.phase.get(n) == "Expired" for n in overdue),
@@ -479,15 +480,24 @@ def restart(
     print(f"restart with {total} identities ({OVERDUE} overdue), seconds after the operator started:")
     for what, clock in clocks.items():
         print(f"  {what}: {clock:.1f}s" if clock is not None else f"  {what}: not within {TAKEOVER_WAIT:.0f}s")
+    answering = restarted_wall + (clocks["answering (its watches begin)"] or TAKEOVER_WAIT)
+    report_latencies(f"identities created during the take-over ({TAKEOVER_RATE:g}/s)", submitted, watcher)
+    report_latencies(
+        "  of those, created once the operator answered",
+        {n: at for n, at in submitted.items() if at >= answering},
+        watcher,
+    )
+    print(f"  operator resident memory after the take-over: {operator_rss_mb(operator.pid):.0f} MB")
+    return operator
+
+
+def report_latencies(what: str, submitted: dict[str, float], watcher: ReadyWatcher) -> None:
     latencies = [watcher.ready[n] - at for n, at in submitted.items() if n in watcher.ready]
     if latencies:
         print(
-            f"  identities created during the take-over ({len(latencies)} of {len(submitted)} Ready, "
-            f"{TAKEOVER_RATE:g}/s): create-to-Ready p50 {percentile(latencies, 0.5):.2f}s, "
+            f"  {what}, {len(latencies)} of {len(submitted)} Ready: create-to-Ready p50 {percentile(latencies, 0.5):.2f}s, "
             f"p99 {percentile(latencies, 0.99):.2f}s, max {max(latencies):.2f}s"
         )
-    print(f"  operator resident memory after the take-over: {operator_rss_mb(operator.pid):.0f} MB")
-    return operator
 
 
 def fill(custom: client.CustomObjectsApi, operator: subprocess.Popen[bytes], watcher: ReadyWatcher) -> None:
