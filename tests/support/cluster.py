@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -32,6 +33,15 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0,
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def local_plane(cluster: Cluster, needs: str) -> LocalControlPlane:
+    """The local control plane the suite started, for a test that acts on its parts (``needs``
+    says what it does with it); on any other cluster (``--kubeconfig``: kind, ...) the test is
+    skipped, saying so. The one way a test asks for it: ``pytest -rs`` lists every such skip."""
+    if cluster.plane is None:
+        pytest.skip(f"needs the local control plane: {needs} (not possible on the --kubeconfig cluster)")
+    return cluster.plane
 
 
 def make_identity(name: str, namespace: str, **changes: Any) -> dict[str, Any]:
