@@ -77,7 +77,7 @@ chart-scan: ## checkov's Kubernetes checks on the chart rendered with default va
 	  && $$checkov --file $$tmp/chart.yaml --framework kubernetes --quiet --compact --skip-download --skip-check "$$skip"; \
 	  rc=$$?; rm -rf $$tmp; exit $$rc
 
-kind-e2e: $(STAMP) ## The chart-installed operator on a kind cluster, offline (engine, node and base images built once): tests/kind
+kind-e2e: $(STAMP) ## tests/e2e on a fresh kind cluster, then the chart-installed operator there: tests/kind (offline; engine, node and base images built once)
 	bash scripts/kind-e2e.sh
 
 image: ## Build the operator image agent-identity-operator:<version> (local Debian base when no registry answers; PYTHON_IMAGE, IMAGE)

@@ -5,6 +5,14 @@
 # Pod Security `restricted`, then tests/kind against it (pytest -m kind): Pods and probes, leader
 # handover, helm upgrade and rollback under load, a smoke identity and its token.
 #
+# Before the chart, on the fresh cluster: the end-to-end suite of the local control plane
+# (tests/e2e) against kind's API server, with a real kubelet, scheduler and controllers. Its
+# operators run on this machine and serve their webhooks at the gateway of the docker network
+# `kind` (AGENT_IDENTITY_WEBHOOK_HOST), where the API server in the node container reaches them.
+# It uses the chart's cluster-wide names (webhook configurations, the pod guard, CRDs), so it runs
+# first, a release of an earlier run on a reused cluster is uninstalled before it, and what it
+# leaves is removed after it. Its log: $KIND_E2E_DIR/e2e.log.
+#
 # Works without any image registry (this project's CI machines reach package registries only):
 #   engine      a Docker engine answers, or scripts/kind/docker-engine.sh starts one;
 #   node image  scripts/kind/node-image.sh builds Kubernetes v1.34.4's node image from Go modules
@@ -16,7 +24,9 @@
 #
 # Env: KIND_CLUSTER (agent-identity), KIND_NODE_IMAGE, PYTHON_IMAGE, KIND_KEEP=1 (keep the cluster
 # at the end; it is deleted otherwise), KIND_FRESH=1 (delete a cluster left from an earlier run
-# instead of reusing it), KIND_E2E_DIR (.kind-e2e: kubeconfig, logs, figures), PYTEST_ARGS.
+# instead of reusing it), KIND_E2E_DIR (.kind-e2e: kubeconfig, logs, figures), PYTEST_ARGS (added to
+# tests/kind's pytest), KIND_E2E_SUITE=0 (skip the tests/e2e phase), KIND_E2E_SUITE_ARGS (added to
+# its pytest, e.g. "-x" or "-k lifecycle").
 # Everything it prints goes to stderr except pytest's output; the last lines are the timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +42,7 @@ CHART=charts/agent-identity-operator
 CACHE="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
 KIND="$CACHE/kind-$KIND_VERSION/kind"
 OUT="${KIND_E2E_DIR:-$REPO/.kind-e2e}"
+[[ "$OUT" == /* ]] || OUT="$REPO/$OUT"  # absolute: the node mounts its audit/ directory
 export KUBECONFIG="$OUT/kubeconfig"
 
 log() { printf '[kind-e2e] %s\n' "$*" >&2; }
@@ -92,7 +103,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$OUT"
-rm -f "$OUT/figures.json" "$OUT/diagnostics.txt"
+rm -f "$OUT/figures.json" "$OUT/diagnostics.txt" "$OUT/e2e.log"
 
 # --- tools and images ---------------------------------------------------------------------------------
 phase "docker engine"
@@ -158,14 +169,82 @@ if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   fi
 fi
 if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  "$KIND" create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 120s --kubeconfig "$KUBECONFIG" >&2 \
-    || die "kind create cluster failed"
+  # The API server writes an audit log of every write request (the local control plane's policy,
+  # which tests/e2e reads the same way) into $OUT/audit, the node's /var/log/kubernetes/audit.
+  rm -rf "$OUT/audit" && mkdir -p "$OUT/audit" "$OUT/audit-policy"
+  .venv/bin/python -c 'import sys, yaml; from agent_identity.local.controlplane import AUDIT_POLICY; yaml.safe_dump(AUDIT_POLICY, sys.stdout)' \
+    > "$OUT/audit-policy/policy.yaml"
+  cat > "$OUT/kind-config.yaml" <<EOF
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+nodes:
+  - role: control-plane
+    extraMounts:
+      - {hostPath: "$OUT/audit-policy", containerPath: /etc/kubernetes/audit-policy, readOnly: true}
+      - {hostPath: "$OUT/audit", containerPath: /var/log/kubernetes/audit}
+    kubeadmConfigPatches:
+      - |
+        kind: ClusterConfiguration
+        apiServer:
+          extraArgs:
+            audit-policy-file: /etc/kubernetes/audit-policy/policy.yaml
+            audit-log-path: /var/log/kubernetes/audit/audit.log
+            audit-log-format: json
+            audit-log-maxsize: "100"
+            audit-log-maxbackup: "1"
+          extraVolumes:
+            - {name: audit-policy, hostPath: /etc/kubernetes/audit-policy, mountPath: /etc/kubernetes/audit-policy, readOnly: true, pathType: Directory}
+            - {name: audit-log, hostPath: /var/log/kubernetes/audit, mountPath: /var/log/kubernetes/audit, pathType: DirectoryOrCreate}
+EOF
+  "$KIND" create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --config "$OUT/kind-config.yaml" --wait 120s \
+    --kubeconfig "$KUBECONFIG" >&2 || die "kind create cluster failed"
 fi
 "$KIND" get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
 # kind's --wait covers the node only: the operator needs cluster DNS and the Service routes too.
 "$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=120s >&2
 "$KUBECTL" -n kube-system rollout status daemonset/kube-proxy --timeout=120s >&2
 phase_done
+
+# --- tests/e2e on the fresh cluster -------------------------------------------------------------------
+# Whatever tests/e2e leaves that the chart also names (its webhook configurations, the pod guard, the
+# fence, cluster roles, profiles), the operator keys its operators kept in agent-identity-system, and
+# its test namespaces (t-*, which kind's kubelet would keep running pods in).
+remove_e2e_leftovers() {
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" \
+    | "$KUBECTL" delete --ignore-not-found --wait=true -f - >&2
+  "$KUBECTL" delete namespace "$RELEASE_NS" --ignore-not-found --wait=true --timeout=120s >&2
+  "$KUBECTL" get namespaces -o name | grep '^namespace/t-' \
+    | xargs -r "$KUBECTL" delete --wait=false >&2 || true
+}
+
+if [[ "${KIND_E2E_SUITE:-1}" != 0 ]]; then
+  phase "tests/e2e on kind"
+  # The host as the node container reaches it: the IPv4 gateway of the docker network kind.
+  WEBHOOK_HOST=$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 -F . || true)
+  [[ -n "$WEBHOOK_HOST" ]] || die "no IPv4 gateway on the docker network kind (docker network inspect kind)"
+  log "webhooks of the suite's operators served at $WEBHOOK_HOST; log: $OUT/e2e.log"
+  if "$HELM" status "$RELEASE" --namespace "$RELEASE_NS" >/dev/null 2>&1; then
+    log "uninstalling the release of an earlier run (the suite registers webhooks of the same names)"
+    "$HELM" uninstall "$RELEASE" --namespace "$RELEASE_NS" --wait --timeout 300s >&2
+  fi
+  # The CRDs first: the suite installs crds/ (the chart's, see make chart-crds) and the clean-up deletes AgentProfiles.
+  "$KUBECTL" apply --server-side --force-conflicts -f "$CHART/crds/" >&2
+  "$KUBECTL" wait --for condition=established --timeout=60s -f "$CHART/crds/" >&2
+  remove_e2e_leftovers
+  set +e
+  # The audit log only if this cluster writes it here (one reused from before, or with another
+  # KIND_E2E_DIR, may not): the tests that read it are skipped otherwise.
+  audit=""
+  [[ -s "$OUT/audit/audit.log" ]] && audit="$OUT/audit/audit.log"
+  # shellcheck disable=SC2086  # KIND_E2E_SUITE_ARGS is a list of words on purpose
+  AGENT_IDENTITY_KUBECONFIG="$KUBECONFIG" AGENT_IDENTITY_WEBHOOK_HOST="$WEBHOOK_HOST" AGENT_IDENTITY_AUDIT_LOG="$audit" \
+    .venv/bin/pytest tests/e2e -q -rs --durations=10 -p no:cacheprovider ${KIND_E2E_SUITE_ARGS:-} 2>&1 | tee "$OUT/e2e.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  [[ $rc -eq 0 ]] || die "tests/e2e failed on kind (exit $rc): $OUT/e2e.log"
+  remove_e2e_leftovers
+  phase_done
+fi
 
 phase "kind load docker-image"
 "$KIND" load docker-image "agent-identity-operator:$IMAGE_TAG" "$AGENT_IMAGE" --name "$CLUSTER" >&2 || die "kind load docker-image failed"

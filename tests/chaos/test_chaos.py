@@ -20,13 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes.client.rest import ApiException
 
 from agent_identity.api.durations import InvalidTTLError, parse_ttl
-from support.cluster import Cluster, make_identity, wait_for
+from support.cluster import Cluster, local_plane, make_identity, wait_for
 from support.operator_process import OperatorProcess
 
 FULL = os.environ.get("CHAOS_SCALE", "short") == "full"
@@ -179,13 +178,12 @@ def test_kill_9_at_random_moments_during_a_burst(cluster: Cluster, namespace: st
 
 
 def test_api_server_restart_and_etcd_compaction_mid_burst(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
-    if cluster.plane is None:
-        pytest.skip("needs the local control plane: it restarts kube-apiserver and compacts etcd")
+    plane = local_plane(cluster, "it compacts etcd and restarts kube-apiserver")
     manifests = mixed_burst(namespace, SCALE["burst"] // 2, "restart-")
     half = len(manifests) // 2
     create_many(cluster, manifests[:half])
-    cluster.plane.compact_etcd()  # watches resuming from before this revision must relist (410 Gone)
-    cluster.plane.restart("kube-apiserver")
+    plane.compact_etcd()  # watches resuming from before this revision must relist (410 Gone)
+    plane.restart("kube-apiserver")
     restarted = time.monotonic()
     create_many(cluster, manifests[half:])
     names = [m["metadata"]["name"] for m in manifests]

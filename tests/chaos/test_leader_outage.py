@@ -17,10 +17,8 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from agent_identity.engine.leader import EXIT_LEASE_LOST
-from support.cluster import Cluster, make_identity, wait_for
+from support.cluster import Cluster, local_plane, make_identity, wait_for
 from support.leases import holder, holding, start_replicas
 from support.operator_process import OperatorProcess
 
@@ -31,9 +29,7 @@ OUTAGE_S = 10
 def test_the_leader_cut_off_exits_and_the_standby_serves_after_the_outage(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    if cluster.plane is None:
-        pytest.skip("needs the local control plane: it freezes kube-apiserver")
-    apiserver = cluster.plane.processes["kube-apiserver"]
+    apiserver = local_plane(cluster, "it freezes kube-apiserver (SIGSTOP)").processes["kube-apiserver"]
     replicas = start_replicas(cluster.kubeconfig, namespace, tmp_path, lease_s=LEASE_S)
     try:
         first_holder = wait_for("a lease holder", lambda: holder(cluster.api_client, namespace))

@@ -6,7 +6,9 @@ documented list.
 
 No kubelet runs on the local control plane, so the chart's Deployment is accepted but its pod
 never starts, and the webhook Service has no endpoints: the test points the chart's webhook
-configurations at the operator on loopback instead (same paths, its own CA bundle).
+configurations at the operator it runs on this machine instead (same paths, its own CA bundle).
+On a cluster with a kubelet (kind) the pods wait for an image tag no node has (make kind-e2e
+loads the operator image under a tag of its content, after this suite), so the same holds there.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from support import fence
 from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 from support.tools import helm_binary
-from support.webhooks import free_port, wait_listening
+from support.webhooks import free_port, wait_listening, webhook_args, webhook_url
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "agent-identity-operator"
@@ -70,7 +72,7 @@ def point_webhooks_at(cluster: Cluster, *, port: int, ca_bundle: bytes) -> None:
         for webhook in configuration.webhooks:
             path = webhook.client_config.service.path
             webhook.client_config = client.AdmissionregistrationV1WebhookClientConfig(
-                url=f"https://127.0.0.1:{port}{path}", ca_bundle=base64.b64encode(ca_bundle).decode()
+                url=webhook_url(port, path), ca_bundle=base64.b64encode(ca_bundle).decode()
             )
         replace(RELEASE, configuration)
 
@@ -112,14 +114,7 @@ def test_helm_install_then_the_operator_works_with_exactly_the_charts_rbac(
             namespace=namespace,
             log_dir=tmp_path,
             env={"POD_NAMESPACE": release_namespace},  # as the chart's Deployment sets it (downward API)
-            extra_args=[
-                "--webhook-port",
-                str(port),
-                "--webhook-cert-dir",
-                str(cert_dir),
-                "--signing-namespace",
-                release_namespace,
-            ],
+            extra_args=[*webhook_args(port, cert_dir), "--signing-namespace", release_namespace],
         )
         operator.start()
         try:

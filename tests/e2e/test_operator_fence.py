@@ -28,7 +28,7 @@ from kubernetes.client.rest import ApiException
 from agent_identity.keys.keystore import CONFIGMAP_NAME, SEAL_SECRET_NAME
 from agent_identity.plan.children import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE
 from support import fence
-from support.cluster import Cluster, make_identity
+from support.cluster import Cluster, make_identity, wait_for
 from support.tools import render_chart
 
 pytestmark = pytest.mark.e2e
@@ -178,7 +178,9 @@ def test_the_operator_writes_its_agents_and_their_tokens(cluster: Cluster, opera
     pod = {"metadata": {"name": "agent"}, "spec": {"serviceAccountName": "aid-x", "containers": [{"name": "a", "image": "a"}]}}
     cluster.core.create_namespaced_pod(served, pod)
     operator.core.delete_collection_namespaced_pod(served, field_selector="spec.serviceAccountName=aid-x", grace_period_seconds=1)
-    assert cluster.call_status(lambda: cluster.core.read_namespaced_pod("agent", served)) == 404
+    # Gone at once where no kubelet runs; where one does (kind), once it has stopped the pod.
+    read_pod = lambda: cluster.core.read_namespaced_pod("agent", served)  # noqa: E731
+    wait_for("the agent's pod deleted", lambda: cluster.call_status(read_pod) == 404)
     operator.rbac.delete_namespaced_role_binding("aid-x", served)
     operator.rbac.delete_namespaced_role("aid-x", served)
     operator.core.delete_namespaced_secret("aid-x-token", served)

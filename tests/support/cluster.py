@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import time
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -20,6 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
 OPERATOR_NAMESPACE = "agent-identity-system"  # the operator's own (its --operator-namespace default)
 T = TypeVar("T")
+# The audit log of a --kubeconfig cluster's API server, where this machine reads it (make kind-e2e
+# mounts the node's into its directory); the local control plane's is known without it.
+AUDIT_LOG_ENV = "AGENT_IDENTITY_AUDIT_LOG"
 
 
 def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1) -> T:
@@ -32,6 +37,26 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0,
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def local_plane(cluster: Cluster, needs: str) -> LocalControlPlane:
+    """The local control plane the suite started, for a test that acts on its parts (``needs``
+    says what it does with it); on any other cluster (``--kubeconfig``: kind, ...) the test is
+    skipped, saying so. The one way a test asks for it: ``pytest -rs`` lists every such skip."""
+    if cluster.plane is None:
+        pytest.skip(f"needs the local control plane: {needs} (not possible on the --kubeconfig cluster)")
+    return cluster.plane
+
+
+def audit_log(cluster: Cluster, needs: str) -> Path:
+    """The API server's audit log (JSON lines, every write request, rotated files beside it), for a
+    test that reads it (``needs`` says what for); skipped, saying so, where there is none."""
+    if cluster.audit_log is None:
+        pytest.skip(
+            f"needs the API server's audit log: {needs} (the local control plane writes one; on a --kubeconfig "
+            f"cluster, {AUDIT_LOG_ENV} names it: make kind-e2e's cluster writes one)"
+        )
+    return cluster.audit_log
 
 
 def make_identity(name: str, namespace: str, **changes: Any) -> dict[str, Any]:
@@ -59,6 +84,8 @@ class Cluster:
     def __init__(self, *, kubeconfig: Path, plane: LocalControlPlane | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.plane = plane  # the local control plane, when the suite started it (chaos restarts its parts)
+        given = os.environ.get(AUDIT_LOG_ENV)
+        self.audit_log = plane.audit_log if plane else Path(given) if given else None  # see audit_log()
         self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
         self.core = client.CoreV1Api(self.api_client)
         self.rbac = client.RbacAuthorizationV1Api(self.api_client)

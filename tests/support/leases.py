@@ -12,7 +12,6 @@ from typing import Any
 
 from kubernetes import client
 
-from agent_identity.local.controlplane import LocalControlPlane
 from support.operator_process import OperatorProcess
 
 LEASE_NAME = "agent-identity-operator"
@@ -59,11 +58,10 @@ class Write:
     received: datetime
 
 
-def audited_writes(plane: LocalControlPlane) -> list[Write]:
+def audited_writes(audit_log: Path) -> list[Write]:
     """Every write request the API server answered, from its audit log (and rotated ones)."""
-    assert plane.audit_log is not None
     writes = []
-    for path in sorted(plane.audit_log.parent.glob("audit*.log")):
+    for path in sorted(audit_log.parent.glob("audit*.log")):
         for line in path.read_text().splitlines():
             event = json.loads(line)
             if event.get("verb") in WRITE_VERBS:

@@ -1,15 +1,43 @@
-"""Runs the operator with its admission webhooks and registers them with the API server."""
+"""Runs the operator with its admission webhooks and registers them with the API server.
+
+The API server calls the webhooks of an operator that runs on this machine (a test's child
+process): at ``https://<WEBHOOK_HOST>:<port>``. On the local control plane that is loopback; on a
+cluster whose API server runs elsewhere (kind: in the node container), ``AGENT_IDENTITY_WEBHOOK_HOST``
+names this machine as that API server reaches it (for kind, the gateway of the docker network
+``kind``). The operator listens on that address and puts it in its serving certificate.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent_identity.local.controlplane import free_port, listening, register_webhooks, unregister_webhooks
+from agent_identity.local.controlplane import free_port, register_webhooks, unregister_webhooks
 from support.cluster import Cluster
 from support.operator_process import OperatorProcess
+
+WEBHOOK_HOST = os.environ.get("AGENT_IDENTITY_WEBHOOK_HOST") or "127.0.0.1"
+
+
+def webhook_url(port: int, path: str = "") -> str:
+    """Where the API server calls an operator of this machine that serves its webhooks on ``port``."""
+    host = f"[{WEBHOOK_HOST}]" if ":" in WEBHOOK_HOST else WEBHOOK_HOST  # an IPv6 address
+    return f"https://{host}:{port}{path}"
+
+
+def webhook_args(port: int, cert_dir: Path) -> list[str]:
+    """The operator's flags to serve its webhooks on ``port`` at WEBHOOK_HOST, certificates in ``cert_dir``."""
+    return ["--webhook-port", str(port), "--webhook-cert-dir", str(cert_dir), "--webhook-host", WEBHOOK_HOST]
+
+
+def listening(port: int) -> bool:
+    """Something accepts connections on ``port`` at WEBHOOK_HOST."""
+    with socket.socket(socket.AF_INET6 if ":" in WEBHOOK_HOST else socket.AF_INET) as sock:
+        return sock.connect_ex((WEBHOOK_HOST, port)) == 0
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:
@@ -18,13 +46,13 @@ def wait_listening(port: int, timeout: float = 30.0) -> None:
         if listening(port):
             return
         time.sleep(0.1)
-    raise AssertionError(f"the webhook server did not listen on {port}")
+    raise AssertionError(f"the webhook server did not listen on {WEBHOOK_HOST}:{port}")
 
 
 def register(cluster: Cluster, *, port: int, cert_dir: Path, exclude_namespace: str | None = None) -> None:
     register_webhooks(
         cluster.api_client,
-        url=f"https://127.0.0.1:{port}",
+        url=webhook_url(port),
         ca_bundle=(cert_dir / "ca.crt").read_bytes(),
         exclude_namespace=exclude_namespace,
     )
@@ -56,18 +84,17 @@ def operator_with_webhooks(
     """The operator serving ``namespace`` with its webhooks registered (as ``kubeconfig``'s user,
     the admin by default)."""
     port = free_port()
-    cert_dir = log_dir / "webhook-certs"
     process = OperatorProcess(
         kubeconfig=kubeconfig or cluster.kubeconfig,
         namespace=namespace,
         log_dir=log_dir,
-        extra_args=["--webhook-port", str(port), "--webhook-cert-dir", str(cert_dir), *(extra_args or [])],
+        extra_args=[*webhook_args(port, log_dir / "webhook-certs"), *(extra_args or [])],
     )
     process.start()
     try:
         wait_listening(port)
         if registered:
-            register(cluster, port=port, cert_dir=cert_dir, exclude_namespace=exclude_namespace)
+            register(cluster, port=port, cert_dir=log_dir / "webhook-certs", exclude_namespace=exclude_namespace)
         yield process
     finally:
         unregister(cluster)
