@@ -29,6 +29,9 @@
 # its pytest, e.g. "-x" or "-k lifecycle").
 # Everything it prints goes to stderr except pytest's output; the last lines are the timings.
 set -euo pipefail
+TAG=kind-e2e
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
@@ -39,14 +42,11 @@ RELEASE=agent-identity-operator
 RELEASE_NS=agent-identity-system
 SERVED_NS=kind-e2e
 CHART=charts/agent-identity-operator
-CACHE="${AIO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-identity-operator}"
-KIND="$CACHE/kind-$KIND_VERSION/kind"
+KIND="$CACHE_ROOT/kind-$KIND_VERSION/kind"
 OUT="${KIND_E2E_DIR:-$REPO/.kind-e2e}"
 [[ "$OUT" == /* ]] || OUT="$REPO/$OUT"  # absolute: the node mounts its audit/ directory
 export KUBECONFIG="$OUT/kubeconfig"
 
-log() { printf '[kind-e2e] %s\n' "$*" >&2; }
-die() { printf '[kind-e2e] ERROR: %s\n' "$*" >&2; exit 1; }
 
 T0=$(date +%s)
 TIMINGS=()
@@ -122,7 +122,7 @@ if [[ ! -x "$KIND" ]]; then  # node-image.sh builds kind; with KIND_NODE_IMAGE w
   mkdir -p "$(dirname "$KIND")"
   GOBIN="$(dirname "$KIND")" CGO_ENABLED=0 go install "sigs.k8s.io/kind@$KIND_VERSION" || die "go install sigs.k8s.io/kind@$KIND_VERSION failed"
 fi
-KUBECTL="$CACHE/kind-node/k8s-$K8S_VERSION/bin/kubectl"  # built with the node image
+KUBECTL="$CACHE_ROOT/kind-node/k8s-$K8S_VERSION/bin/kubectl"  # built with the node image
 [[ -x "$KUBECTL" ]] || KUBECTL=$(command -v kubectl) || die "kubectl is missing: run scripts/kind/node-image.sh (builds it) or install it"
 phase_done
 
