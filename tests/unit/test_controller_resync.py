@@ -34,7 +34,7 @@ def test_an_identity_deleted_while_no_watch_looked_is_revoked_unless_changed_sin
     ctl.observe(None, body("kept", "u1", 10))
     ctl.observe(None, body("vanished", "u2", 11))
     ctl.observe(None, body("newer", "u3", 30))  # created after the listing below was taken
-    done = ctl.resync([([body("kept", "u1", 10)], "20")])
+    done = ctl.resync([([body("kept", "u1", 10)], "20")], namespace=None)
     assert (done.listed, done.vanished) == (1, 1)
     assert ctl.lookup("support", "vanished") is None
     assert ctl.lookup("support", "newer") is not None and ctl.lookup("support", "kept") is not None
@@ -47,7 +47,7 @@ def test_a_listing_taken_before_a_deletion_never_brings_the_identity_back() -> N
     ctl.observe("DELETED", body("gone", "u9", 12))
     with ctl._lock:
         del ctl._cache[("support", "gone")]  # the worker processed the deletion
-    ctl.resync([([stale], "11")])
+    ctl.resync([([stale], "11")], namespace=None)
     assert ("support", "gone") not in ctl._cache
     ctl.observe(None, body("gone", "u10", 13))  # a new identity of the same name is a new uid
     assert ctl._cache[("support", "gone")].body["metadata"]["uid"] == "u10"
@@ -77,7 +77,7 @@ def test_a_listing_is_verified_in_the_background_only_once_it_is_complete() -> N
             yield [body(f"page-{index}", f"u{index}", 10 + index)], "20"
             held_during.append(Lane.BACKGROUND in ctl.queue._holds)
 
-    assert ctl.resync(pages()).listed == 3
+    assert ctl.resync(pages(), namespace=None).listed == 3
     assert held_during == [True, True, True]
     assert Lane.BACKGROUND not in ctl.queue._holds
     assert len(ctl.queue) == 3  # all three queued for re-verification
@@ -91,6 +91,18 @@ def test_a_listing_that_fails_midway_releases_the_background_lane() -> None:
         raise KubeError(method="GET", path="/apis", status=503, reason="ServiceUnavailable", message="restarting")
 
     with pytest.raises(KubeError):
-        ctl.resync(pages())
+        ctl.resync(pages(), namespace=None)
     assert Lane.BACKGROUND not in ctl.queue._holds
     assert ctl.lookup("support", "first") is not None  # what was listed is kept; nothing revoked
+
+
+def test_a_listing_of_one_namespace_never_revokes_another_namespaces_identities() -> None:
+    """An operator serving two namespaces relists each on its own: the second listing, empty,
+    must not take the first namespace's identities for deleted."""
+    ctl = controller()
+    ours = body("agent", "u1", 10)
+    ctl.observe(None, ours)
+    done = ctl.resync([([], "20")], namespace="other")
+    assert done.vanished == 0
+    assert ctl.lookup("support", "agent") is not None
+    assert ctl.resync([([], "20")], namespace="support").vanished == 1  # its own namespace's listing judges it

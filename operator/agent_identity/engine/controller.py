@@ -250,19 +250,21 @@ class Controller:
         if not self.reconciler.kube.own_writes.is_echo(key, version, lambda: self.queue.add(owner)):
             self.queue.add(owner)
 
-    def reverify_all(self) -> None:
-        """Every live identity looked at again, behind anything that changed (after a watch gap)."""
+    def reverify_all(self, namespace: str | None = None) -> None:
+        """Every live identity (of ``namespace``, or of all) looked at again, behind anything that
+        changed (after a watch gap)."""
         with self._lock:
-            keys = [key for key, entry in self._cache.items() if not entry.deleted]
+            keys = [key for key, entry in self._cache.items() if not entry.deleted and namespace in (None, key[0])]
         for key in keys:
             self.queue.add(key, lane=Lane.BACKGROUND)
 
-    def resync(self, pages: Iterable[tuple[list[dict[str, Any]], str]]) -> Resynced:
-        """A fresh listing, page by page (each page with the listing's resourceVersion), replaces
-        what the watches told us: every identity in it is observed (and verified in the background
-        lane, which waits until the listing is done: the overdue, and anything new, go first), and
-        one cached but no longer listed, and not changed since the listing was taken, was deleted
-        while a watch was not looking: it is revoked."""
+    def resync(self, pages: Iterable[tuple[list[dict[str, Any]], str]], *, namespace: str | None) -> Resynced:
+        """A fresh listing of ``namespace`` (None: every namespace), page by page (each page with
+        the listing's resourceVersion), replaces what the watches told us: every identity in it is
+        observed (and verified in the background lane, which waits until the listing is done: the
+        overdue, and anything new, go first), and one of that namespace cached but no longer
+        listed, and not changed since the listing was taken, was deleted while a watch was not
+        looking: it is revoked. Another namespace's identities are another listing's to judge."""
         seen: set[Key] = set()
         version = "0"
         self.queue.hold(Lane.BACKGROUND)
@@ -274,12 +276,12 @@ class Controller:
                     self.observe(None, body)
         finally:
             self.queue.release(Lane.BACKGROUND)
-        self.reverify_all()
+        self.reverify_all(namespace)
         with self._lock:
             vanished = [
                 entry.body
                 for key, entry in self._cache.items()
-                if key not in seen and not entry.deleted and entry.version <= _int(version)
+                if namespace in (None, key[0]) and key not in seen and not entry.deleted and entry.version <= _int(version)
             ]
         for body in vanished:
             log.info("%s/%s was deleted while no watch was looking: revoking", *key_of(body))

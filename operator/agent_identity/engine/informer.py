@@ -63,7 +63,8 @@ class IdentityInformer(Watch):
             log.info(
                 "%d identities overdue or not settled, found in %.1fs ahead of the listing", first, time.monotonic() - started
             )
-        done = self.controller.resync(self.kube.identity_pages(self.namespace, label_selector=self.label_selector))
+        pages = self.kube.identity_pages(self.namespace, label_selector=self.label_selector)
+        done = self.controller.resync(pages, namespace=self.namespace)
         log.info(
             "listed %s: %d identities in %.1fs, %d deleted unseen",
             self.namespace or "all namespaces",
