@@ -44,7 +44,6 @@ _MERGE_PATCH = "application/merge-patch+json"
 _METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 LIST_PAGE = 500  # identities per page of a full listing
-_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _STORED = {
     "Secret": "/api/v1/namespaces/{namespace}/secrets",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
@@ -280,19 +279,9 @@ class Kube:
     def list_identities(
         self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
-        return self.list_identity_collection(namespace, label_selector=label_selector, limit=limit)[0]
-
-    def list_identity_collection(
-        self, namespace: str | None = None, *, label_selector: str | None = None, limit: int | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        """The identities and the collection's resourceVersion (what the listing is as of).
-        ``limit``: at most that many; otherwise every one (see :meth:`identity_pages`)."""
-        items: list[dict[str, Any]] = []
-        version = "0"
-        for page, page_version in self.identity_pages(namespace, label_selector=label_selector, limit=limit):
-            items.extend(page)
-            version = page_version
-        return items, version
+        """The identities: at most ``limit``, otherwise every one (see :meth:`identity_pages`)."""
+        pages = self.identity_pages(namespace, label_selector=label_selector, limit=limit)
+        return [item for page, _ in pages for item in page]
 
     def identity_pages(
         self,
