@@ -1,8 +1,10 @@
 """What a restarted operator looks at before it has listed every identity, against the real API
-server: the label selector on the ServiceAccounts' deadline (``expires<now``) and the field
-selector on ``status.phase`` (the CRD's selectableFields) select exactly the overdue and the
-unsettled. And the label is only a hint: an identity whose label a user stripped is still retired
-on time by the full listing."""
+server: the label selector on the ServiceAccounts' deadline (``expires<now+AHEAD_S``) and the
+field selector on ``status.phase`` (the CRD's selectableFields) select exactly the deadlines due
+soon and the unsettled. A deadline that falls while the listing is still running (the listing
+slowed down by a fault point) is kept on time. And the label is only a hint: an identity whose
+label a user stripped is still retired by the full listing, and one whose label a user moved
+forward is read early and kept, because its status says so."""
 
 from __future__ import annotations
 
@@ -42,10 +44,43 @@ def test_a_restart_finds_the_overdue_and_the_unsettled_first_and_the_listing_the
     reconciler: Any = SimpleNamespace(kube=kube)  # the sweep only observes: nothing is reconciled here
     controller = Controller(lambda lookup, profiles: reconciler, workers=1)
     informer = IdentityInformer(kube, controller, namespace, label_selector=None, on_gap=lambda: None)
-    assert informer.sweep_first() == 2
-    assert controller.queue._queued == {(namespace, "due"): Lane.URGENT, (namespace, "new"): Lane.ROUTINE}
+    assert informer.sweep_first() == 2  # "new" (not settled) and "due" (its label): not "stripped", not "lasting"
+    assert controller.queue._queued == {(namespace, "new"): Lane.ROUTINE}
+    assert set(controller.queue._due) == {(namespace, "due")}  # read when its time comes: now
+    controller._process((namespace, "due"))
+    assert controller.queue._queued[(namespace, "due")] is Lane.URGENT
 
     operator.start()
     for name, phase in (("due", "Expired"), ("stripped", "Expired"), ("new", "Ready"), ("lasting", "Ready")):
         cluster.wait_phase(namespace, name, phase, timeout=30)
     assert cluster.has_service_account(namespace, "aid-stripped") is None  # its token died with it
+
+
+def test_a_deadline_that_falls_while_the_listing_runs_is_kept_and_a_forged_hint_changes_nothing(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    for name, ttl in (("soon", "20s"), ("forged", "1h")):
+        cluster.create_identity(make_identity(name, namespace, ttl=ttl))
+        cluster.wait_phase(namespace, name, "Ready")
+    # A user who may edit ServiceAccounts tells the operator that "forged" is overdue.
+    cluster.core.patch_namespaced_service_account(
+        "aid-forged", namespace, {"metadata": {"labels": {"agentidentity.dev/expires": str(int(time.time()) - 100)}}}
+    )
+
+    operator.kill()
+    before = len(operator.output())
+    # The restarted operator's listing of every identity takes two minutes (as 100,000 identities
+    # take a minute on a busy API server): "soon" must not wait for it.
+    operator.start(failpoint="listing-page=sleep(120)")
+    cluster.wait_phase(namespace, "soon", "Expired", timeout=40)
+    assert cluster.has_service_account(namespace, "aid-soon") is None
+    restarted = operator.output()[before:]
+    assert "listed " not in restarted  # the listing has not reached any page yet
+    # Both labels were selected; "forged"'s time (100 s ago) came first, so it was read before
+    # "soon" was, and its status, not its label, was judged: it is not due.
+    assert "2 identities not settled or due within 60s" in restarted
+    assert cluster.phase(namespace, "forged") == "Ready"
+    assert cluster.has_service_account(namespace, "aid-forged")
+
+    cluster.create_identity(make_identity("new", namespace))  # the watch serves new work meanwhile
+    cluster.wait_phase(namespace, "new", "Ready")

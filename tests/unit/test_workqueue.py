@@ -260,3 +260,20 @@ def test_a_held_lane_keeps_its_keys_until_every_holder_releases_it() -> None:
         clock.settle()
         assert order == ["blocker", "new", "verify"]
         assert len(queue) == 0
+
+
+def test_a_key_asked_for_while_it_runs_runs_again_in_the_best_lane_it_was_asked_for() -> None:
+    """A deadline-hinted identity read while processed is queued again urgently when overdue:
+    it must not wait behind routine work because it happened to be running."""
+    with behind_a_blocker() as (queue, clock, order, gate):
+        queue.add("routine")
+        queue.add("blocker", lane=Lane.BACKGROUND)
+        queue.add("blocker", lane=Lane.URGENT)
+        gate.set()
+        clock.settle()
+        assert order == ["blocker", "blocker", "routine"]
+        queue.hold(Lane.BACKGROUND)
+        queue.add("verify")
+        queue.add("blocker", lane=Lane.BACKGROUND)  # not running now: waits in its lane
+        clock.settle()
+        assert order == ["blocker", "blocker", "routine", "verify"]

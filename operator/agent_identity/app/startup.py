@@ -16,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from http.server import ThreadingHTTPServer
 
 from agent_identity import GROUP, PLURAL, VERSION
@@ -23,7 +24,7 @@ from agent_identity.admission.identity import Admission
 from agent_identity.app.config import OperatorConfig
 from agent_identity.engine.childwatch import ChildWatch
 from agent_identity.engine.controller import Controller, utc_now
-from agent_identity.engine.informer import IdentityInformer
+from agent_identity.engine.informer import IdentityInformer, relist
 from agent_identity.engine.leader import LeaderElector
 from agent_identity.engine.reconciler import Reconciler, Settings
 from agent_identity.engine.supervisor import Supervised, dead
@@ -172,12 +173,7 @@ def _watch(operator: Operator) -> None:
     config, kube, controller = operator.config, operator.kube, operator.controller
     period = config.resync_period.total_seconds()
     informers: list[IdentityInformer] = []
-
-    def relist() -> None:
-        for informer in informers:
-            informer.relist()
-
-    resync = Supervised("resync", relist, every=period, stale_after=period + 600)
+    resync = Supervised("resync", partial(relist, informers), every=period, stale_after=period + 600)
     namespaces = config.namespaces or (None,)
     informers += [
         IdentityInformer(kube, controller, namespace, label_selector=config.shard_selector, on_gap=resync.wake)

@@ -137,6 +137,7 @@ class Controller:
         self._delegates: dict[Key, set[Key]] = {}
         self._profiles: dict[str, dict[str, Any]] = {}
         self._deleted_uids: dict[str, float] = {}  # uid -> when its deletion was seen (insertion order)
+        self._expected: dict[Key, Callable[[], dict[str, Any] | None]] = {}  # see expect()
         self.reconciler = make_reconciler(self.lookup, self.lookup_profile)
         self.reconciler.kube.on_identity_written = self._remember
         self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, name="agentidentity")
@@ -176,6 +177,28 @@ class Controller:
             self.queue.add(key, lane=lane)
         self._notify_delegates(delegates, entry)
 
+    def expect(self, key: Key, at: float, read: Callable[[], dict[str, Any] | None]) -> bool:
+        """A deadline known before its identity is (from a hint, while a listing has not reached
+        it): unless a watch or the listing brings the identity first, at ``at`` it is read with
+        ``read`` and observed, so its own status says what is due. False: it is cached already."""
+        with self._lock:
+            if key in self._cache:
+                return False
+            self._expected[key] = read
+            self.queue.add_at(key, at)  # under the lock: a listing's timer for it is never replaced by this one
+        return True
+
+    def _read_expected(self, key: Key) -> None:
+        with self._lock:
+            read = self._expected.get(key)
+        if read is None:
+            return
+        body = read()  # an error: retried with backoff, still expected
+        with self._lock:
+            self._expected.pop(key, None)
+        if body is not None:
+            self.observe(None, body)  # queued again in its lane: an overdue one first
+
     def _remember_deletion(self, uid: str) -> None:
         """Tombstones, kept for TOMBSTONE_S: longer than any listing can take to be observed."""
         now = time.monotonic()
@@ -214,6 +237,7 @@ class Controller:
     def _store_locked(self, key: Key, body: dict[str, Any], entry: _Entry, *, previous: _Entry | None) -> list[Key]:
         """Caches ``entry`` (of ``body``); the delegates to look at again because their delegator's phase moved."""
         self._cache[key] = entry
+        self._expected.pop(key, None)
         self._index_delegator(key, body, deleted=entry.deleted)
         return list(self._delegates.get(key, ())) if _state(previous) != _state(entry) else []
 
@@ -310,6 +334,7 @@ class Controller:
         with self._lock:
             entry = self._cache.get(key)
         if entry is None:
+            self._read_expected(key)
             return None
         if entry.deleted:
             with self._lock:

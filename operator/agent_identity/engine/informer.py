@@ -4,9 +4,11 @@ Why not kopf's: at a take-over kopf lists every identity and dispatches each thr
 machinery before its watch starts, so with 30,000 identities an identity created during the
 take-over waited 45 s. Here the watch starts first, from the collection's version *now* (one
 one-item list), so anything created from that moment on is seen within milliseconds; the full
-listing (:meth:`IdentityInformer.relist`, in pages, on the resync loop's thread: its first run)
-then seeds the cache behind it, the overdue first and the rest verified in the background lane
-once it is complete, while new work goes first. Both feed :meth:`Controller.observe`, which
+listing (:func:`relist`, in pages, on the resync loop's thread: its first run) then seeds the
+cache behind it, verified in the background lane once it is complete, while new work goes first.
+Ahead of it and while it lasts, listings the API server filters find what cannot wait for it:
+the unsettled, and every deadline due before the listing could reach it
+(:meth:`IdentityInformer.look_ahead`). Both feed :meth:`Controller.observe`, which
 keeps the newest version of each object, so an object seen by both costs nothing twice.
 
 A gap in the watch (410 Gone, an API server restart) resumes from now and wakes the resync loop,
@@ -17,19 +19,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from agent_identity.api.v1alpha1 import SETTLED_PHASES
-from agent_identity.engine.controller import Controller
+from agent_identity.engine import failpoints
+from agent_identity.engine.controller import Controller, Resynced
 from agent_identity.engine.watch import Watch
 from agent_identity.kube.client import Kube
 from agent_identity.plan.children import LABEL_EXPIRES, LABEL_IDENTITY, SELECTOR, ChildKind
 
 log = logging.getLogger(__name__)
 
-READERS = 8  # overdue identities read at once (one request each)
+# Deadlines this far ahead are looked up before the full listing, and again every half of it
+# while the listing lasts (100,000 identities: 35-70 s on two cores), so each is known 30 s early.
+AHEAD_S = 60.0
+
+
+def relist(informers: Sequence[IdentityInformer]) -> None:
+    """Every informer's first looks (one per served namespace), then every full listing, with every
+    informer's deadlines looked up ahead while any listing lasts."""
+    started = time.monotonic()
+    first = sum(informer.sweep_first() for informer in informers)
+    log.info("%d identities not settled or due within %.0fs, found in %.1fs", first, AHEAD_S, time.monotonic() - started)
+    for informer in informers:
+        informer.list_all(lambda: [other.look_ahead() for other in informers])
 
 
 class IdentityInformer(Watch):
@@ -53,18 +68,53 @@ class IdentityInformer(Watch):
     def current_version(self) -> str:
         return self.kube.identities_version(self.namespace, label_selector=self.label_selector)
 
-    def relist(self) -> None:
-        """A listing, in pages (the whole listing is never held at once): each identity cached and
-        verified again, the overdue retired first, deletions nobody saw revoked. At start-up this
-        seeds the cache, behind anything the watch (begun first) shows new."""
+    def sweep_first(self) -> int:
+        """What must not wait for the listing of every identity (at 100,000, half a minute or more),
+        found with listings the API server filters: identities not settled yet (created while no
+        operator watched, for one), observed now, and every deadline due within ``AHEAD_S``
+        (:meth:`look_ahead`). Each is observed as the full listing would observe it (lane_for
+        judges its own status); the full listing then finds them again, unchanged, at no cost."""
+        unsettled = ",".join(f"status.phase!={phase}" for phase in sorted(SETTLED_PHASES))
+        return self._observe_pages(self._identities(field_selector=unsettled)) + self.look_ahead()
+
+    def look_ahead(self) -> int:
+        """Every deadline due within ``AHEAD_S`` (overdue included), from the ServiceAccounts'
+        deadline labels, handed to the controller as expected (:meth:`Controller.expect`): at its
+        time the identity is read, unless the listing has brought it by then. The label only
+        orders the work: one whose label was removed or changed is still found by the full
+        listing, and its status, not the label, decides what is done."""
+        selector = f"{SELECTOR},{LABEL_EXPIRES}<{int(time.time() + AHEAD_S)}"
+        expected = 0
+        for metadata in self.kube.children_metadata(ChildKind.SERVICE_ACCOUNT, self.namespace, label_selector=selector):
+            labels = metadata.get("labels") or {}
+            name, at = labels.get(LABEL_IDENTITY), labels.get(LABEL_EXPIRES, "")
+            if name and at.isdigit():
+                key = (str(metadata.get("namespace")), str(name))
+                expected += self.controller.expect(key, float(at), partial(self.read, *key))
+        return expected
+
+    def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One identity, as this informer lists them: another shard's is not ours (None)."""
+        for page, _ in self._identities(field_selector=f"metadata.name={name}", namespace=namespace):
+            return page[0] if page else None
+        return None
+
+    def list_all(self, between_pages: Callable[[], object]) -> Resynced:
+        """The full listing, in pages (the whole listing is never held at once): each identity
+        cached and verified again, deletions nobody saw revoked. ``between_pages`` runs every
+        ``AHEAD_S / 2`` while it lasts, so no deadline passes unseen behind a long listing."""
         started = time.monotonic()
-        first = self.sweep_first()
-        if first:
-            log.info(
-                "%d identities overdue or not settled, found in %.1fs ahead of the listing", first, time.monotonic() - started
-            )
-        pages = self.kube.identity_pages(self.namespace, label_selector=self.label_selector)
-        done = self.controller.resync(pages, namespace=self.namespace)
+
+        def pages() -> Iterator[tuple[list[dict[str, Any]], str]]:
+            look_at = time.monotonic() + AHEAD_S / 2
+            for page in self._identities(field_selector=None):
+                failpoints.hit("listing-page")
+                yield page
+                if time.monotonic() >= look_at:
+                    between_pages()
+                    look_at = time.monotonic() + AHEAD_S / 2
+
+        done = self.controller.resync(pages(), namespace=self.namespace)
         log.info(
             "listed %s: %d identities in %.1fs, %d deleted unseen",
             self.namespace or "all namespaces",
@@ -72,35 +122,15 @@ class IdentityInformer(Watch):
             time.monotonic() - started,
             done.vanished,
         )
+        return done
 
-    def sweep_first(self) -> int:
-        """What must not wait for the listing of every identity (at 100,000, half a minute), found
-        with listings the API server filters: identities past their deadline and identities not
-        settled yet (created while no operator watched, for one). Each is observed as the full
-        listing would observe it (lane_for judges its own status: the overdue go first, the
-        unsettled next); the full listing then finds them again, unchanged, at no cost."""
-        unsettled = ",".join(f"status.phase!={phase}" for phase in sorted(SETTLED_PHASES))
-        found = self._observe_pages(self._identities(field_selector=unsettled, namespace=self.namespace))
-
-        def read(name: tuple[str, str]) -> int:
-            return self._observe_pages(self._identities(field_selector=f"metadata.name={name[1]}", namespace=name[0]))
-
-        with ThreadPoolExecutor(READERS, thread_name_prefix="sweep") as readers:
-            return found + sum(readers.map(read, self._overdue_names()))
-
-    def _overdue_names(self) -> Iterator[tuple[str, str]]:
-        """(namespace, name) of the identities whose ServiceAccount's deadline label has passed.
-        The label only orders the work: one whose label was removed or changed is still found by
-        the full listing, and its status, not the label, decides what is done."""
-        selector = f"{SELECTOR},{LABEL_EXPIRES}<{int(time.time())}"
-        for metadata in self.kube.children_metadata(ChildKind.SERVICE_ACCOUNT, self.namespace, label_selector=selector):
-            name = (metadata.get("labels") or {}).get(LABEL_IDENTITY)
-            if name:
-                yield str(metadata.get("namespace")), str(name)
-
-    def _identities(self, *, field_selector: str, namespace: str | None) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    def _identities(
+        self, *, field_selector: str | None, namespace: str | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         # The shard's label selector applies to every listing: another shard's identity is not ours.
-        return self.kube.identity_pages(namespace, label_selector=self.label_selector, field_selector=field_selector)
+        return self.kube.identity_pages(
+            namespace or self.namespace, label_selector=self.label_selector, field_selector=field_selector
+        )
 
     def _observe_pages(self, pages: Iterator[tuple[list[dict[str, Any]], str]]) -> int:
         observed = 0

@@ -66,7 +66,7 @@ class WorkQueue(Generic[K]):
         self._lanes: tuple[deque[K], ...] = tuple(deque() for _ in Lane)
         self._queued: dict[K, Lane] = {}  # a lane may also hold stale entries of keys that moved up
         self._processing: set[K] = set()
-        self._dirty: set[K] = set()
+        self._dirty: dict[K, Lane] = {}  # asked for while processed: again right after, in the best lane asked
         self._due: dict[K, float] = {}
         self._heap: list[tuple[float, int, K]] = []
         self._sequence = 0
@@ -101,7 +101,7 @@ class WorkQueue(Generic[K]):
 
     def _add_locked(self, key: K, lane: Lane = Lane.ROUTINE) -> None:
         if key in self._processing:
-            self._dirty.add(key)
+            self._dirty[key] = min(lane, self._dirty.get(key, lane))
             return
         waiting = self._queued.get(key)
         if waiting is not None and waiting <= lane:
@@ -209,8 +209,7 @@ class WorkQueue(Generic[K]):
                 if next_at is not None:
                     self._schedule_locked(key, next_at)
                 if key in self._dirty:
-                    self._dirty.discard(key)
-                    self._add_locked(key)
+                    self._add_locked(key, self._dirty.pop(key))
 
     def _run(self, key: K) -> float | None:
         try:
