@@ -12,12 +12,13 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from agent_identity import GROUP, PLURAL, VERSION
 from agent_identity.api.durations import parse_timestamp
 from agent_identity.engine.controller import Controller
 from agent_identity.engine.informer import IdentityInformer
 from agent_identity.engine.workqueue import Lane
 from agent_identity.kube.client import Kube, load_client_configuration
-from support.cluster import Cluster, make_identity
+from support.cluster import Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 
 
@@ -84,3 +85,27 @@ def test_a_deadline_that_falls_while_the_listing_runs_is_kept_and_a_forged_hint_
 
     cluster.create_identity(make_identity("new", namespace))  # the watch serves new work meanwhile
     cluster.wait_phase(namespace, "new", "Ready")
+
+
+def test_a_delegator_deleted_before_the_listing_reaches_its_delegate_takes_the_delegate_with_it(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.create_identity(make_identity("lead", namespace, ttl="1h"))
+    cluster.wait_phase(namespace, "lead", "Ready")
+    cluster.create_identity(make_identity("helper", namespace, ttl="1h", delegator={"kind": "AgentIdentity", "name": "lead"}))
+    cluster.wait_phase(namespace, "helper", "Ready")
+
+    operator.kill()
+    # The garbage collector would delete "helper" with "lead": whoever strips the reference that
+    # lets it leaves the operator alone to revoke it.
+    cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "helper", {"metadata": {"ownerReferences": None}}
+    )
+    before = len(operator.output())
+    operator.start(failpoint="listing-page=sleep(120)")  # no listing reaches "helper" for two minutes
+    wait_for("the restarted operator to watch", lambda: "found in" in operator.output()[before:])
+    cluster.delete_identity(namespace, "lead")  # never seen by this process: not in its cache
+    helper = cluster.wait_phase(namespace, "helper", "Revoked", timeout=20)
+    assert cluster.has_service_account(namespace, "aid-helper") is None
+    assert "listed " not in operator.output()[before:]  # found by its delegator's name, not by the listing
+    assert "lead was deleted" in str(helper["status"]["conditions"])

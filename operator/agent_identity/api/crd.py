@@ -96,8 +96,9 @@ AGENT_IDENTITY = Resource(
         ("Age", "date", ".metadata.creationTimestamp"),
     ),
     # `--field-selector status.phase=Ready` for people; for the operator, a restart lists the
-    # identities that are not settled before all the others (engine/informer.py).
-    selectable=(".status.phase",),
+    # identities that are not settled before all the others, and the delegates of one retired
+    # before the listing reached them (engine/informer.py).
+    selectable=(".status.phase", ".spec.delegator.name"),
 )
 AGENT_PROFILE = Resource(
     kind="AgentProfile",

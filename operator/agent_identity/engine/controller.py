@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from agent_identity.api.durations import next_look, parse_timestamp
-from agent_identity.api.v1alpha1 import RETIRED_PHASES, SETTLED_PHASES
+from agent_identity.api.v1alpha1 import FINAL_PHASES, RETIRED_PHASES, SETTLED_PHASES
 from agent_identity.engine.credentials import SigningFailed
 from agent_identity.engine.reconciler import Reconciler
 from agent_identity.engine.workqueue import Lane, WorkQueue
@@ -114,6 +114,12 @@ def _state(entry: _Entry | None) -> tuple[str | None, bool]:
     return _phase(entry), _gone(entry)
 
 
+def _delegator_key(key: Key, body: dict[str, Any]) -> Key | None:
+    """The identity's delegator's key, when its delegator is an AgentIdentity (same namespace)."""
+    delegator = (body.get("spec") or {}).get("delegator") or {}
+    return (key[0], str(delegator.get("name"))) if delegator.get("kind") == "AgentIdentity" else None
+
+
 def key_of(body: dict[str, Any]) -> Key:
     metadata = body["metadata"]
     return str(metadata["namespace"]), str(metadata["name"])
@@ -138,6 +144,7 @@ class Controller:
         self._profiles: dict[str, dict[str, Any]] = {}
         self._deleted_uids: dict[str, float] = {}  # uid -> when its deletion was seen (insertion order)
         self._expected: dict[Key, Callable[[], dict[str, Any] | None]] = {}  # see expect()
+        self._seeding: dict[str | None, Callable[[Key], Iterable[dict[str, Any]]]] = {}  # see seeding()
         self.reconciler = make_reconciler(self.lookup, self.lookup_profile)
         self.reconciler.kube.on_identity_written = self._remember
         self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, name="agentidentity")
@@ -165,17 +172,25 @@ class Controller:
                 return  # a listing taken before its deletion: it must not come back to life
             entry = _Entry.of(body, deleted=deleted)
             delegates = self._store_locked(key, body, entry, previous=current)
+            retired_delegator = not deleted and self._delegator_retired_locked(key, body)
             if deleted:
                 self._first_seen.pop(key, None)
             else:
                 self._first_seen.setdefault(key, time.time())
-        lane = lane_for(event_type, body)
+        lane = Lane.URGENT if retired_delegator else lane_for(event_type, body)
         if lane is Lane.BACKGROUND and (body.get("status") or {}).get("phase") == "Ready":
             self._schedule_from_status(key, body)
         version = DELETED if deleted else str(body["metadata"].get("resourceVersion"))
         if not self.reconciler.kube.own_writes.is_echo((IDENTITY, *key), version, lambda: self.queue.add(key, lane=lane)):
             self.queue.add(key, lane=lane)
-        self._notify_delegates(delegates, entry)
+        self._notify_delegates(key, delegates, entry, previous=current)
+
+    def seeding(self, namespace: str | None, find_delegates: Callable[[Key], Iterable[dict[str, Any]]]) -> None:
+        """Until the first listing of ``namespace`` (None: every namespace) is complete, the cache
+        cannot tell who delegates to an identity retired meanwhile: ``find_delegates`` asks the
+        API server instead (:meth:`resync` ends this)."""
+        with self._lock:
+            self._seeding[namespace] = find_delegates
 
     def expect(self, key: Key, at: float, read: Callable[[], dict[str, Any] | None]) -> bool:
         """A deadline known before its identity is (from a hint, while a listing has not reached
@@ -209,12 +224,41 @@ class Controller:
                 break
             del self._deleted_uids[oldest]
 
-    def _notify_delegates(self, delegates: list[Key], delegator: _Entry) -> None:
+    def _notify_delegates(self, key: Key, delegates: list[Key], delegator: _Entry, *, previous: _Entry | None) -> None:
         """A delegator's state moved: its delegates are looked at again, first of all when it is
         gone (revoked by the operator at once, not whenever the garbage collector gets to them)."""
-        lane = Lane.URGENT if _gone(delegator) else Lane.ROUTINE
+        gone = _gone(delegator)
         for delegate in delegates:
-            self.queue.add(delegate, lane=lane)
+            self.queue.add(delegate, lane=Lane.URGENT if gone else Lane.ROUTINE)
+        if gone and (delegator.deleted or (previous is not None and not _gone(previous))):
+            self._find_uncached_delegates(key)  # retired now, or deleted: perhaps before we ever saw it
+
+    def _find_uncached_delegates(self, key: Key) -> None:
+        """A delegator retired while its namespace's first listing runs may have delegates that no
+        listing has brought yet: the API server lists them, and each is observed and sent to the
+        urgent lane instead of waiting for the listing to reach it."""
+        with self._lock:
+            find = self._seeding.get(key[0], self._seeding.get(None))
+        if find is None:
+            return
+        try:
+            found = list(find(key))
+        except KubeError as error:
+            log.warning("the delegates of %s/%s were not listed (%s): the full listing will find them", *key, error)
+            return
+        for body in found:
+            self.observe(None, body)
+            if _delegator_key(key_of(body), body) == key:  # not a User of the same name
+                self.queue.add(key_of(body), lane=Lane.URGENT)  # even if the delegator's entry is gone by now
+
+    def _delegator_retired_locked(self, key: Key, body: dict[str, Any]) -> bool:
+        """This identity holds credentials, and its delegator is cached as gone: retired before
+        this one was seen (a take-over's listing), so no notice reached it."""
+        delegator = _delegator_key(key, body)
+        if delegator is None or (body.get("status") or {}).get("phase") in FINAL_PHASES:
+            return False
+        entry = self._cache.get(delegator)
+        return entry is not None and _gone(entry)
 
     def _schedule_from_status(self, key: Key, body: dict[str, Any]) -> None:
         """A Ready identity found by a listing is re-verified in the background; meanwhile its
@@ -242,10 +286,9 @@ class Controller:
         return list(self._delegates.get(key, ())) if _state(previous) != _state(entry) else []
 
     def _index_delegator(self, key: Key, body: dict[str, Any], *, deleted: bool) -> None:
-        delegator = (body.get("spec") or {}).get("delegator") or {}
-        if delegator.get("kind") != "AgentIdentity":
+        parent = _delegator_key(key, body)
+        if parent is None:
             return
-        parent = (key[0], str(delegator.get("name")))
         if deleted:
             self._delegates.get(parent, set()).discard(key)
             if not self._delegates.get(parent):
@@ -300,6 +343,8 @@ class Controller:
                     self.observe(None, body)
         finally:
             self.queue.release(Lane.BACKGROUND)
+        with self._lock:
+            self._seeding.pop(namespace, None)  # the cache knows every delegate of this namespace now
         self.reverify_all(namespace)
         with self._lock:
             vanished = [
@@ -380,7 +425,7 @@ class Controller:
                 return
             entry = _Entry.of(body)
             delegates = self._store_locked(key, body, entry, previous=current)
-        self._notify_delegates(delegates, entry)
+        self._notify_delegates(key, delegates, entry, previous=current)
 
 
 def utc_now() -> datetime:

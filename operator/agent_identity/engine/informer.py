@@ -60,6 +60,7 @@ class IdentityInformer(Watch):
         self.kube, self.controller = kube, controller
         self.namespace, self.label_selector = namespace, label_selector
         self.on_gap = on_gap
+        controller.seeding(namespace, self.delegates_of)
 
     @property
     def name(self) -> str:
@@ -98,6 +99,12 @@ class IdentityInformer(Watch):
         for page, _ in self._identities(field_selector=f"metadata.name={name}", namespace=namespace):
             return page[0] if page else None
         return None
+
+    def delegates_of(self, key: tuple[str, str]) -> Iterator[dict[str, Any]]:
+        """The identities naming ``key`` as their delegator (the CRD's selectable
+        ``spec.delegator.name``; a User of that name too, which the controller tells apart)."""
+        for page, _ in self._identities(field_selector=f"spec.delegator.name={key[1]}", namespace=key[0]):
+            yield from page
 
     def list_all(self, between_pages: Callable[[], object]) -> Resynced:
         """The full listing, in pages (the whole listing is never held at once): each identity

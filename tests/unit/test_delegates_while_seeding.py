@@ -1,0 +1,115 @@
+"""Retiring a delegator retires its delegates, also while a take-over's listing has not brought
+them yet (engine/controller.py): a delegate seen after its delegator was retired goes to the
+urgent lane, and a delegator retired before its namespace's listing is complete has its
+delegates listed by the API server instead of waited for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from agent_identity.api.durations import format_timestamp
+from agent_identity.engine.controller import Controller, Key
+from agent_identity.engine.workqueue import Lane
+from agent_identity.kube.client import KubeError, OwnWrites
+
+from .factories import identity_body
+
+LATER = format_timestamp(datetime.now(UTC) + timedelta(hours=1))
+
+
+def controller() -> Controller:
+    kube = SimpleNamespace(own_writes=OwnWrites(), on_identity_written=None)
+    reconciler: Any = SimpleNamespace(kube=kube)
+    return Controller(lambda lookup, profiles: reconciler, workers=1)
+
+
+def identity(name: str, phase: str, version: int, *, delegator: str | None = None) -> dict[str, Any]:
+    status = {"phase": phase, "observedGeneration": 1, "expiresAt": LATER}
+    by = {"kind": "AgentIdentity", "name": delegator} if delegator else {"kind": "User", "name": "alice"}
+    body = identity_body(name, uid=f"u-{name}", status=status, delegator=by)
+    body["metadata"]["resourceVersion"] = str(version)
+    return body
+
+
+def test_a_delegate_listed_after_its_delegator_was_retired_goes_first() -> None:
+    ctl = controller()
+    ctl.observe(None, identity("parent", "Expired", 1))
+    ctl.observe(None, identity("child", "Ready", 2, delegator="parent"))
+    ctl.observe(None, identity("cousin", "Ready", 3, delegator="uncle"))  # its delegator not seen yet: unknown
+    ctl.observe(None, identity("done", "Expired", 4, delegator="parent"))  # retired itself: nothing to revoke
+    assert ctl.queue._queued[("support", "child")] is Lane.URGENT
+    assert ctl.queue._queued[("support", "cousin")] is Lane.BACKGROUND
+    assert ctl.queue._queued[("support", "done")] is Lane.BACKGROUND
+
+
+def test_a_user_named_like_a_retired_identity_is_not_a_delegator() -> None:
+    ctl = controller()
+    ctl.observe(None, identity("alice", "Expired", 1))
+    ctl.observe(None, identity("child", "Ready", 2))  # delegated by the User alice
+    assert ctl.queue._queued[("support", "child")] is Lane.BACKGROUND
+
+
+def test_a_delegator_retired_before_the_listing_is_complete_has_its_delegates_listed() -> None:
+    ctl = controller()
+    asked: list[Key] = []
+
+    def find(key: Key) -> Iterable[dict[str, Any]]:
+        asked.append(key)
+        return [identity("child", "Ready", 5, delegator="parent")]
+
+    ctl.seeding("support", find)
+    ctl.observe("MODIFIED", identity("parent", "Ready", 1))
+    assert asked == []  # live: nothing to look for
+    ctl.observe("MODIFIED", identity("parent", "Expired", 2))
+    assert asked == [("support", "parent")]
+    assert ctl.queue._queued[("support", "child")] is Lane.URGENT
+    ctl.observe("MODIFIED", identity("parent", "Expired", 3))
+    assert asked == [("support", "parent")]  # already retired: asked once
+
+
+def test_an_identity_first_seen_retired_is_not_asked_about() -> None:
+    """The listing brings thousands of retired identities: each delegate of one is urgent when
+    listed (above); asking the API server about every retired identity would cost a listing each."""
+    ctl = controller()
+    asked: list[Key] = []
+    ctl.seeding("support", lambda key: asked.append(key) or [])
+    ctl.observe(None, identity("parent", "Expired", 1))
+    assert asked == []
+
+
+def test_once_the_namespace_is_listed_the_cache_answers_alone() -> None:
+    ctl = controller()
+    asked: list[Key] = []
+    ctl.seeding("support", lambda key: asked.append(key) or [])
+    ctl.resync(iter([([identity("parent", "Ready", 1)], "1")]), namespace="support")
+    ctl.observe("MODIFIED", identity("parent", "Expired", 2))
+    assert asked == []
+
+
+def test_delegates_that_cannot_be_listed_are_left_to_the_listing() -> None:
+    ctl = controller()
+
+    def unreachable(key: Key) -> Iterable[dict[str, Any]]:
+        raise KubeError(method="GET", path="/apis/...", status=503, reason="ServiceUnavailable", message="unreachable")
+
+    ctl.seeding("support", unreachable)
+    ctl.observe("MODIFIED", identity("parent", "Ready", 1))
+    ctl.observe("MODIFIED", identity("parent", "Expired", 2))  # logged; the watch thread carries on
+    assert ctl.queue._queued[("support", "parent")] is Lane.ROUTINE
+
+
+def test_delegates_found_go_first_even_once_their_deleted_delegator_has_left_the_cache() -> None:
+    """A worker revokes a deleted delegator and drops its entry while its delegates are listed."""
+    ctl = controller()
+
+    def find(key: Key) -> Iterable[dict[str, Any]]:
+        ctl._cache.pop(key)  # the worker was quicker than the listing
+        return [identity("child", "Ready", 5, delegator="parent"), identity("stranger", "Ready", 6)]
+
+    ctl.seeding("support", find)
+    ctl.observe("DELETED", identity("parent", "Ready", 1))  # deleted before this process ever saw it
+    assert ctl.queue._queued[("support", "child")] is Lane.URGENT
+    assert ctl.queue._queued[("support", "stranger")] is Lane.BACKGROUND  # a User named "parent" delegated it
