@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from agent_identity.engine.workqueue import BACKOFF_BASE_S, Lane, WorkQueue
+from agent_identity.engine.workqueue import BACKOFF_BASE_S, URGENT_RUN, Lane, WorkQueue
 
 from .fakeclock import SETTLE_TIMEOUT_S, FakeClock
 
@@ -277,3 +277,17 @@ def test_a_key_asked_for_while_it_runs_runs_again_in_the_best_lane_it_was_asked_
         queue.add("blocker", lane=Lane.BACKGROUND)  # not running now: waits in its lane
         clock.settle()
         assert order == ["blocker", "blocker", "routine", "verify"]
+
+
+def test_a_burst_of_deadlines_lets_one_routine_key_in_every_few() -> None:
+    """A restart finds thousands of deadlines due: new identities are served meanwhile, at one
+    key in URGENT_RUN + 1, and nothing is taken from the routine lane when it is empty."""
+    with behind_a_blocker() as (queue, clock, order, gate):
+        for key in ("new-1", "new-2"):
+            queue.add(key)
+        for n in range(1, 8):
+            queue.add(f"due-{n}", lane=Lane.URGENT)
+        gate.set()
+        clock.settle()
+        assert order == ["blocker", "due-1", "due-2", "due-3", "new-1", "due-4", "due-5", "due-6", "new-2", "due-7"]
+        assert URGENT_RUN == 3

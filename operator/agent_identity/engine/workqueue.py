@@ -8,6 +8,9 @@
 - A failed key is retried with exponential backoff.
 - Three lanes, served in order: urgent (a deadline due), routine (something changed) and
   background (re-verifying what looked fine, after a restart). Each is first come first served.
+  While routine work waits, one key in ``URGENT_RUN + 1`` is taken from it: a burst of deadlines
+  (a restart after downtime, a fleet created together) then slows down by a quarter instead of
+  keeping every new identity waiting until the whole burst is retired.
   A lane can be held (the background one while a listing fills the queue: re-verifying the first
   pages would slow down the listing that finds the overdue and the rest).
 
@@ -31,6 +34,7 @@ K = TypeVar("K", bound=Hashable)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
+URGENT_RUN = 3  # urgent keys taken in a row while routine ones wait
 
 
 class Lane(IntEnum):
@@ -75,6 +79,7 @@ class WorkQueue(Generic[K]):
         self._stopping = False
         self._paused = False
         self._holds: dict[Lane, int] = {}  # lane -> how many holders (hold/release nest)
+        self._urgent_run = 0  # urgent keys taken since the last routine one
         # Asked under the queue's lock before each key is taken: False holds the workers as
         # pause() does. A leader's elector answers from its local clock, so a leader frozen past
         # its lease takes no key when thawed, before its elector has even run (leader.py).
@@ -112,12 +117,21 @@ class WorkQueue(Generic[K]):
             self._lock.notify()
 
     def _pop_locked(self) -> K | None:
-        for lane, queue in zip(Lane, self._lanes, strict=True):
-            while queue and lane not in self._holds:
-                key = queue.popleft()
-                if self._queued.get(key) is lane:
-                    del self._queued[key]
-                    return key
+        lanes = [Lane.ROUTINE, Lane.URGENT, Lane.BACKGROUND] if self._urgent_run >= URGENT_RUN else list(Lane)
+        for lane in lanes:
+            key = self._pop_lane_locked(lane)
+            if key is not None:
+                self._urgent_run = self._urgent_run + 1 if lane is Lane.URGENT else 0
+                return key
+        return None
+
+    def _pop_lane_locked(self, lane: Lane) -> K | None:
+        queue = self._lanes[lane]
+        while queue and lane not in self._holds:
+            key = queue.popleft()
+            if self._queued.get(key) is lane:
+                del self._queued[key]
+                return key
         return None
 
     def _schedule_locked(self, key: K, when: float) -> None:
@@ -190,7 +204,7 @@ class WorkQueue(Generic[K]):
                     when, _, key = heapq.heappop(self._heap)
                     if self._due.get(key) == when:  # else superseded by a later add_at
                         del self._due[key]
-                        self._add_locked(key, Lane.URGENT)  # a deadline never waits behind routine work
+                        self._add_locked(key, Lane.URGENT)  # a deadline goes ahead of routine work (see _pop_locked)
                 timeout = max(0.0, self._heap[0][0] - now) if self._heap else None
                 self._scheduler_wakeup.wait(timeout)
 
