@@ -92,7 +92,8 @@ def test_a_delegator_deleted_before_the_listing_reaches_its_delegate_takes_the_d
 ) -> None:
     cluster.create_identity(make_identity("lead", namespace, ttl="1h"))
     cluster.wait_phase(namespace, "lead", "Ready")
-    cluster.create_identity(make_identity("helper", namespace, ttl="1h", delegator={"kind": "AgentIdentity", "name": "lead"}))
+    delegated = {"kind": "AgentIdentity", "name": "lead"}
+    cluster.create_identity(make_identity("helper", namespace, ttl="30m", delegator=delegated))  # within lead's hour
     cluster.wait_phase(namespace, "helper", "Ready")
 
     operator.kill()
