@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from agent_identity.api.durations import next_look, parse_timestamp
-from agent_identity.api.v1alpha1 import FINAL_PHASES, RETIRED_PHASES, SETTLED_PHASES
+from agent_identity.api.v1alpha1 import FINAL_PHASES, RETIRED_PHASES, SETTLED_PHASES, Phase
 from agent_identity.engine.credentials import SigningFailed
 from agent_identity.engine.reconciler import Reconciler
 from agent_identity.engine.workqueue import Lane, WorkQueue
@@ -230,11 +230,16 @@ class Controller:
         gone = _gone(delegator)
         for delegate in delegates:
             self.queue.add(delegate, lane=Lane.URGENT if gone else Lane.ROUTINE)
-        if gone and (delegator.deleted or (previous is not None and not _gone(previous))):
-            self._find_uncached_delegates(key)  # retired now, or deleted: perhaps before we ever saw it
+        revoked_now = _phase(delegator) == Phase.REVOKED and previous is not None and not _gone(previous)
+        if delegator.deleted or revoked_now:
+            # Deleted (perhaps before we ever saw it) or revoked with its own delegator. An expired
+            # one is not asked about: its delegates' deadlines are never later than its own, so
+            # their own deadlines retire them, and a listing the API server filters on a field of
+            # each of 100,000 identities is too dear to make at every expiry.
+            self._find_uncached_delegates(key)
 
     def _find_uncached_delegates(self, key: Key) -> None:
-        """A delegator retired while its namespace's first listing runs may have delegates that no
+        """A delegator gone while its namespace's first listing runs may have delegates that no
         listing has brought yet: the API server lists them, and each is observed and sent to the
         urgent lane instead of waiting for the listing to reach it."""
         with self._lock:
