@@ -565,7 +565,7 @@ def deadlines_of(custom: client.CustomObjectsApi, names: list[str]) -> dict[str,
 
     def read(name: str) -> float:
         status = custom.get_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, name)["status"]
-        return datetime.fromisoformat(status["expiresAt"].replace("Z", "+00:00")).timestamp()
+        return parse_timestamp(status["expiresAt"]).timestamp()
 
     with ThreadPoolExecutor(16) as pool:
         return dict(zip(names, pool.map(read, names), strict=True))
@@ -654,7 +654,7 @@ def watch_deletions(core: client.CoreV1Api) -> dict[str, float]:
 def expiries(custom: client.CustomObjectsApi, prefix: str) -> dict[str, float]:
     items = custom.list_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL)["items"]
     return {
-        item["metadata"]["name"]: datetime.fromisoformat(item["status"]["expiresAt"].replace("Z", "+00:00")).timestamp()
+        item["metadata"]["name"]: parse_timestamp(item["status"]["expiresAt"]).timestamp()
         for item in items
         if item["metadata"]["name"].startswith(prefix) and (item.get("status") or {}).get("expiresAt")
     }

@@ -43,8 +43,13 @@ def relist(informers: Sequence[IdentityInformer]) -> None:
     started = time.monotonic()
     first = sum(informer.sweep_first() for informer in informers)
     log.info("%d identities not settled or due within %.0fs, found in %.1fs", first, AHEAD_S, time.monotonic() - started)
+
+    def look_ahead() -> None:
+        for informer in informers:
+            informer.look_ahead()
+
     for informer in informers:
-        informer.list_all(lambda: [other.look_ahead() for other in informers])
+        informer.list_all(look_ahead)
 
 
 class IdentityInformer(Watch):

@@ -45,6 +45,10 @@ class Lane(IntEnum):
     BACKGROUND = 2
 
 
+_IN_ORDER = tuple(Lane)
+_ROUTINE_FIRST = (Lane.ROUTINE, Lane.URGENT, Lane.BACKGROUND)  # after URGENT_RUN urgent keys in a row
+
+
 class WorkQueue(Generic[K]):
     def __init__(
         self,
@@ -117,8 +121,7 @@ class WorkQueue(Generic[K]):
             self._lock.notify()
 
     def _pop_locked(self) -> K | None:
-        lanes = [Lane.ROUTINE, Lane.URGENT, Lane.BACKGROUND] if self._urgent_run >= URGENT_RUN else list(Lane)
-        for lane in lanes:
+        for lane in _ROUTINE_FIRST if self._urgent_run >= URGENT_RUN else _IN_ORDER:
             key = self._pop_lane_locked(lane)
             if key is not None:
                 self._urgent_run = self._urgent_run + 1 if lane is Lane.URGENT else 0
