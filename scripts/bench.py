@@ -21,9 +21,14 @@ from the environment so a quick run and a full run use the same code:
   again falling 10-40 s after the restart, while the listing runs: how late each was revoked;
   identities created at BENCH_TAKEOVER_RATE per second throughout the take-over:
   create-to-Ready p50/p99/max;
+- failover: the chart's two replicas on a Lease (BENCH_LEASE_DURATION, default 15s) at BENCH_LIVE
+  identities, the leader stopped by SIGTERM (a rolling update) and then by kill -9 (a crash),
+  each time while BENCH_OVERDUE deadlines fall: seconds until the standby leads, how late those
+  deadlines were revoked, create-to-Ready of identities created throughout;
 - operator resident memory at BENCH_BURST and at BENCH_LIVE identities.
 
-BENCH_PARTS=restart (a comma-separated subset of bursts,steady,expiry,restart) runs only those.
+BENCH_PARTS=restart,failover (a comma-separated subset of bursts,steady,expiry,restart,failover)
+runs only those.
 BENCH_PROFILE=out.txt samples the operator with py-spy during the bursts (collapsed stacks of
 the threads holding the GIL) and stops there.
 """
@@ -34,6 +39,7 @@ import base64
 import contextlib
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -253,6 +259,8 @@ def main() -> None:
                 retirement_lag(api, custom, watcher)
             if "restart" in PARTS:
                 operator = restart(api, operator, plane.kubeconfig_path, watcher)
+            if "failover" in PARTS:
+                operator = failover(api, operator, plane.kubeconfig_path, watcher)
         finally:
             operator.terminate()
             operator.wait(timeout=30)
@@ -372,15 +380,16 @@ OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
 TAKEOVER_WAIT = float(os.environ.get("BENCH_TAKEOVER_WAIT", "900"))  # how long the restart's clocks may run
 LIVE_DELIVERY = os.environ.get("BENCH_LIVE_DELIVERY", "Secret")  # Projected: half the writes, a faster fill
 TAKEOVER_RATE = float(os.environ.get("BENCH_TAKEOVER_RATE", "5"))
-PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,restart").split(","))
+LEASE_DURATION = os.environ.get("BENCH_LEASE_DURATION", "15s")  # the chart's leaderElection.leaseDuration
+PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,restart,failover").split(","))
 EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
 TOKEN_SAMPLE = int(os.environ.get("BENCH_TOKEN_SAMPLE", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "")
 SCRAPE_EVERY_S = 1.0  # the take-over's metrics clocks are this coarse (see run_clocks)
 
 
-def start_operator(kubeconfig: Path) -> subprocess.Popen[bytes]:
-    log = open(REPO / ".demo-bench-operator.log", "a")  # noqa: SIM115 - lives as long as the operator
+def start_operator(kubeconfig: Path, port: int = HTTP_PORT, *flags: str) -> subprocess.Popen[bytes]:
+    log = open(REPO / f".demo-bench-operator-{port}.log", "a")  # noqa: SIM115 - lives as long as the operator
     # BENCH_PROFILE=out.txt: sample the operator with py-spy (collapsed stacks, on-CPU only)
     sampler = ["py-spy", "record", "--format", "raw", "--rate", "100", "--nonblocking", "--gil", "-o", PROFILE, "--"]
     profile = sampler if PROFILE else []
@@ -395,11 +404,12 @@ def start_operator(kubeconfig: Path) -> subprocess.Popen[bytes]:
             "--workers",
             str(WORKERS),
             "--http-port",
-            str(HTTP_PORT),
+            str(port),
             "--http-listen",
             "127.0.0.1",
             # The baseline it is compared with has no admission either: this measures provisioning.
             "--unsafe-no-admission-webhooks",
+            *flags,
         ],
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         stdout=log,
@@ -407,14 +417,14 @@ def start_operator(kubeconfig: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def scrape(name: str) -> float | None:
-    return scrape_all(name).get(name)
+def scrape(name: str, port: int = HTTP_PORT) -> float | None:
+    return scrape_all(name, port=port).get(name)
 
 
-def scrape_all(*names: str) -> dict[str, float]:
+def scrape_all(*names: str, port: int = HTTP_PORT) -> dict[str, float]:
     """The operator's metrics ``names``, each summed over its labels (nothing while it does not answer)."""
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/metrics", timeout=2).read().decode()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
         return {}
     values = [line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")]
@@ -429,6 +439,58 @@ def create_all(custom: client.CustomObjectsApi, names: list[str], ttl: str, deli
         list(pool.map(create, names))
 
 
+class Arrivals:
+    """New identities keep coming during a take-over, as they would in a busy cluster: one every
+    1/TAKEOVER_RATE s from start() until stop(). ``submitted``: name -> when its create was sent;
+    ``created``: those the API server accepted (refused while no webhook answers: not a sample)."""
+
+    def __init__(self, custom: client.CustomObjectsApi, prefix: str) -> None:
+        self.custom, self.prefix = custom, prefix
+        self.submitted: dict[str, float] = {}
+        self.created: list[str] = []
+        self._done = threading.Event()
+        self._thread = in_background(self._run)
+
+    def _run(self) -> None:
+        index = 0
+        while not self._done.is_set():
+            name = f"{self.prefix}-{index}"
+            self.submitted[name] = time.time()
+            with contextlib.suppress(client.ApiException):
+                self.custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(name, "bench", "1h"))
+                self.created.append(name)
+            index += 1
+            self._done.wait(1 / TAKEOVER_RATE)
+
+    def stop(self, watcher: ReadyWatcher) -> None:
+        self._done.set()
+        self._thread.join()
+        watcher.wait(list(self.submitted), 60)
+
+    def report(self, watcher: ReadyWatcher, since: float, what: str) -> None:
+        """create-to-Ready of all of them, and of those created from ``since`` (wall clock) on."""
+        report_latencies(f"identities created during the take-over ({TAKEOVER_RATE:g}/s)", self.submitted, watcher)
+        later = {n: at for n, at in self.submitted.items() if at >= since}
+        report_latencies(f"  of those, created once {what}", later, watcher)
+
+
+def falling_deadlines(
+    custom: client.CustomObjectsApi, watcher: ReadyWatcher, prefix: str, first_s: int, over_s: int
+) -> dict[str, float]:
+    """OVERDUE identities whose deadlines fall evenly from ``first_s`` to ``first_s + over_s``
+    seconds from now, once Ready; name -> expiresAt (Unix seconds)."""
+    falling = {f"{prefix}-{i}": f"{first_s + (i * over_s) // OVERDUE}s" for i in range(OVERDUE)}
+    for ttl in sorted(set(falling.values())):
+        create_all(custom, [name for name, its in falling.items() if its == ttl], ttl)
+    watcher.wait(list(falling), 600)
+    return deadlines_of(custom, list(falling))
+
+
+def report_lags(what: str, lags: list[float], after: str) -> None:
+    if lags:
+        print(f"  {what}, {len(lags)} revoked: p50 {percentile(lags, 0.5):.2f}s, max {max(lags):.2f}s after {after}")
+
+
 def restart(
     api: client.ApiClient, operator: subprocess.Popen[bytes], kubeconfig: Path, watcher: ReadyWatcher
 ) -> subprocess.Popen[bytes]:
@@ -440,11 +502,8 @@ def restart(
     create_all(custom, overdue, "30s")
     # Deadlines 10-40 s after the restart (the restart comes 32 s after the kill): before the full
     # listing at 100,000 identities could reach them.
-    falling = {f"falling-{i}": f"{42 + (i * 30) // OVERDUE}s" for i in range(OVERDUE)}
-    for ttl in sorted(set(falling.values())):
-        create_all(custom, [name for name, its in falling.items() if its == ttl], ttl)
-    watcher.wait([*overdue, *falling], 600)
-    deadlines = deadlines_of(custom, list(falling))
+    deadlines = falling_deadlines(custom, watcher, "falling", 42, 30)
+    watcher.wait(overdue, 600)
     deleted = watch_deletions(core)
     total = count_identities(custom)
     operator.kill()
@@ -452,27 +511,11 @@ def restart(
     time.sleep(32)  # every overdue deadline passes while the operator is down
     restarted, restarted_wall = time.monotonic(), time.time()
     operator = start_operator(kubeconfig)
-    # New identities keep coming during the take-over, as they would in a busy cluster: one every
-    # 1/TAKEOVER_RATE s from the moment the operator process starts until every identity is re-verified.
-    submitted: dict[str, float] = {}
-    created: list[str] = []  # the take-over's new identities count as cached too
-    done = threading.Event()
+    arrivals = Arrivals(custom, "takeover")  # from the moment the operator process starts
 
-    def keep_creating() -> None:
-        index = 0
-        while not done.is_set():
-            name = f"takeover-{index}"
-            submitted[name] = time.time()
-            with contextlib.suppress(client.ApiException):  # refused while the webhooks start: not a sample
-                custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, identity(name, "bench", "1h"))
-                created.append(name)
-            index += 1
-            done.wait(1 / TAKEOVER_RATE)
+    def cached(metrics: dict[str, float]) -> bool:  # the take-over's new identities count too
+        return metrics.get("agentidentity_identities", 0) >= total + len(arrivals.created)
 
-    def cached(metrics: dict[str, float]) -> bool:
-        return metrics.get("agentidentity_identities", 0) >= total + len(created)
-
-    creator = in_background(keep_creating)
     clocks = run_clocks(
         restarted,
         {
@@ -483,29 +526,98 @@ def restart(
             "every identity re-verified (queue empty)": lambda m: cached(m) and m.get("agentidentity_workqueue_depth") == 0,
         },
     )
-    done.set()
-    creator.join()
-    watcher.wait(list(submitted), 60)
+    arrivals.stop(watcher)
     print(f"restart with {total} identities ({OVERDUE} overdue), seconds after the operator started:")
-    for what, clock in clocks.items():
-        print(f"  {what}: {clock:.1f}s" if clock is not None else f"  {what}: not within {TAKEOVER_WAIT:.0f}s")
+    print_clocks(clocks)
     with contextlib.suppress(SystemExit):  # one not revoked within a minute is counted below
-        wait_until(lambda: all(n in deleted for n in falling), 60)
-    lags = [deleted[n] - deadlines[n] for n in falling if n in deleted]
-    if lags:
-        print(
-            f"  deadlines falling during the take-over, {len(lags)} of {len(falling)} revoked: "
-            f"p50 {percentile(lags, 0.5):.2f}s, max {max(lags):.2f}s after expiresAt"
-        )
-    answering = restarted_wall + (clocks["answering (its watches begin)"] or TAKEOVER_WAIT)
-    report_latencies(f"identities created during the take-over ({TAKEOVER_RATE:g}/s)", submitted, watcher)
-    report_latencies(
-        "  of those, created once the operator answered",
-        {n: at for n, at in submitted.items() if at >= answering},
-        watcher,
+        wait_until(lambda: all(n in deleted for n in deadlines), 60)
+    report_lags(
+        f"deadlines falling during the take-over ({OVERDUE})",
+        [deleted[n] - at for n, at in deadlines.items() if n in deleted],
+        "expiresAt",
     )
+    answering = restarted_wall + (clocks["answering (its watches begin)"] or TAKEOVER_WAIT)
+    arrivals.report(watcher, answering, "the operator answered")
     print(f"  operator resident memory after the take-over: {operator_rss_mb(operator.pid):.0f} MB")
     return operator
+
+
+def print_clocks(clocks: dict[str, float | None]) -> None:
+    for what, clock in clocks.items():
+        print(f"  {what}: {clock:.1f}s" if clock is not None else f"  {what}: not within {TAKEOVER_WAIT:.0f}s")
+
+
+LEASE = "agent-identity-operator"
+
+
+def failover(
+    api: client.ApiClient, operator: subprocess.Popen[bytes], kubeconfig: Path, watcher: ReadyWatcher
+) -> subprocess.Popen[bytes]:
+    """The chart's default: two replicas on a Lease (BENCH_LEASE_DURATION, the chart's 15s), the
+    standby watching and caching. At BENCH_LIVE identities the leader is stopped twice, as a
+    rolling update or a drain stops it (SIGTERM: it releases the lease) and as a crash does
+    (kill -9: the lease runs out), each time while BENCH_OVERDUE deadlines fall over 30 s and new
+    identities keep coming. Seconds after the stop until the standby leads; how late the deadlines
+    that fell while no one led were revoked after it led, and the later ones after expiresAt;
+    create-to-Ready of the new identities. The stopped replica comes back as the next standby."""
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    leases = client.CoordinationV1Api(api)
+    fill(custom, operator, watcher)
+    operator.terminate()
+    operator.wait(timeout=60)
+    flags = ("--leader-election", "--leader-election-namespace", "bench", "--lease-duration", LEASE_DURATION)
+    ports = {HTTP_PORT: start_operator(kubeconfig, HTTP_PORT, *flags)}
+
+    def holder() -> str:
+        with contextlib.suppress(client.ApiException):
+            return leases.read_namespaced_lease(LEASE, "bench").spec.holder_identity or ""
+        return ""
+
+    def holds(port: int) -> bool:  # identities are <hostname>-<pid>-<random>
+        return holder().startswith(f"{socket.gethostname()}-{ports[port].pid}-")
+
+    wait_until(lambda: holds(HTTP_PORT), 120)
+    ports[HTTP_PORT + 1] = start_operator(kubeconfig, HTTP_PORT + 1, *flags)
+    leader, standby = HTTP_PORT, HTTP_PORT + 1
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        total = count_identities(custom)
+        wait_until(lambda: (scrape("agentidentity_identities", standby) or 0) >= total, 900)  # noqa: B023
+        deadlines = falling_deadlines(custom, watcher, f"{how.name.lower()}-falling", 20, 30)
+        deleted = watch_deletions(core)
+        time.sleep(max(0.0, min(deadlines.values()) - 1 - time.time()))  # the first falls 1 s after the stop
+        stopped, stopped_wall = time.monotonic(), time.time()
+        ports[leader].send_signal(how)
+        arrivals = Arrivals(custom, f"{how.name.lower()}-new")
+        clocks = run_clocks(
+            stopped,
+            {
+                "the standby leads": lambda _: holds(standby),  # noqa: B023
+                "every deadline revoked": lambda _: all(n in deleted for n in deadlines),  # noqa: B023
+            },
+            port=standby,
+        )
+        arrivals.stop(watcher)
+        ports[leader].wait(timeout=60)
+        print(f"failover by {how.name} with {total} identities, seconds after the leader was stopped:")
+        print_clocks(clocks)
+        led = stopped_wall + (clocks["the standby leads"] or TAKEOVER_WAIT)
+        report_lags(
+            "deadlines that fell while no replica led",
+            [deleted[n] - led for n, at in deadlines.items() if n in deleted and at < led],
+            "the standby led",
+        )
+        report_lags(
+            "deadlines that fell after",
+            [deleted[n] - at for n, at in deadlines.items() if n in deleted and at >= led],
+            "expiresAt",
+        )
+        arrivals.report(watcher, led, "the standby led")
+        print(f"  new leader's resident memory: {operator_rss_mb(ports[standby].pid):.0f} MB")
+        ports[leader] = start_operator(kubeconfig, leader, *flags)  # back, as the next standby
+        leader, standby = standby, leader
+    ports[standby].terminate()
+    ports[standby].wait(timeout=60)
+    return ports[leader]
 
 
 def report_latencies(what: str, submitted: dict[str, float], watcher: ReadyWatcher) -> None:
@@ -532,7 +644,9 @@ def fill(custom: client.CustomObjectsApi, operator: subprocess.Popen[bytes], wat
     )
 
 
-def run_clocks(started: float, checks: dict[str, Callable[[dict[str, float]], bool]]) -> dict[str, float | None]:
+def run_clocks(
+    started: float, checks: dict[str, Callable[[dict[str, float]], bool]], port: int = HTTP_PORT
+) -> dict[str, float | None]:
     """Seconds from ``started`` until each check first held (None: not within BENCH_TAKEOVER_WAIT),
     all clocks running at once, looking every 0.1 s. The checks get the operator's metrics as of at
     most SCRAPE_EVERY_S ago: a scrape counts every cached identity (50 ms at 100,000, holding the
@@ -543,7 +657,10 @@ def run_clocks(started: float, checks: dict[str, Callable[[dict[str, float]], bo
     scraped = 0.0
     while None in clocks.values() and time.monotonic() < deadline:
         if time.monotonic() - scraped >= SCRAPE_EVERY_S:
-            metrics, scraped = scrape_all("agentidentity_identities", "agentidentity_workqueue_depth"), time.monotonic()
+            metrics, scraped = (
+                scrape_all("agentidentity_identities", "agentidentity_workqueue_depth", port=port),
+                time.monotonic(),
+            )
         elapsed = time.monotonic() - started
         for what, check in checks.items():
             if clocks[what] is None and check(metrics):

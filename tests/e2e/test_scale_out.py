@@ -124,6 +124,52 @@ def test_a_frozen_leader_is_replaced_and_never_writes_again(cluster: Cluster, na
         cluster.rbac.delete_cluster_role_binding(binding)
 
 
+def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """A rolling update at scale: a new replica whose first listing is still running (held two
+    minutes by a fault point) competes with a warm standby each time the leader stops and
+    releases the lease. Three rounds: the warm one takes over every time (a coin toss each, were
+    the cold one not to defer). Then, with no warm replica left, the cold one leads after all, and
+    works while its listing still runs."""
+    replicas = start_replicas(cluster.kubeconfig, namespace, tmp_path, lease_s=LEASE_S)
+    cold = OperatorProcess(
+        kubeconfig=cluster.kubeconfig,
+        namespace=namespace,
+        log_dir=tmp_path / "cold",
+        extra_args=["--leader-election", "--leader-election-namespace", namespace, "--lease-duration", f"{LEASE_S}s"],
+    )
+    cold.log_dir.mkdir()
+
+    def listed(replica: OperatorProcess) -> bool:  # its latest run has listed every identity
+        return replica.output().count(f"listed {namespace}:") >= replica.runs
+
+    cluster.create_identity(make_identity("first", namespace))
+    cluster.wait_phase(namespace, "first", "Ready")
+    try:
+        wait_for("both replicas listed", lambda: all(listed(r) for r in replicas))
+        cold.start(failpoint="listing-page=sleep(120)")
+        wait_for("the cold replica standing by", lambda: "standing by" in cold.output())
+        for _ in range(3):
+            leader = holding(wait_for("a lease holder", lambda: holder(cluster.api_client, namespace)), [*replicas, cold])
+            assert leader is not cold
+            warm = next(r for r in replicas if r is not leader)
+            leader.stop()  # SIGTERM: it releases the lease
+            successor = holding(wait_for("a new holder", lambda: holder(cluster.api_client, namespace)), [*replicas, cold])
+            assert successor is warm, "a replica still listing took the lease from a warm standby"
+            leader.start()  # the next round's warm standby, once it has listed
+            wait_for("the restarted replica listed", lambda: listed(leader))  # noqa: B023
+        assert not listed(cold)
+        for replica in replicas:
+            replica.stop()
+        holding(wait_for("the cold replica leading", lambda: holder(cluster.api_client, namespace)), [cold])
+        assert "cache is still filling" in cold.output()
+        cluster.create_identity(make_identity("second", namespace))
+        cluster.wait_phase(namespace, "second", "Ready", timeout=30)
+        assert provisioned_by(cold) == {"second"} and not listed(cold)
+    finally:
+        for replica in [*replicas, cold]:
+            replica.stop()
+
+
 def test_two_shards_split_the_work_by_label(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     shards = {
         name: OperatorProcess(

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from agent_identity.api.durations import format_timestamp
 from agent_identity.engine.controller import Controller, Key
 from agent_identity.engine.workqueue import Lane
@@ -124,3 +126,22 @@ def test_delegates_found_go_first_even_once_their_deleted_delegator_has_left_the
     ctl.observe("DELETED", identity("parent", "Ready", 1))  # deleted before this process ever saw it
     assert ctl.queue._queued[("support", "child")] is Lane.URGENT
     assert ctl.queue._queued[("support", "stranger")] is Lane.BACKGROUND  # a User named "parent" delegated it
+
+
+def test_the_cache_is_warm_once_every_seeding_namespace_is_listed_whole() -> None:
+    """What leader election asks (a replica with a cold cache leaves a free lease to a warm one)."""
+    ctl = controller()
+    for namespace in ("support", "billing"):
+        ctl.seeding(namespace, lambda key: [])
+
+    def broken() -> Iterable[tuple[list[dict[str, Any]], str]]:
+        yield [identity("parent", "Ready", 1)], "1"
+        raise KubeError(method="GET", path="/", status=0, reason="unreachable", message="connection refused")
+
+    with pytest.raises(KubeError):
+        ctl.resync(broken(), namespace="support")
+    assert not ctl.warm.is_set()  # a listing that failed midway leaves the cache cold
+    ctl.resync(iter([([identity("parent", "Ready", 1)], "1")]), namespace="support")
+    assert not ctl.warm.is_set()  # billing not listed yet
+    ctl.resync(iter([]), namespace="billing")
+    assert ctl.warm.is_set()

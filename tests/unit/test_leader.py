@@ -67,9 +67,10 @@ class FakeLeases:
 class Replica:
     """An elector with its own clocks, recording its callbacks and exit."""
 
-    def __init__(self, name: str, leases: FakeLeases, *, skew: timedelta = timedelta(0)) -> None:
+    def __init__(self, name: str, leases: FakeLeases, *, skew: timedelta = timedelta(0), warm: bool = True) -> None:
         self.now = 1000.0  # local clock: any origin, only differences matter
         self.skew = skew
+        self.warm = warm  # whether its cache is full
         self.events: list[str] = []
         self.exits: list[int] = []
         self.elector = LeaderElector(
@@ -81,6 +82,7 @@ class Replica:
             on_started_leading=lambda: self.events.append("started"),
             on_stopped_leading=lambda: self.events.append("stopped"),
             wall_clock=lambda: EPOCH + self.skew + timedelta(seconds=self.now),
+            warm=lambda: self.warm,
             local_clock=lambda: self.now,
             exit_with=self.exits.append,
         )
@@ -331,3 +333,59 @@ def test_a_stopping_replica_never_empties_a_lease_someone_else_holds() -> None:
     assert leases.writes == ["a", "b"]
     b.elector.stop()  # the holder releases
     assert leases.spec["holderIdentity"] == ""
+
+
+def test_a_released_lease_goes_to_the_warm_standby_even_when_a_cold_replica_looks_first() -> None:
+    """A rolling update: the new pod, its cache still filling, sees the old leader's release first."""
+    leases = FakeLeases()
+    a, warm, cold = Replica("a", leases), Replica("warm", leases), Replica("cold", leases, warm=False)
+    a.at(1000).step()
+    cold.at(1000.0).step()
+    warm.at(1001.99).step()  # the warm standby polls a whole retry period out of step
+    a.at(1002).elector.stop()
+    cold.at(1002.0).step()  # free, but it leaves it to a warm standby
+    cold.at(1004.0).step()
+    assert not cold.leading and leases.writes == ["a", ""]
+    warm.at(1003.99).step()
+    assert warm.leading and leases.spec["holderIdentity"] == "warm"
+    cold.at(1006.0).step()
+    assert not cold.leading and cold.events == [] and leases.writes == ["a", "", "warm"]
+
+
+def test_an_expired_lease_goes_to_the_warm_standby_first() -> None:
+    """A crash: the cold replica saw the holder's last renewal first, and polls first."""
+    leases = FakeLeases()
+    a, warm, cold = Replica("a", leases), Replica("warm", leases), Replica("cold", leases, warm=False)
+    a.at(1000).step()  # its last renewal, then it crashes
+    cold.at(1000.0).step()
+    warm.at(1001.99).step()
+    for now in (1016.0, 1018.0):  # expired for the cold replica since 1015.0
+        cold.at(now).step()
+        assert not cold.leading
+    warm.at(1017.99).step()  # expired for the warm one since 1016.99
+    assert warm.leading and leases.writes == ["a", "warm"]
+
+
+def test_a_cold_replica_alone_takes_the_lease_two_retry_periods_later() -> None:
+    leases = FakeLeases()
+    a, cold = Replica("a", leases), Replica("cold", leases, warm=False)
+    a.at(1000).step()
+    cold.at(1000.5).step()
+    a.at(1002).elector.stop()
+    for now in (1002.5, 1004.5, 1006.4):
+        cold.at(now).step()
+        assert not cold.leading
+    cold.at(1006.5).step()  # 4 s after it saw the release
+    assert cold.leading and leases.spec["holderIdentity"] == "cold" and cold.events == ["started"]
+
+
+def test_a_cold_replica_renews_the_lease_it_holds() -> None:
+    """Deferring is for taking a free lease: a leader whose cache is not full yet (the listing
+    runs again after a watch gap, or it led from the start) keeps leading."""
+    leases = FakeLeases()
+    a = Replica("a", leases, warm=False)
+    a.at(1000).step()  # the first replica creates the lease: nobody to defer to
+    assert a.leading
+    for now in (1002, 1004, 1006):
+        a.at(now).step()
+    assert a.leading and leases.writes == ["a"] * 4 and a.exits == []

@@ -154,6 +154,7 @@ def _elect(kube: Kube, controller: Controller, config: OperatorConfig) -> Leader
         name=config.lease_name,
         identity=f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}",
         wall_clock=utc_now,
+        warm=controller.warm.is_set,
         lease_duration=config.lease_duration,
         on_started_leading=controller.queue.resume,
         on_stopped_leading=controller.queue.pause,  # and then the process exits (leader.py)

@@ -145,6 +145,7 @@ class Controller:
         self._deleted_uids: dict[str, float] = {}  # uid -> when its deletion was seen (insertion order)
         self._expected: dict[Key, Callable[[], dict[str, Any] | None]] = {}  # see expect()
         self._seeding: dict[str | None, Callable[[Key], Iterable[dict[str, Any]]]] = {}  # see seeding()
+        self.warm = threading.Event()  # every namespace seeding() named has been listed: the cache is full
         self.reconciler = make_reconciler(self.lookup, self.lookup_profile)
         self.reconciler.kube.on_identity_written = self._remember
         self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, name="agentidentity")
@@ -350,6 +351,8 @@ class Controller:
             self.queue.release(Lane.BACKGROUND)
         with self._lock:
             self._seeding.pop(namespace, None)  # the cache knows every delegate of this namespace now
+            if not self._seeding:
+                self.warm.set()
         self.reverify_all(namespace)
         with self._lock:
             vanished = [

@@ -17,6 +17,11 @@ reconciles.
   after a takeover takes no further key even before its elector thread has run again.
 - A leader that stops (SIGTERM: a rolling update, a drained node) releases the lease, as client-go
   does with ReleaseOnCancel: the holder is emptied and a standby takes it at its next retry.
+- Warm standbys first: a replica whose cache is still filling (a new pod of a rolling update, at
+  100,000 identities for up to a minute) leaves a lease that has just become free to the others
+  for two retry periods more, so a standby with a full cache takes over whenever there is one
+  (each replica sees the record change at its own poll, up to a retry period out of step, and
+  tries again a retry period later). A cold replica alone takes over two retry periods later.
 - Losing the lease (the deadline passed without a renewal, or another holder seen) pauses the
   work queue and exits the process, as controller-runtime does: the pod restarts as a standby
   with a fresh cache, and nothing written after the loss can come from this process. A standby
@@ -108,6 +113,7 @@ class _Outcome(enum.Enum):
     HELD = "held"  # we wrote the lease: acquired or renewed
     OTHER = "other"  # another replica holds a lease that has not expired (as we observed it)
     FAILED = "failed"  # no answer, a conflict, or not written: try again
+    DEFERRED = "deferred"  # free, but left to a replica with a full cache for a while
 
 
 class LeaderElector:
@@ -122,18 +128,20 @@ class LeaderElector:
         on_started_leading: Callable[[], None],
         on_stopped_leading: Callable[[], None],
         wall_clock: Callable[[], datetime],
+        warm: Callable[[], bool] = lambda: True,
         local_clock: Callable[[], float] = local_clock,
         exit_with: Callable[[int], None] = exit_process,
     ) -> None:
         """``identity`` must be unique among the replicas (hostname-pid and a random part: two
         pods on one node with host networking can share the first two). ``lease_duration`` sets the
         timing (:meth:`Timing.scaled`). ``wall_clock`` only fills renewTime and acquireTime (for
-        people reading the Lease); every decision uses ``local_clock``. ``exit_with`` ends the
+        people reading the Lease); every decision uses ``local_clock``. ``warm``: whether this
+        replica's cache is full (a cold one defers a free lease, see above). ``exit_with`` ends the
         process when the lease is lost (the unit tests record the call instead)."""
         self.store, self.namespace, self.name, self.identity = store, namespace, name, identity
         self.timing = Timing.scaled(lease_duration)
         self.on_started, self.on_stopped = on_started_leading, on_stopped_leading
-        self._wall, self._now, self._exit = wall_clock, local_clock, exit_with
+        self._wall, self._warm, self._now, self._exit = wall_clock, warm, local_clock, exit_with
         self.leading = False
         self._renewed_at = -math.inf  # local start of the last successful acquire or renew
         self.observed: dict[str, Any] | None = None  # the last Lease read or written
@@ -230,6 +238,15 @@ class LeaderElector:
             elif holder != self._followed:
                 self._followed = holder
                 log.info("leader election: %s holds the lease %s/%s: standing by", holder, self.namespace, self.name)
+        elif outcome is _Outcome.DEFERRED and self._followed != "":
+            self._followed = ""
+            log.info(
+                "leader election: the lease %s/%s is free; this replica's cache is still filling, so a warm standby "
+                "may take it first (%.1fs)",
+                self.namespace,
+                self.name,
+                2 * self.timing.retry_period,
+            )
         return self.timing.retry_period
 
     def _overdue(self) -> str:
@@ -275,9 +292,12 @@ class LeaderElector:
             self.observed = copy.deepcopy(lease)
             self._observed_at = now
 
-    def _expired_for_us(self, spec: dict[str, Any], now: float) -> bool:
-        duration = float(spec.get("leaseDurationSeconds") or self.timing.lease_duration)
-        return now >= self._observed_at + duration
+    def _free_since(self, spec: dict[str, Any]) -> float:
+        """Local time from which the observed lease is free for us: when we saw it released (no
+        holder), or when the holder's lease ran out since we saw its record change."""
+        if not spec.get("holderIdentity"):
+            return self._observed_at
+        return self._observed_at + float(spec.get("leaseDurationSeconds") or self.timing.lease_duration)
 
     def _try_acquire_or_renew(self) -> _Outcome:
         """Times of observation are taken after each answer, never before the request: a slow
@@ -303,8 +323,12 @@ class LeaderElector:
         self._observe(lease, now)
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity") or ""
-        if holder and holder != self.identity and not self._expired_for_us(current, now):
-            return _Outcome.OTHER
+        if holder != self.identity:
+            free_since = self._free_since(current)
+            if now < free_since:
+                return _Outcome.OTHER
+            if not self.leading and now < free_since + 2 * self.timing.retry_period and not self._warm():
+                return _Outcome.DEFERRED
         if holder == self.identity:
             record["acquireTime"] = current.get("acquireTime") or wall
             record["leaseTransitions"] = int(current.get("leaseTransitions") or 0)
