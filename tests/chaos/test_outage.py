@@ -12,27 +12,16 @@ import base64
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.cluster import Cluster, local_plane, make_identity, wait_for
+from support.cluster import Cluster, http_status, local_plane, make_identity, wait_for
 from support.operator_process import OperatorProcess
 from support.webhooks import free_port
 
 OUTAGE_S = 30 if os.environ.get("CHAOS_SCALE", "short") == "full" else 20
-
-
-def status(url: str) -> int:
-    try:
-        return int(urllib.request.urlopen(url, timeout=2).status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except OSError:
-        return 0
 
 
 @pytest.fixture
@@ -43,7 +32,7 @@ def watched_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterat
     process = OperatorProcess(kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path, extra_args=args)
     process.start()
     base = f"http://127.0.0.1:{port}"
-    wait_for("the operator ready", lambda: status(f"{base}/readyz") == 200, timeout=60)
+    wait_for("the operator ready", lambda: http_status(f"{base}/readyz") == 200, timeout=60)
     yield process, base
     process.stop()
 
@@ -67,14 +56,14 @@ def test_an_api_server_outage_heals_every_loop(
     cluster.plane.stop_component("kube-apiserver")
     stopped = time.monotonic()
     try:
-        wait_for("/readyz to say the API server is gone", lambda: status(f"{base}/readyz") == 503, timeout=OUTAGE_S)
+        wait_for("/readyz to say the API server is gone", lambda: http_status(f"{base}/readyz") == 503, timeout=OUTAGE_S)
         # Behind the API server's back, while no watch can see it: the agent loses its RoleBinding
         # and token Secret, and the history is compacted away.
         cluster.plane.delete_from_etcd(f"/registry/rolebindings/{namespace}/aid-survives")
         cluster.plane.delete_from_etcd(f"/registry/secrets/{namespace}/aid-survives-token")
         cluster.plane.compact_etcd()
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))  # the outage itself, not a synchronisation
-        assert status(f"{base}/healthz") == 200, "a loop died during the outage"
+        assert http_status(f"{base}/healthz") == 200, "a loop died during the outage"
     finally:
         restarted = time.monotonic()
         cluster.plane.start_component("kube-apiserver")  # returns once it is ready
@@ -86,7 +75,7 @@ def test_an_api_server_outage_heals_every_loop(
         return binding == secret == 200
 
     milestones = {
-        "/readyz 200 again": lambda: status(f"{base}/readyz") == 200,
+        "/readyz 200 again": lambda: http_status(f"{base}/readyz") == 200,
         "the identity whose deadline passed during the outage Expired": lambda: cluster.phase(namespace, "lapses") == "Expired",
         "the RoleBinding and Secret deleted in the gap restored": restored,
     }
@@ -104,7 +93,7 @@ def test_an_api_server_outage_heals_every_loop(
     cluster.create_identity(make_identity("after", namespace, ttl="5m"))
     cluster.wait_phase(namespace, "after", "Ready", timeout=30)
     wait_for("key rotation resumed", lambda: signing_kids(cluster, namespace) - kids_before, timeout=60, interval=1)
-    assert status(f"{base}/healthz") == 200
+    assert http_status(f"{base}/healthz") == 200
     print(
         f"\n{OUTAGE_S} s API server outage, after its restart: " + "; ".join(f"{what} {t:.1f} s" for what, t in reached.items())
     )

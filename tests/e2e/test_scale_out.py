@@ -8,11 +8,13 @@ from datetime import datetime
 from pathlib import Path
 
 from agent_identity.engine.leader import EXIT_LEASE_LOST
-from support.cluster import Cluster, audit_log, make_identity, wait_for
+from support.cluster import Cluster, audit_log, http_get, http_status, make_identity, wait_for
 from support.leases import audited_writes, holder, holding, lease, start_replicas
 from support.operator_process import OperatorProcess
+from support.webhooks import free_port
 
 LEASE_S = 5
+COLD_STANDBY = b"a standby whose first listing of the identities is still running"
 
 
 def provisioned_by(operator: OperatorProcess) -> set[str]:
@@ -129,14 +131,20 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
     minutes by a fault point) competes with a warm standby each time the leader stops and
     releases the lease. Three rounds: the warm one takes over every time (a coin toss each, were
     the cold one not to defer). Then, with no warm replica left, the cold one leads after all, and
-    works while its listing still runs."""
+    works while its listing still runs. It is not ready while it stands by cold (a rolling update
+    waits for it before stopping anyone), and ready once it leads."""
     replicas = start_replicas(cluster.kubeconfig, namespace, tmp_path, lease_s=LEASE_S)
+    port = free_port()
     cold = OperatorProcess(
         kubeconfig=cluster.kubeconfig,
         namespace=namespace,
         log_dir=tmp_path / "cold",
-        extra_args=["--leader-election", "--leader-election-namespace", namespace, "--lease-duration", f"{LEASE_S}s"],
+        extra_args=[
+            *("--leader-election", "--leader-election-namespace", namespace, "--lease-duration", f"{LEASE_S}s"),
+            *("--http-port", str(port), "--http-listen", "127.0.0.1"),
+        ],
     )
+    readyz = f"http://127.0.0.1:{port}/readyz"
     cold.log_dir.mkdir()
 
     def listed(replica: OperatorProcess) -> bool:  # its latest run has listed every identity
@@ -148,6 +156,8 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
         wait_for("both replicas listed", lambda: all(listed(r) for r in replicas))
         cold.start(failpoint="listing-page=sleep(120)")
         wait_for("the cold replica standing by", lambda: "standing by" in cold.output())
+        # Alive, and not ready, for that reason: a rolling update waits for its cache.
+        wait_for("the cold standby held back", lambda: http_get(readyz) == (503, b"not ready: " + COLD_STANDBY))
         for _ in range(3):
             leader = holding(wait_for("a lease holder", lambda: holder(cluster.api_client, namespace)), [*replicas, cold])
             assert leader is not cold
@@ -165,6 +175,7 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
         cluster.create_identity(make_identity("second", namespace))
         cluster.wait_phase(namespace, "second", "Ready", timeout=30)
         assert provisioned_by(cold) == {"second"} and not listed(cold)
+        assert http_status(readyz) == 200  # it leads: it serves
     finally:
         for replica in [*replicas, cold]:
             replica.stop()

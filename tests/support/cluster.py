@@ -6,6 +6,8 @@ import base64
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +39,21 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0,
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """The status code and body a GET of ``url`` answers with; (0, b"") when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read()
+    except OSError:
+        return 0, b""
+
+
+def http_status(url: str) -> int:
+    return http_get(url)[0]
 
 
 def local_plane(cluster: Cluster, needs: str) -> LocalControlPlane:

@@ -389,3 +389,20 @@ def test_a_cold_replica_renews_the_lease_it_holds() -> None:
     for now in (1002, 1004, 1006):
         a.at(now).step()
     assert a.leading and leases.writes == ["a"] * 4 and a.exits == []
+
+
+def test_another_leads_while_its_lease_runs_as_this_replica_observed_it() -> None:
+    """What holds a cold standby back from being ready (app/startup.py)."""
+    leases = FakeLeases()
+    a, b = Replica("a", leases), Replica("b", leases)
+    assert not b.elector.another_leads()  # nothing observed yet
+    a.at(1000).step()
+    b.at(1001).step()
+    assert b.elector.another_leads() and not a.elector.another_leads()
+    b.at(1015.9)
+    assert b.elector.another_leads()
+    b.at(1016)  # a has not renewed for a lease duration as b saw it
+    assert not b.elector.another_leads()
+    a.at(1002).elector.stop()
+    b.at(1003).step()  # b takes the released lease
+    assert b.leading and not b.elector.another_leads()

@@ -34,6 +34,17 @@ def test_an_unreachable_or_forbidden_api_server_is_not_ready_and_says_why() -> N
     assert readiness.healthz()[0] == 200  # alive, just not ready
 
 
+def test_a_replica_held_back_is_alive_but_not_ready_and_says_why() -> None:
+    """A standby still listing: a rolling update must not stop the replica that would hand over to it."""
+    why: list[str] = ["a standby still listing"]
+    readiness = Readiness(lambda: None, alive=lambda: [], held_back=lambda: why[0] if why else None)
+    readiness.probe()
+    assert readiness.readyz() == (503, "text/plain", b"not ready: a standby still listing")
+    assert readiness.healthz()[0] == 200
+    why.clear()
+    assert readiness.readyz() == (200, "text/plain", b"ready")
+
+
 def test_the_server_serves_routes_and_404s_the_rest() -> None:
     server = serve({"/readyz": lambda: (503, "text/plain", b"not ready: x")}, address="127.0.0.1", port=0)
     port = server.server_address[1]

@@ -194,9 +194,20 @@ def _watch(operator: Operator) -> None:
 def _serve_http(operator: Operator) -> ThreadingHTTPServer:
     config, kube, controller = operator.config, operator.kube, operator.controller
     namespace = config.namespaces[0] if config.namespaces else None
+    elector = operator.elector
+
+    def held_back() -> str | None:
+        """A standby is not ready until its cache is full, so a rolling update, which stops an old
+        replica once a new one is ready, always leaves a warm standby to take over. A leader, or a
+        replica that finds no one leading, is ready at once: it serves the webhooks."""
+        if elector is not None and not controller.warm.is_set() and elector.another_leads():
+            return "a standby whose first listing of the identities is still running"
+        return None
+
     readiness = http.Readiness(
         lambda: kube.list_identities(namespace, limit=1),
         alive=lambda: ([] if controller.queue.alive else ["reconcile workers"]) + dead(operator.loops),
+        held_back=held_back,
     )
     operator.supervise(
         Supervised("readiness-probe", readiness.probe, every=http.PROBE_EVERY_S, max_backoff=http.PROBE_EVERY_S, stale_after=60)

@@ -182,6 +182,12 @@ class LeaderElector:
         log.info("leader election: %s released the lease %s/%s", self.identity, self.namespace, self.name)
         return True
 
+    def another_leads(self) -> bool:
+        """Whether, as last observed, another replica holds a lease that has not run out."""
+        spec = (self.observed or {}).get("spec") or {}
+        holder = spec.get("holderIdentity")
+        return bool(holder) and holder != self.identity and self._now() < self._free_since(spec)
+
     def holds(self) -> bool:
         """True while this replica may act: it leads and its last renewal is within the renew
         deadline. Local and lock-free (the work queue asks it under its own lock)."""

@@ -38,11 +38,18 @@ def metrics_route(registry: CollectorRegistry) -> Route:
 
 
 class Readiness:
-    """Ready while the last successful probe of the API server is recent and every worker and
-    background loop is alive; live while they are. :meth:`probe` is run by a supervised loop."""
+    """Ready while the last successful probe of the API server is recent, every worker and
+    background loop is alive and nothing holds it back (``held_back``: why not ready yet, or
+    None); live while the workers and loops are. :meth:`probe` is run by a supervised loop."""
 
-    def __init__(self, probe: Callable[[], object], *, alive: Callable[[], list[str]]) -> None:
-        self._probe, self._dead = probe, alive
+    def __init__(
+        self,
+        probe: Callable[[], object],
+        *,
+        alive: Callable[[], list[str]],
+        held_back: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self._probe, self._dead, self._held_back = probe, alive, held_back
         self._last_success = 0.0
         self.last_error = "not probed yet"
 
@@ -61,7 +68,8 @@ class Readiness:
     def readyz(self) -> tuple[int, str, bytes]:
         dead = self._dead()
         if not dead and time.monotonic() - self._last_success < READY_WINDOW_S:
-            return 200, "text/plain", b"ready"
+            reason = self._held_back()
+            return (503, "text/plain", f"not ready: {reason}".encode()) if reason else (200, "text/plain", b"ready")
         return 503, "text/plain", f"not ready: {self.last_error or 'stopped: ' + ', '.join(dead)}".encode()
 
 
