@@ -16,7 +16,7 @@ from the environment so a quick run and a full run use the same code:
   retirement lag (ServiceAccount deleted minus expiresAt) p50/p99/max, and when TokenReview
   refused a sample of BENCH_TOKEN_SAMPLE tokens, half of them in use until expiry;
 - restart: BENCH_LIVE identities in all (memory; token delivery BENCH_LIVE_DELIVERY, default
-  Secret), then kill -9 while BENCH_OVERDUE deadlines pass:
+  Secret), then BENCH_RESTARTS times (default 1) kill -9 while BENCH_OVERDUE deadlines pass:
   seconds to take over, revoke and mark the overdue, re-verify everything; as many deadlines
   again falling 10-40 s after the restart, while the listing runs: how late each was revoked;
   identities created at BENCH_TAKEOVER_RATE per second throughout the take-over:
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -257,8 +258,8 @@ def main() -> None:
                 steady(custom, watcher)
             if "expiry" in PARTS:
                 retirement_lag(api, custom, watcher)
-            if "restart" in PARTS:
-                operator = restart(api, operator, plane.kubeconfig_path, watcher)
+            for run in range(RESTARTS if "restart" in PARTS else 0):
+                operator = restart(api, operator, plane.kubeconfig_path, watcher, run)
             if "failover" in PARTS:
                 operator = failover(api, operator, plane.kubeconfig_path, watcher)
         finally:
@@ -380,6 +381,7 @@ OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
 TAKEOVER_WAIT = float(os.environ.get("BENCH_TAKEOVER_WAIT", "900"))  # how long the restart's clocks may run
 LIVE_DELIVERY = os.environ.get("BENCH_LIVE_DELIVERY", "Secret")  # Projected: half the writes, a faster fill
 TAKEOVER_RATE = float(os.environ.get("BENCH_TAKEOVER_RATE", "5"))
+RESTARTS = int(os.environ.get("BENCH_RESTARTS", "1"))  # restarts, each after the same fill
 LEASE_DURATION = os.environ.get("BENCH_LEASE_DURATION", "15s")  # the chart's leaderElection.leaseDuration
 PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,restart,failover").split(","))
 EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
@@ -472,6 +474,9 @@ class Arrivals:
         report_latencies(f"identities created during the take-over ({TAKEOVER_RATE:g}/s)", self.submitted, watcher)
         later = {n: at for n, at in self.submitted.items() if at >= since}
         report_latencies(f"  of those, created once {what}", later, watcher)
+        slowest = sorted(later, key=lambda n: watcher.ready.get(n, math.inf) - later[n], reverse=True)[:5]
+        offsets = ", ".join(f"+{later[n] - since:.1f}s took {watcher.ready.get(n, math.inf) - later[n]:.2f}s" for n in slowest)
+        print(f"    slowest five, created at (after {what}): {offsets}")
 
 
 def falling_deadlines(
@@ -492,17 +497,17 @@ def report_lags(what: str, lags: list[float], after: str) -> None:
 
 
 def restart(
-    api: client.ApiClient, operator: subprocess.Popen[bytes], kubeconfig: Path, watcher: ReadyWatcher
+    api: client.ApiClient, operator: subprocess.Popen[bytes], kubeconfig: Path, watcher: ReadyWatcher, run: int = 0
 ) -> subprocess.Popen[bytes]:
     """Fill up to BENCH_LIVE identities (memory), then kill -9 the operator while BENCH_OVERDUE
-    deadlines pass, restart it, and time what follows."""
+    deadlines pass, restart it, and time what follows. ``run`` tells repeated restarts' names apart."""
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     fill(custom, operator, watcher)
-    overdue = [f"overdue-{i}" for i in range(OVERDUE)]
+    overdue = [f"overdue-{run}-{i}" for i in range(OVERDUE)]
     create_all(custom, overdue, "30s")
     # Deadlines 10-40 s after the restart (the restart comes 32 s after the kill): before the full
     # listing at 100,000 identities could reach them.
-    deadlines = falling_deadlines(custom, watcher, "falling", 42, 30)
+    deadlines = falling_deadlines(custom, watcher, f"falling-{run}", 42, 30)
     watcher.wait(overdue, 600)
     deleted = watch_deletions(core)
     total = count_identities(custom)
@@ -511,7 +516,7 @@ def restart(
     time.sleep(32)  # every overdue deadline passes while the operator is down
     restarted, restarted_wall = time.monotonic(), time.time()
     operator = start_operator(kubeconfig)
-    arrivals = Arrivals(custom, "takeover")  # from the moment the operator process starts
+    arrivals = Arrivals(custom, f"takeover-{run}")  # from the moment the operator process starts
 
     def cached(metrics: dict[str, float]) -> bool:  # the take-over's new identities count too
         return metrics.get("agentidentity_identities", 0) >= total + len(arrivals.created)
@@ -527,7 +532,7 @@ def restart(
         },
     )
     arrivals.stop(watcher)
-    print(f"restart with {total} identities ({OVERDUE} overdue), seconds after the operator started:")
+    print(f"restart {run + 1} with {total} identities ({OVERDUE} overdue), seconds after the operator started:")
     print_clocks(clocks)
     with contextlib.suppress(SystemExit):  # one not revoked within a minute is counted below
         wait_until(lambda: all(n in deleted for n in deadlines), 60)
