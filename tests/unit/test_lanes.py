@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from agent_identity.api.durations import format_timestamp
-from agent_identity.engine.controller import lane_for
+from agent_identity.engine.controller import Controller, lane_for
+from agent_identity.engine.records import Result
 from agent_identity.engine.workqueue import Lane
+from agent_identity.kube.client import OwnWrites
 
 
 def body(phase: str | None, *, expires_in: timedelta = timedelta(hours=1), observed: int = 1) -> dict[str, Any]:
@@ -31,3 +34,20 @@ def test_changes_and_unsettled_identities_are_routine() -> None:
 def test_a_live_identity_past_its_deadline_goes_first() -> None:
     assert lane_for(None, body("Ready", expires_in=timedelta(seconds=-5))) is Lane.URGENT
     assert lane_for("MODIFIED", body("Pending", expires_in=timedelta(seconds=-5))) is Lane.URGENT
+
+
+def test_a_retirement_s_clean_up_stays_urgent_so_new_identities_never_queue_behind_a_burst_of_them() -> None:
+    """Its ServiceAccount is gone (follow_up): the Role, RoleBinding and status go behind the
+    deadlines already due, not into the routine lane ahead of identities created meanwhile."""
+    overdue = body("Ready", expires_in=timedelta(seconds=-5))
+    overdue["metadata"] |= {"name": "overdue", "resourceVersion": "1", "uid": "u-overdue"}
+    reconciler: Any = SimpleNamespace(
+        kube=SimpleNamespace(own_writes=OwnWrites(), on_identity_written=None),
+        reconcile=lambda identity: Result(follow_up=True),
+    )
+    ctl = Controller(lambda lookup, profiles: reconciler, workers=1)
+    ctl.observe(None, overdue)
+    assert ctl.queue._queued == {("n", "overdue"): Lane.URGENT}
+    ctl.queue._pop_locked()
+    ctl._process(("n", "overdue"))  # its ServiceAccount deleted: the rest follows
+    assert ctl.queue._queued == {("n", "overdue"): Lane.URGENT}

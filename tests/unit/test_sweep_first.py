@@ -212,3 +212,21 @@ def test_every_served_namespace_is_swept_before_any_is_listed() -> None:
         "look ahead a",
         "look ahead b",
     ]
+
+
+def test_the_listing_gives_way_to_the_deadlines_due_before_each_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart after downtime: the overdue burst gets the API server, and the workers, first."""
+    lasting = {f"i{n}": ready(f"i{n}", NOW + timedelta(hours=1)) for n in range(3)}
+    kube = SweepKube([], lasting, shard=set())
+    informer, ctl = informer_of(kube)
+    events: list[str] = []
+
+    def wait_until_clear(lane: Lane, timeout: float) -> bool:
+        events.append(f"give way to {lane.name} for {timeout:.0f}s")
+        return True
+
+    monkeypatch.setattr(ctl.queue, "wait_until_clear", wait_until_clear)
+    monkeypatch.setattr(ctl, "observe", lambda event_type, body: events.append(f"list {body['metadata']['name']}"))
+    informer.list_all(lambda: None)
+    way = f"give way to URGENT for {informer_module.GIVE_WAY_S:.0f}s"
+    assert events == [way, "list i0", way, "list i1", way, "list i2", way]

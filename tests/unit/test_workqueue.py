@@ -291,3 +291,35 @@ def test_a_burst_of_deadlines_lets_one_routine_key_in_every_few() -> None:
         clock.settle()
         assert order == ["blocker", "due-1", "due-2", "due-3", "new-1", "due-4", "due-5", "due-6", "new-2", "due-7"]
         assert URGENT_RUN == 3
+
+
+def test_work_outside_the_queue_waits_for_a_lane_to_clear_or_for_its_timeout() -> None:
+    """What a listing does before each page: give way to deadlines due, for a while at most."""
+    with behind_a_blocker() as (queue, clock, order, gate):
+        assert queue.wait_until_clear(Lane.URGENT, timeout=5)  # only routine work: clear
+        queue.add("due", lane=Lane.URGENT)  # waits behind the blocker
+        answers: list[bool] = []
+        clock.threads += 1  # the listing's thread waits on the queue's clock too
+        waiter = threading.Thread(target=lambda: answers.append(queue.wait_until_clear(Lane.URGENT, timeout=5)))
+        waiter.start()
+        clock.settle(busy=1)
+        assert answers == []
+        clock.advance(4.9, busy=1)
+        assert answers == []
+        clock.threads -= 1  # the waiter returns in this advance
+        clock.advance(0.1, busy=1)  # the blocker still holds the worker: given up on
+        waiter.join(WAIT_S)
+        assert answers == [False]
+
+        clock.threads += 1
+        waiter = threading.Thread(target=lambda: answers.append(queue.wait_until_clear(Lane.URGENT, timeout=5)))
+        waiter.start()
+        clock.settle(busy=1)
+        gate.set()  # the blocker, then "due", run: the lane clears with no time passing
+        waiter.join(WAIT_S)
+        clock.threads -= 1
+        clock.settle()
+        assert answers == [False, True] and order == ["blocker", "due"]
+        queue.pause()
+        queue.add("later", lane=Lane.URGENT)
+        assert queue.wait_until_clear(Lane.URGENT, timeout=5)  # a paused queue never clears: not waited for

@@ -403,8 +403,8 @@ class Controller:
         except Exception as error:
             self._count_failure(error)
             raise  # the work queue retries with backoff
-        if result.follow_up:
-            self.queue.add(key)  # it is being processed: runs again right after, in the routine lane
+        if result.follow_up:  # it is being processed: runs again right after, behind every deadline already due
+            self.queue.add(key, lane=Lane.URGENT)
         return result.requeue_at.timestamp() if result.requeue_at else None
 
     def _count_failure(self, error: Exception) -> None:

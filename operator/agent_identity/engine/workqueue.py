@@ -73,13 +73,15 @@ class WorkQueue(Generic[K]):
         self._lock = condition(mutex)  # workers wait here for keys
         self._lanes: tuple[deque[K], ...] = tuple(deque() for _ in Lane)
         self._queued: dict[K, Lane] = {}  # a lane may also hold stale entries of keys that moved up
-        self._processing: set[K] = set()
+        self._waiting = [0 for _ in Lane]  # keys queued per lane (the values of _queued, counted)
+        self._processing: dict[K, Lane] = {}  # key -> the lane it was taken from
         self._dirty: dict[K, Lane] = {}  # asked for while processed: again right after, in the best lane asked
         self._due: dict[K, float] = {}
         self._heap: list[tuple[float, int, K]] = []
         self._sequence = 0
         self._failures: dict[K, int] = {}
         self._scheduler_wakeup = condition(mutex)  # the scheduler waits here for deadlines
+        self._finished = condition(mutex)  # wait_until_clear waits here for keys to be done
         self._stopping = False
         self._paused = False
         self._holds: dict[Lane, int] = {}  # lane -> how many holders (hold/release nest)
@@ -115,17 +117,20 @@ class WorkQueue(Generic[K]):
         waiting = self._queued.get(key)
         if waiting is not None and waiting <= lane:
             return
+        if waiting is not None:
+            self._waiting[waiting] -= 1
         self._queued[key] = lane  # an entry left in a later lane is skipped when it comes up
+        self._waiting[lane] += 1
         self._lanes[lane].append(key)
         if waiting is None:
             self._lock.notify()
 
-    def _pop_locked(self) -> K | None:
+    def _pop_locked(self) -> tuple[K, Lane] | None:
         for lane in _ROUTINE_FIRST if self._urgent_run >= URGENT_RUN else _IN_ORDER:
             key = self._pop_lane_locked(lane)
             if key is not None:
                 self._urgent_run = self._urgent_run + 1 if lane is Lane.URGENT else 0
-                return key
+                return key, lane
         return None
 
     def _pop_lane_locked(self, lane: Lane) -> K | None:
@@ -134,6 +139,7 @@ class WorkQueue(Generic[K]):
             key = queue.popleft()
             if self._queued.get(key) is lane:
                 del self._queued[key]
+                self._waiting[lane] -= 1
                 return key
         return None
 
@@ -181,8 +187,30 @@ class WorkQueue(Generic[K]):
             self._stopping = True
             self._lock.notify_all()
             self._scheduler_wakeup.notify_all()
+            self._finished.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+
+    def wait_until_clear(self, lane: Lane, timeout: float) -> bool:
+        """Blocks until no key waits in ``lane`` or runs from it, or ``timeout`` seconds have
+        passed (on the queue's clock); whether it cleared. A queue that takes no keys (not
+        started, paused, stopped) counts as clear: it would never clear. Work outside the queue
+        gives way to a lane with it (a listing to the deadlines due, so that a burst of them is
+        not slowed down by it)."""
+        deadline = self._clock() + timeout
+        with self._lock:
+            while self._takes_keys_locked() and self._busy_locked(lane):
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return False
+                self._finished.wait(remaining)
+            return True
+
+    def _takes_keys_locked(self) -> bool:
+        return bool(self._threads) and not self._stopping and not self._paused and self.may_process()
+
+    def _busy_locked(self, lane: Lane) -> bool:
+        return bool(self._waiting[lane]) or lane in self._processing.values()
 
     def __len__(self) -> int:
         with self._lock:
@@ -214,19 +242,21 @@ class WorkQueue(Generic[K]):
     def _work_loop(self) -> None:
         while True:
             with self._lock:
-                key = None
-                while not self._stopping and (self._paused or not self.may_process() or (key := self._pop_locked()) is None):
+                taken = None
+                while not self._stopping and (self._paused or not self.may_process() or (taken := self._pop_locked()) is None):
                     self._lock.wait()
-                if self._stopping or key is None:
+                if self._stopping or taken is None:
                     return
-                self._processing.add(key)
+                key, lane = taken
+                self._processing[key] = lane
             next_at = self._run(key)
             with self._lock:
-                self._processing.discard(key)
+                del self._processing[key]
                 if next_at is not None:
                     self._schedule_locked(key, next_at)
                 if key in self._dirty:
                     self._add_locked(key, self._dirty.pop(key))
+                self._finished.notify_all()
 
     def _run(self, key: K) -> float | None:
         try:
