@@ -17,6 +17,12 @@ LEASE_S = 5
 COLD_STANDBY = b"a standby whose first listing of the identities is still running"
 
 
+def logged_at(replica: OperatorProcess, words: str) -> datetime:
+    """When ``replica`` last logged ``words`` (its log's timestamps: this host's clock)."""
+    line = [line for line in replica.output().splitlines() if words in line][-1]
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
 def provisioned_by(operator: OperatorProcess) -> set[str]:
     return {line["name"] for line in operator.audit_lines() if line["action"] == "provisioned"}
 
@@ -132,15 +138,17 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
     releases the lease. Three rounds: the warm one takes over every time (a coin toss each, were
     the cold one not to defer). Then, with no warm replica left, the cold one leads after all, and
     works while its listing still runs. It is not ready while it stands by cold (a rolling update
-    waits for it before stopping anyone), and ready once it leads."""
-    replicas = start_replicas(cluster.kubeconfig, namespace, tmp_path, lease_s=LEASE_S)
+    waits for it before stopping anyone), and ready once it leads. With client-go's 15 s lease
+    (a 2 s retry period), each hand-over takes one watch event of the Lease, not a retry."""
+    lease_s = 15
+    replicas = start_replicas(cluster.kubeconfig, namespace, tmp_path, lease_s=lease_s)
     port = free_port()
     cold = OperatorProcess(
         kubeconfig=cluster.kubeconfig,
         namespace=namespace,
         log_dir=tmp_path / "cold",
         extra_args=[
-            *("--leader-election", "--leader-election-namespace", namespace, "--lease-duration", f"{LEASE_S}s"),
+            *("--leader-election", "--leader-election-namespace", namespace, "--lease-duration", f"{lease_s}s"),
             *("--http-port", str(port), "--http-listen", "127.0.0.1"),
         ],
     )
@@ -158,6 +166,7 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
         wait_for("the cold replica standing by", lambda: "standing by" in cold.output())
         # Alive, and not ready, for that reason: a rolling update waits for its cache.
         wait_for("the cold standby held back", lambda: http_get(readyz) == (503, b"not ready: " + COLD_STANDBY))
+        hand_overs: list[float] = []
         for _ in range(3):
             leader = holding(wait_for("a lease holder", lambda: holder(cluster.api_client, namespace)), [*replicas, cold])
             assert leader is not cold
@@ -165,9 +174,12 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
             leader.stop()  # SIGTERM: it releases the lease
             successor = holding(wait_for("a new holder", lambda: holder(cluster.api_client, namespace)), [*replicas, cold])
             assert successor is warm, "a replica still listing took the lease from a warm standby"
+            released, acquired = logged_at(leader, "released the lease"), logged_at(successor, "acquired the lease")
+            hand_overs.append((acquired - released).total_seconds())
             leader.start()  # the next round's warm standby, once it has listed
             wait_for("the restarted replica listed", lambda: listed(leader))  # noqa: B023
         assert not listed(cold)
+        assert max(hand_overs) < 1.0, f"hand-overs took {hand_overs} s: a retry period, not a watch event"
         for replica in replicas:
             replica.stop()
         holding(wait_for("the cold replica leading", lambda: holder(cluster.api_client, namespace)), [cold])
@@ -176,6 +188,7 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
         cluster.wait_phase(namespace, "second", "Ready", timeout=30)
         assert provisioned_by(cold) == {"second"} and not listed(cold)
         assert http_status(readyz) == 200  # it leads: it serves
+        print(f"\nrolling update, warm standby first: hand-overs of {', '.join(f'{s:.2f}' for s in hand_overs)} s")
     finally:
         for replica in [*replicas, cold]:
             replica.stop()

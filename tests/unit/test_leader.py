@@ -11,12 +11,13 @@ import copy
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import urllib3
 
-from agent_identity.engine.leader import EXIT_LEASE_LOST, LeaderElector, Timing
+from agent_identity.engine.leader import EXIT_LEASE_LOST, LeaderElector, LeaseWatch, Timing
 from agent_identity.engine.workqueue import WorkQueue
 from agent_identity.kube.client import KubeError
 
@@ -406,3 +407,46 @@ def test_another_leads_while_its_lease_runs_as_this_replica_observed_it() -> Non
     a.at(1002).elector.stop()
     b.at(1003).step()  # b takes the released lease
     assert b.leading and not b.elector.another_leads()
+
+
+def test_the_lease_watch_wakes_the_elector_when_the_lease_is_released_or_deleted() -> None:
+    """A rolling update hands over in one watch event, not a retry period: only a nudge, the
+    elector then reads the Lease itself."""
+    leases = FakeLeases()
+    standby = Replica("b", leases)
+    watch = LeaseWatch(SimpleNamespace(), standby.elector)  # type: ignore[arg-type]
+    assert watch.name == "watch-lease-lease"
+
+    def woken() -> bool:
+        was = standby.elector._wake.is_set()
+        standby.elector._wake.clear()
+        return was
+
+    watch.deliver("MODIFIED", {"spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})
+    assert not woken()  # a renewal: nothing to do before the next retry
+    watch.deliver("MODIFIED", {"spec": {"holderIdentity": "", "leaseDurationSeconds": 1}})
+    assert woken()
+    watch.deliver("DELETED", {"spec": {"holderIdentity": "a"}})
+    assert woken()
+    watch.on_gap()  # whatever the gap hid, the elector looks now
+    assert woken()
+
+
+def test_a_woken_elector_runs_its_next_round_at_once() -> None:
+    leases = FakeLeases()
+    rounds = threading.Semaphore(0)
+    replica = Replica("a", leases)
+
+    def step() -> float:
+        rounds.release()
+        return 3600.0
+
+    replica.elector.step = step  # type: ignore[method-assign]
+    replica.elector.start()
+    try:
+        assert rounds.acquire(timeout=5)  # the first round, then an hour's wait
+        replica.elector.wake()
+        assert rounds.acquire(timeout=5)  # the next one at once
+    finally:
+        replica.elector._stop.set()
+        replica.elector.wake()

@@ -59,8 +59,9 @@ OWN_NAMESPACE_RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET, SEAL_SECRET]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"], "resourceNames": [JWKS_CONFIGMAP]},
     _rule([""], ["secrets", "configmaps"], ["create"]),
-    # The leader-election Lease (--leader-election-namespace is the operator's namespace).
-    _rule(["coordination.k8s.io"], ["leases"], ["get", "create", "update"]),
+    # The leader-election Lease (--leader-election-namespace is the operator's namespace), watched
+    # so that a standby takes a released lease at once.
+    _rule(["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "update"]),
 ]
 # The Role and RoleBinding in the operator's own namespace that grant OWN_NAMESPACE_RULES.
 KEYS_ROLE = f"{NAME}-keys"

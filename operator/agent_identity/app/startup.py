@@ -25,9 +25,10 @@ from agent_identity.app.config import OperatorConfig
 from agent_identity.engine.childwatch import ChildWatch
 from agent_identity.engine.controller import Controller, utc_now
 from agent_identity.engine.informer import IdentityInformer, relist
-from agent_identity.engine.leader import LeaderElector
+from agent_identity.engine.leader import LeaderElector, LeaseWatch
 from agent_identity.engine.reconciler import Reconciler, Settings
 from agent_identity.engine.supervisor import Supervised, dead
+from agent_identity.engine.watch import Watch
 from agent_identity.keys.keystore import KeyStore, SealKeys, Signer, StoredKeyRing, discovery_document
 from agent_identity.kube.client import Kube, load_client_configuration
 from agent_identity.ops import audit, http
@@ -122,6 +123,7 @@ def start(config: OperatorConfig) -> Operator:
         audit.subscribe(metrics.on_audit)
         if config.leader_election:
             operator.elector = _elect(kube, controller, config)
+            _supervise_watch(operator, LeaseWatch(kube, operator.elector))
         controller.start()
         if config.http_port:  # first: probes answer while the identities are listed
             operator.http = _serve_http(operator)
@@ -186,9 +188,13 @@ def _watch(operator: Operator) -> None:
         for namespace in namespaces
     ]
     for watch in [*informers, *children]:
-        watch.begin()
-        operator.supervise(Supervised(watch.name, watch.step, every=0, max_backoff=5, stale_after=watch.timeout_s + 90))
+        _supervise_watch(operator, watch)
     operator.supervise(resync)  # last: its first listing is taken after every watch began
+
+
+def _supervise_watch(operator: Operator, watch: Watch) -> None:
+    watch.begin()
+    operator.supervise(Supervised(watch.name, watch.step, every=0, max_backoff=5, stale_after=watch.timeout_s + 90))
 
 
 def _serve_http(operator: Operator) -> ThreadingHTTPServer:

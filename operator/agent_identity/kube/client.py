@@ -316,9 +316,10 @@ class Kube:
     def identities_version(self, namespace: str | None, *, label_selector: str | None) -> str:
         return self._version(self._identities_path(namespace), label_selector)
 
-    def _version(self, path: str, label_selector: str | None) -> str:
+    def _version(self, path: str, label_selector: str | None, *, field_selector: str | None = None) -> str:
         """A collection's current resourceVersion (a one-item metadata list), to watch from."""
-        query = {"limit": "1", **({"labelSelector": label_selector} if label_selector else {})}
+        selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        query = {"limit": "1", **{key: value for key, value in selectors.items() if value}}
         listed = self._request("GET", path, query=query, accept=_METADATA_LIST)
         return str(listed["metadata"]["resourceVersion"])
 
@@ -367,6 +368,18 @@ class Kube:
 
     def get_stored(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"{_STORED[kind].format(namespace=namespace)}/{quote(name)}")
+
+    def stored_version(self, kind: str, namespace: str, name: str) -> str:
+        """The resourceVersion to watch one stored object (the Lease) from: now."""
+        return self._version(_STORED[kind].format(namespace=namespace), None, field_selector=f"metadata.name={name}")
+
+    def watch_stored(
+        self, kind: str, namespace: str, name: str, *, resource_version: str, timeout_s: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events for one stored object (the Lease) from ``resource_version``."""
+        path = _STORED[kind].format(namespace=namespace)
+        query = {"fieldSelector": f"metadata.name={name}"}
+        return self._watch(path, query, resource_version=resource_version, timeout_s=timeout_s)
 
     def store(self, body: dict[str, Any]) -> dict[str, Any]:
         """Creates ``body``, or replaces it when it carries the resourceVersion it was read at
