@@ -21,8 +21,9 @@ reconciles.
 - Warm standbys first: a replica whose cache is still filling (a new pod of a rolling update, at
   100,000 identities for up to a minute) leaves a lease that has just become free to the others
   for two retry periods more, so a standby with a full cache takes over whenever there is one
-  (each replica sees the record change at its own poll, up to a retry period out of step, and
-  tries again a retry period later). A cold replica alone takes over two retry periods later.
+  (a lease that ran out is seen by each replica at its own poll, up to a retry period out of
+  step, and tried again a retry period later). A cold replica alone takes over two retry periods
+  later.
 - Losing the lease (the deadline passed without a renewal, or another holder seen) pauses the
   work queue and exits the process, as controller-runtime does: the pod restarts as a standby
   with a fresh cache, and nothing written after the loss can come from this process. A standby
@@ -161,8 +162,8 @@ class LeaderElector:
 
     def stop(self) -> None:
         """Stops electing and, when leading, releases the lease (client-go's ReleaseOnCancel): a
-        standby takes over at its next retry, a couple of seconds, instead of waiting out the
-        lease after every rolling update. Call it once this process writes nothing more."""
+        standby watching the Lease takes over at once, instead of waiting out the lease after
+        every rolling update. Call it once this process writes nothing more."""
         self._stop.set()
         self._wake.set()
         with self._lock:
