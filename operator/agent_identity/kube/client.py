@@ -57,6 +57,12 @@ IDENTITY = "AgentIdentity"
 ChildKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    """The query parameters of a list or watch's selectors, those given."""
+    selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
+    return {key: value for key, value in selectors.items() if value}
+
+
 class OwnWrites:
     """Tells the watch echoes of the operator's own child writes from anyone else's changes.
 
@@ -294,8 +300,7 @@ class Kube:
         """Every identity, a page of ``LIST_PAGE`` at a time with the page's resourceVersion, so that
         no single response (or its parsing) has to hold 100,000 identities at once. Without their
         managedFields: the largest part of each object, and nothing the operator reads."""
-        selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
-        query = {key: value for key, value in selectors.items() if value}
+        query = _selectors(label_selector, field_selector)
         for page in self._pages(self._identities_path(namespace), query, limit=limit):
             version = str((page.get("metadata") or {}).get("resourceVersion", "0"))
             yield [without_managed_fields(item) for item in page.get("items") or []], version
@@ -318,8 +323,7 @@ class Kube:
 
     def _version(self, path: str, label_selector: str | None, *, field_selector: str | None = None) -> str:
         """A collection's current resourceVersion (a one-item metadata list), to watch from."""
-        selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
-        query = {"limit": "1", **{key: value for key, value in selectors.items() if value}}
+        query = {"limit": "1", **_selectors(label_selector, field_selector)}
         listed = self._request("GET", path, query=query, accept=_METADATA_LIST)
         return str(listed["metadata"]["resourceVersion"])
 
@@ -327,7 +331,7 @@ class Kube:
         self, namespace: str | None, *, label_selector: str | None, resource_version: str, timeout_s: int
     ) -> Iterator[dict[str, Any]]:
         """Watch events for AgentIdentities (whole objects) from ``resource_version``."""
-        query = {"labelSelector": label_selector} if label_selector else {}
+        query = _selectors(label_selector, None)
         return self._watch(self._identities_path(namespace), query, resource_version=resource_version, timeout_s=timeout_s)
 
     @staticmethod
