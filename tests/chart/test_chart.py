@@ -347,9 +347,11 @@ def test_updates_roll_with_a_ready_replica_at_all_times(default_objects: list[di
     pod = deployment["spec"]["template"]["spec"]
     # A starting pod is probed for readiness only once its webhook server listens: Ready means serving.
     assert container(default_objects)["startupProbe"]["tcpSocket"] == {"port": "webhook"}
-    # A stopping pod keeps serving the webhooks while routes drop it, then has 30 s to exit.
+    # A stopping pod keeps serving the webhooks while routes drop it, then drains its connections,
+    # then has 30 s to exit.
     assert container(default_objects)["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
-    assert pod["terminationGracePeriodSeconds"] == 35
+    assert parse_args(container(default_objects)["args"]).webhook_drain.total_seconds() == 2
+    assert pod["terminationGracePeriodSeconds"] == 5 + 2 + 30
 
 
 def test_a_disruption_budget_and_anti_affinity_keep_a_replica_up(default_objects: list[dict[str, Any]]) -> None:
@@ -382,6 +384,7 @@ def test_replica_settings_come_from_values(helm: str, tmp_path_factory: pytest.T
     assert parse_args(container(single)["args"]).leader_election is False
     assert by_kind(rendered({"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
     assert "lifecycle" not in container(rendered({"shutdownDelaySeconds": 0}))
+    assert parse_args(container(rendered({"webhook": {"drainSeconds": 0}}))["args"]).webhook_drain.total_seconds() == 0
     required = one(rendered({"podAntiAffinity": "required"}), "Deployment")["spec"]["template"]["spec"]["affinity"]
     (term,) = required["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
@@ -927,6 +930,7 @@ def dict_get(values: dict[str, Any], path: str) -> Any:
         ({"leaderElection": {"leaseDuration": "15 seconds"}}, "/leaderElection/leaseDuration"),
         ({"podAntiAffinity": "sometimes"}, "/podAntiAffinity"),
         ({"shutdownDelaySeconds": -1}, "/shutdownDelaySeconds"),
+        ({"webhook": {"drainSeconds": 60}}, "/webhook/drainSeconds"),
         ({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
         ({"requireProfile": "yes"}, "/requireProfile"),
         ({"networkPolicy": {"webhook": {"cidrs": ["api-server"]}}}, "/networkPolicy/webhook/cidrs/0"),

@@ -30,6 +30,7 @@ class OperatorConfig:
     webhook_host: str = "127.0.0.1"
     webhook_listen: str | None = None
     webhook_cert_dir: str | None = None  # default: a fresh private temporary directory
+    webhook_drain: timedelta = timedelta(0)  # stopping, answer with Connection: close this long first
     signing_namespace: str | None = None  # where the signing keys live; None: no assertions
     issuer: str = "https://agent-identity-operator"
     trust_domain: str = "cluster.local"
@@ -106,6 +107,13 @@ FLAGS = (
     ),
     Flag("--webhook-listen", "webhook_listen", "address to listen on (default: --webhook-host)"),
     Flag("--webhook-cert-dir", "webhook_cert_dir", "tls.crt, tls.key and ca.crt: used if present, else generated here"),
+    Flag(
+        "--webhook-drain",
+        "webhook_drain",
+        "before the webhook server stops, keep answering this long, closing each connection after its answer (default 0s)",
+        timedelta,
+        "0s",
+    ),
     Flag(
         "--signing-namespace",
         "signing_namespace",

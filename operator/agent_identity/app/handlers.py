@@ -22,6 +22,7 @@ from agent_identity.admission import identity as admission
 from agent_identity.admission import pods
 from agent_identity.app import startup
 from agent_identity.app.config import OperatorConfig
+from agent_identity.app.webhook_server import DrainingWebhookServer
 from agent_identity.engine.controller import utc_now
 from agent_identity.keys.certs import ensure_serving_certificate
 from agent_identity.plan.pods import WORKLOAD_PLURALS
@@ -61,7 +62,8 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             Path(config.webhook_cert_dir or tempfile.mkdtemp(prefix="aio-webhook-")),
             server_names=[config.webhook_host, "localhost"],
         )
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = DrainingWebhookServer(
+            drain=config.webhook_drain,
             addr=config.webhook_listen or config.webhook_host,
             port=config.webhook_port,
             host=config.webhook_host,

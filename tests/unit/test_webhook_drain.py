@@ -1,0 +1,130 @@
+"""A stopping webhook server cuts no admission request off: the API server's kept-alive connection
+still gets its answer, which closes it (``Connection: close``), and a new connection is still
+answered until the drain ends. The server runs for real on loopback (plain HTTP, so the test reads
+the bytes); the operator stopping is kopf cancelling the server's task, as on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from agent_identity.app.webhook_server import DrainingWebhookServer
+from agent_identity.local.controlplane import free_port
+
+REVIEW = json.dumps({"request": {"uid": "u1"}}).encode()
+
+
+async def allow(data: Any, **_: Any) -> dict[str, Any]:
+    return {"response": {"uid": data["request"]["uid"], "allowed": True}}
+
+
+@asynccontextmanager
+async def serving(drain: timedelta) -> AsyncIterator[tuple[DrainingWebhookServer, asyncio.Task[None], int]]:
+    port = free_port()
+    server = DrainingWebhookServer(drain=drain, addr="127.0.0.1", port=port, insecure=True)
+    listening = asyncio.Event()
+
+    async def run() -> None:
+        async for _ in server(allow):
+            listening.set()
+
+    task = asyncio.create_task(run())
+    await listening.wait()
+    try:
+        yield server, task, port
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection, as the API server holds to a webhook."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def review(self) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """POSTs an admission review; the status, headers (lower-cased) and body of the answer."""
+        self.writer.write(
+            b"POST /validate-identity HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(REVIEW)}\r\n\r\n".encode()
+            + REVIEW
+        )
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head.decode().strip().split("\r\n")
+        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+        body = await self.reader.readexactly(int(headers["content-length"]))
+        return int(status_line.split()[1]), headers, json.loads(body)
+
+    async def closed_by_server(self) -> bool:
+        return await self.reader.read() == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def until_draining(server: DrainingWebhookServer) -> None:
+    while not server.draining:
+        await asyncio.sleep(0)
+
+
+def test_a_stopping_server_still_answers_on_a_kept_alive_connection_and_then_closes_it() -> None:
+    async def scenario() -> None:
+        async with serving(timedelta(minutes=1)) as (server, task, port):
+            kept = await Connection.open(port)
+            status, headers, body = await kept.review()
+            assert (status, body["response"]["allowed"]) == (200, True)
+            assert headers.get("connection", "keep-alive").lower() != "close", "kept alive while serving"
+
+            task.cancel()  # the operator stops
+            await until_draining(server)
+            status, headers, body = await kept.review()  # the API server's next request, on that connection
+            assert (status, body["response"]["allowed"]) == (200, True)
+            assert headers["connection"].lower() == "close"
+            assert await kept.closed_by_server()
+
+            fresh = await Connection.open(port)  # routes not yet dropped: a new connection is answered too
+            status, headers, _ = await fresh.review()
+            assert (status, headers["connection"].lower()) == (200, "close")
+            assert await fresh.closed_by_server()
+            assert not task.done(), "still draining"
+
+    asyncio.run(scenario())
+
+
+def test_the_drain_ends_and_the_server_stops_listening() -> None:
+    async def scenario() -> None:
+        async with serving(timedelta(milliseconds=50)) as (_server, task, port):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            try:
+                connection = await Connection.open(port)
+            except ConnectionRefusedError:
+                return
+            connection.close()
+            raise AssertionError("still listening after the drain")
+
+    asyncio.run(scenario())
+
+
+def test_with_no_drain_a_stopping_server_closes_at_once() -> None:
+    async def scenario() -> None:
+        async with serving(timedelta(0)) as (server, task, port):
+            kept = await Connection.open(port)
+            await kept.review()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert not server.draining
+            assert await kept.closed_by_server()
+
+    asyncio.run(scenario())
