@@ -7,7 +7,7 @@ gets there first makes the hint moot."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -42,14 +42,20 @@ class SweepKube:
         yield from self.accounts  # as the API server filtered them
 
     def identity_pages(
-        self, namespace: str, *, label_selector: str | None, field_selector: str | None
+        self,
+        namespace: str,
+        *,
+        label_selector: str | None,
+        field_selector: str | None,
+        before_each: Callable[[], object] = lambda: None,
     ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         if self.down:
             raise ConnectionError("the API server is unreachable")
         self.selectors.append(field_selector)
         in_shard = {name: body for name, body in self.identities.items() if label_selector is None or name in self.shard}
-        if field_selector is None:  # the full listing, a page per identity
+        if field_selector is None:  # the full listing, a page per identity, each asked for as Kube does
             for body in in_shard.values():
+                before_each()
                 yield [body], "50"
             return
         if field_selector.startswith("metadata.name="):
@@ -229,4 +235,4 @@ def test_the_listing_gives_way_to_the_deadlines_due_before_each_page(monkeypatch
     monkeypatch.setattr(ctl, "observe", lambda event_type, body: events.append(f"list {body['metadata']['name']}"))
     informer.list_all(lambda: None)
     way = f"give way to URGENT for {informer_module.GIVE_WAY_S:.0f}s"
-    assert events == [way, "list i0", way, "list i1", way, "list i2", way]
+    assert events == [way, "list i0", way, "list i1", way, "list i2"]

@@ -127,14 +127,13 @@ class IdentityInformer(Watch):
 
         def pages() -> Iterator[tuple[list[dict[str, Any]], str]]:
             look_at = time.monotonic() + AHEAD_S / 2
-            give_way()
-            for page in self._identities(field_selector=None):  # each page is asked for when the last is done
+            # Each page is asked for when the last is done, once the deadlines due have gone first.
+            for page in self._identities(field_selector=None, before_each=give_way):
                 failpoints.hit("listing-page")
                 yield page
                 if time.monotonic() >= look_at:
                     between_pages()
                     look_at = time.monotonic() + AHEAD_S / 2
-                give_way()
 
         done = self.controller.resync(pages(), namespace=self.namespace)
         log.info(
@@ -147,11 +146,18 @@ class IdentityInformer(Watch):
         return done
 
     def _identities(
-        self, *, field_selector: str | None, namespace: str | None = None
+        self,
+        *,
+        field_selector: str | None,
+        namespace: str | None = None,
+        before_each: Callable[[], object] = lambda: None,
     ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         # The shard's label selector applies to every listing: another shard's identity is not ours.
         return self.kube.identity_pages(
-            namespace or self.namespace, label_selector=self.label_selector, field_selector=field_selector
+            namespace or self.namespace,
+            label_selector=self.label_selector,
+            field_selector=field_selector,
+            before_each=before_each,
         )
 
     def _observe_pages(self, pages: Iterator[tuple[list[dict[str, Any]], str]]) -> int:

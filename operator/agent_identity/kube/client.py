@@ -296,21 +296,30 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int | None = None,
+        before_each: Callable[[], object] = lambda: None,
     ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         """Every identity, a page of ``LIST_PAGE`` at a time with the page's resourceVersion, so that
         no single response (or its parsing) has to hold 100,000 identities at once. Without their
-        managedFields: the largest part of each object, and nothing the operator reads."""
+        managedFields: the largest part of each object, and nothing the operator reads.
+        ``before_each`` runs before each page is asked for (never after the last)."""
         query = _selectors(label_selector, field_selector)
-        for page in self._pages(self._identities_path(namespace), query, limit=limit):
+        for page in self._pages(self._identities_path(namespace), query, limit=limit, before_each=before_each):
             version = str((page.get("metadata") or {}).get("resourceVersion", "0"))
             yield [without_managed_fields(item) for item in page.get("items") or []], version
 
     def _pages(
-        self, path: str, query: dict[str, str], *, limit: int | None, accept: str = "application/json"
+        self,
+        path: str,
+        query: dict[str, str],
+        *,
+        limit: int | None,
+        accept: str = "application/json",
+        before_each: Callable[[], object] = lambda: None,
     ) -> Iterator[dict[str, Any]]:
         """A list, page by page, all as of the first page's resourceVersion (continue tokens)."""
         query = {**query, "limit": str(limit or LIST_PAGE)}
         while True:
+            before_each()
             page = self._request("GET", path, query=query, accept=accept)
             yield page
             token = (page.get("metadata") or {}).get("continue")
