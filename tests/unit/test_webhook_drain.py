@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from agent_identity.app.webhook_server import DrainingWebhookServer
+from agent_identity.keys.certs import ensure_serving_certificate
 from agent_identity.local.controlplane import free_port
 
 REVIEW = json.dumps({"request": {"uid": "u1"}}).encode()
@@ -126,5 +129,58 @@ def test_with_no_drain_a_stopping_server_closes_at_once() -> None:
             await asyncio.gather(task, return_exceptions=True)
             assert not server.draining
             assert await kept.closed_by_server()
+
+    asyncio.run(scenario())
+
+
+def test_new_certificate_files_are_served_after_a_drain_without_a_restart(tmp_path: Path) -> None:
+    """cert-manager renews the mounted Secret: the server re-reads its files, drains, serves the new
+    certificate (the chart's README says no restart is needed)."""
+
+    def files() -> dict[str, str]:
+        cert, key, ca = ensure_serving_certificate(tmp_path, server_names=["127.0.0.1"])
+        return {"certfile": str(cert), "pkeyfile": str(key), "cafile": str(ca)}
+
+    async def served_certificate(port: int) -> bytes:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return bytes(der)
+
+    async def scenario() -> None:
+        port = free_port()
+        server = DrainingWebhookServer(
+            drain=timedelta(milliseconds=10), addr="127.0.0.1", port=port, file_check_interval=0.02, **files()
+        )
+        configs: asyncio.Queue[object] = asyncio.Queue()
+        drains = 0
+        drain = server._drain
+
+        async def recorded_drain() -> None:
+            nonlocal drains
+            drains += 1
+            await drain()
+
+        server._drain = recorded_drain  # type: ignore[method-assign]
+
+        async def run() -> None:
+            async for config in server(allow):
+                await configs.put(config)
+
+        task = asyncio.create_task(run())
+        try:
+            await configs.get()
+            before = await served_certificate(port)
+            for path in tmp_path.iterdir():
+                path.unlink()
+            files()  # a new CA and serving certificate, as a renewal writes them
+            await asyncio.wait_for(configs.get(), timeout=30)  # serving again, on the new files
+            assert await served_certificate(port) != before
+            assert drains == 1, "drained once, before serving the new files"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
