@@ -34,7 +34,7 @@ def test_a_standby_takes_over_when_the_leader_dies(cluster: Cluster, namespace: 
         standby = next(r for r in replicas if r is not leader)
         cluster.create_identity(make_identity("first", namespace))
         cluster.wait_phase(namespace, "first", "Ready")
-        time.sleep(1)
+        wait_for("the leader's audit line for first", lambda: "first" in provisioned_by(leader))
         assert provisioned_by(leader) == {"first"} and provisioned_by(standby) == set()  # the standby only watched
 
         leader.kill()
@@ -85,6 +85,9 @@ def test_a_frozen_leader_is_replaced_and_never_writes_again(cluster: Cluster, na
         standby = next(r for r in replicas.values() if r is not leader)
         cluster.create_identity(make_identity("first", namespace))
         cluster.wait_phase(namespace, "first", "Ready")
+        # Its audit line comes right after the Ready status it wrote: frozen before it, the leader
+        # would never write it (it exits on waking without the lease).
+        wait_for("the leader's audit line for first", lambda: "first" in provisioned_by(leader))
 
         assert leader.process is not None
         leader.process.send_signal(signal.SIGSTOP)
