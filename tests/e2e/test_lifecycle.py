@@ -163,7 +163,10 @@ def test_killed_mid_provisioning_the_operator_converges_with_one_of_each_child(
     }
     token = cluster.token_secret(namespace, "crashy")["token"]
     assert cluster.token_review(token)["authenticated"] is True
-    provisioned = [entry for entry in operator.audit_lines() if entry["action"] == "provisioned" and entry["name"] == "crashy"]
+    provisioned = wait_for(
+        "the audit line, right after the Ready status",
+        lambda: [entry for entry in operator.audit_lines() if entry["action"] == "provisioned" and entry["name"] == "crashy"],
+    )
     assert len(provisioned) == 1
 
 

@@ -42,6 +42,7 @@ def test_a_standby_takes_over_when_the_leader_dies(cluster: Cluster, namespace: 
         cluster.create_identity(make_identity("second", namespace))
         cluster.wait_phase(namespace, "second", "Ready", timeout=30)
         takeover = time.monotonic() - killed
+        wait_for("the standby's audit line for second", lambda: "second" in provisioned_by(standby))
         assert provisioned_by(standby) == {"second"}
         assert takeover < LEASE_S + 1 + 5, f"takeover took {takeover:.1f}s"  # lease duration + retry period + slack
         print(f"\nfailover: standby provisioned an identity {takeover:.1f}s after the leader was killed (lease {LEASE_S}s)")
@@ -189,6 +190,7 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
         assert "cache is still filling" in cold.output()
         cluster.create_identity(make_identity("second", namespace))
         cluster.wait_phase(namespace, "second", "Ready", timeout=30)
+        wait_for("the cold leader's audit line for second", lambda: "second" in provisioned_by(cold))
         assert provisioned_by(cold) == {"second"} and not listed(cold)
         assert http_status(readyz) == 200  # it leads: it serves
         print(f"\nrolling update, warm standby first: hand-overs of {', '.join(f'{s:.2f}' for s in hand_overs)} s")
@@ -211,7 +213,6 @@ def test_two_shards_split_the_work_by_label(cluster: Cluster, namespace: str, tm
         shard.log_dir.mkdir()
         shard.start()
     try:
-        time.sleep(2)
         names = {f"work-{i}": "ab"[i % 2] for i in range(10)}
         for name, shard in names.items():
             manifest = make_identity(name, namespace)
@@ -219,6 +220,7 @@ def test_two_shards_split_the_work_by_label(cluster: Cluster, namespace: str, tm
             cluster.create_identity(manifest)
         for name in names:
             cluster.wait_phase(namespace, name, "Ready")
+        wait_for("every audit line", lambda: set().union(*map(provisioned_by, shards.values())) >= names.keys())
         split = {shard: provisioned_by(operator) for shard, operator in shards.items()}
         assert split["a"] == {n for n, s in names.items() if s == "a"}
         assert split["b"] == {n for n, s in names.items() if s == "b"}
