@@ -101,5 +101,8 @@ bench: $(STAMP) control-plane ## Benchmarks against the local control plane (fig
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_admission.py
 
+bench-listing: $(STAMP) control-plane ## A full listing of BENCH_LISTING_COUNT identities by page size: wall and API server CPU
+	$(BIN)/python scripts/bench_listing.py
+
 bench-admission: $(STAMP) control-plane ## Admission webhook latency for the largest allowed spec (BENCH_ADMISSION_COUNT creates)
 	$(BIN)/python scripts/bench_admission.py

@@ -1,0 +1,85 @@
+"""`make bench-listing`: what a full listing of the identities costs, by page size.
+
+BENCH_LISTING_COUNT identities (default 100,000) are created in one namespace on the local control
+plane (no operator: bare AgentIdentities, as the webhook would have stamped them), then listed whole
+through the operator's own request layer (``Kube.identity_pages``) in pages of each size in
+BENCH_LISTING_PAGES (default 500,1000,2000,5000), BENCH_LISTING_ROUNDS times (default 2). Prints,
+for each listing, its wall time, this process's CPU and the CPU each control-plane component used
+(from /proc): the API server's is what a page size changes. Figures only, no assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from agent_identity import GROUP, VERSION
+from agent_identity.kube import client as kube_client
+from agent_identity.kube.client import Kube, load_client_configuration
+from agent_identity.local.controlplane import running
+
+REPO = Path(__file__).resolve().parents[1]
+COUNT = int(os.environ.get("BENCH_LISTING_COUNT", "100000"))
+PAGES = [int(size) for size in os.environ.get("BENCH_LISTING_PAGES", "500,1000,2000,5000").split(",")]
+ROUNDS = int(os.environ.get("BENCH_LISTING_ROUNDS", "2"))
+NAMESPACE = "bench-listing"
+CREATOR = json.dumps({"username": "system:admin", "groups": ["system:masters", "system:authenticated"]})
+
+
+def identity(number: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentIdentity",
+        "metadata": {
+            "name": f"agent-{number:06d}",
+            "namespace": NAMESPACE,
+            "annotations": {f"{GROUP}/creator": CREATOR},
+        },
+        "spec": {
+            "task": f"bench task {number}: summarise the open tickets",
+            "ttl": "1h",
+            "delegator": {"kind": "User", "name": "alice"},
+            "scopes": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        },
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    with running() as plane:
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig_path))
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        time.sleep(2)  # the CRDs served
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        kube = Kube(load_client_configuration(str(plane.kubeconfig_path)), pool_size=20)
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            for _ in pool.map(lambda n: kube.create_identity(identity(n)), range(COUNT)):
+                pass
+        print(f"agent-identity-operator listing bench: {COUNT} identities created in {time.monotonic() - started:.0f}s")
+        components = {name: process.pid for name, process in plane.processes.items()}
+        for _ in range(ROUNDS):
+            for size in PAGES:
+                kube_client.LIST_PAGE = size
+                before = {name: cpu_seconds(pid) for name, pid in components.items()}
+                cpu, wall = time.process_time(), time.monotonic()
+                listed = sum(len(page) for page, _ in kube.identity_pages(NAMESPACE))
+                wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+                used = ", ".join(f"{name} {cpu_seconds(pid) - before[name]:.1f}s" for name, pid in components.items())
+                print(f"pages of {size:>5}: {listed} listed in {wall:.1f}s; CPU: this client {cpu:.1f}s, {used}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
