@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from agent_identity.app.webhook_server import DrainingWebhookServer
+from agent_identity.app.webhook_server import log as webhook_server_log
 from agent_identity.keys.certs import ensure_serving_certificate
 from agent_identity.local.controlplane import free_port
 
@@ -133,37 +135,18 @@ def test_with_no_drain_a_stopping_server_closes_at_once() -> None:
     asyncio.run(scenario())
 
 
-def test_new_certificate_files_are_served_after_a_drain_without_a_restart(tmp_path: Path) -> None:
-    """cert-manager renews the mounted Secret: the server re-reads its files, drains, serves the new
-    certificate (the chart's README says no restart is needed)."""
-
-    def files() -> dict[str, str]:
-        cert, key, ca = ensure_serving_certificate(tmp_path, server_names=["127.0.0.1"])
-        return {"certfile": str(cert), "pkeyfile": str(key), "cafile": str(ca)}
-
-    async def served_certificate(port: int) -> bytes:
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        writer.close()
-        return bytes(der)
+def test_renewed_certificate_files_are_served_without_closing_the_listener_or_any_connection(tmp_path: Path) -> None:
+    """cert-manager renews the mounted Secret: new connections get the new certificate while a
+    kept-alive connection carries on, with no restart and no drain; a key that does not match its
+    certificate is refused and the previous pair stays served."""
+    served = tmp_path / "served"
 
     async def scenario() -> None:
         port = free_port()
         server = DrainingWebhookServer(
-            drain=timedelta(milliseconds=10), addr="127.0.0.1", port=port, file_check_interval=0.02, **files()
+            drain=timedelta(milliseconds=10), addr="127.0.0.1", port=port, file_check_interval=0.02, **certificate_files(served)
         )
         configs: asyncio.Queue[object] = asyncio.Queue()
-        drains = 0
-        drain = server._drain
-
-        async def recorded_drain() -> None:
-            nonlocal drains
-            drains += 1
-            await drain()
-
-        server._drain = recorded_drain  # type: ignore[method-assign]
 
         async def run() -> None:
             async for config in server(allow):
@@ -172,15 +155,74 @@ def test_new_certificate_files_are_served_after_a_drain_without_a_restart(tmp_pa
         task = asyncio.create_task(run())
         try:
             await configs.get()
-            before = await served_certificate(port)
-            for path in tmp_path.iterdir():
-                path.unlink()
-            files()  # a new CA and serving certificate, as a renewal writes them
-            await asyncio.wait_for(configs.get(), timeout=30)  # serving again, on the new files
-            assert await served_certificate(port) != before
-            assert drains == 1, "drained once, before serving the new files"
+            kept = await TLSConnection.open(port)
+            first = kept.certificate
+            renew(served, tmp_path / "renewal")
+            renewed = await until_served(port, lambda der: der != first)
+            status, headers, _ = await kept.review()  # opened before the renewal: still answered, kept alive
+            assert status == 200 and headers.get("connection", "keep-alive").lower() != "close"
+            assert configs.empty() and not server.draining, "no restart, no drain"
+
+            mismatched = tmp_path / "mismatched"
+            certificate_files(mismatched)
+            (served / "tls.crt").write_bytes((mismatched / "tls.crt").read_bytes())  # not the served key's certificate
+            await until_logged_refusal(server)
+            assert (await TLSConnection.open(port)).certificate == renewed, "the previous pair still served"
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def certificate_files(directory: Path) -> dict[str, str]:
+    """A new CA and serving certificate in ``directory``, as the operator's flags name them."""
+    cert, key, ca = ensure_serving_certificate(directory, server_names=["127.0.0.1"])
+    return {"certfile": str(cert), "pkeyfile": str(key), "cafile": str(ca)}
+
+
+def renew(served: Path, scratch: Path) -> None:
+    """Writes a new pair over ``served``'s files, as the kubelet updates a mounted Secret."""
+    certificate_files(scratch)
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (served / name).write_bytes((scratch / name).read_bytes())
+
+
+class TLSConnection(Connection):
+    certificate: bytes
+
+    @classmethod
+    async def open(cls, port: int) -> TLSConnection:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        connection = cls(*await asyncio.open_connection("127.0.0.1", port, ssl=context))
+        connection.certificate = bytes(connection.writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+        return connection
+
+
+async def until_served(port: int, wanted: Callable[[bytes], bool]) -> bytes:
+    async def served() -> bytes:
+        while True:
+            connection = await TLSConnection.open(port)
+            connection.close()
+            if wanted(connection.certificate):
+                return connection.certificate
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(served(), timeout=30)
+
+
+async def until_logged_refusal(server: DrainingWebhookServer) -> None:
+    refused = asyncio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "did not load" in record.getMessage():
+                refused.set()
+
+    handler = Handler()
+    webhook_server_log.addHandler(handler)
+    try:
+        await asyncio.wait_for(refused.wait(), timeout=30)
+    finally:
+        webhook_server_log.removeHandler(handler)
