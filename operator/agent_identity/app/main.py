@@ -26,6 +26,9 @@ def _configure_logging() -> None:
     # kopf logs "Handler ... succeeded" at INFO for every watch event: at a burst of 1,000
     # identities that is 7,000 lines saying nothing. Its warnings and errors still show.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # aiohttp logs every webhook request at INFO: two lines per create, which
+    # agentidentity_webhook_requests_total counts by webhook and outcome.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:
