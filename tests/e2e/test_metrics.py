@@ -53,6 +53,7 @@ def test_metrics_match_a_scripted_scenario(cluster: Cluster, namespace: str, tmp
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
         assert value(samples, "agentidentity_overdue_identities") == 0
+        assert value(samples, "agentidentity_cache_complete") == 1
         assert value(samples, "agentidentity_provisioned_total", namespace=namespace) == 4
         assert value(samples, "agentidentity_expired_total", namespace=namespace) == 1
         assert value(samples, "agentidentity_revoked_total", namespace=namespace) == 1

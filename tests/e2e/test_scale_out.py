@@ -170,6 +170,7 @@ def test_a_free_lease_goes_to_a_standby_whose_cache_is_full(cluster: Cluster, na
         wait_for("the cold replica standing by", lambda: "standing by" in cold.output())
         # Alive, and not ready, for that reason: a rolling update waits for its cache.
         wait_for("the cold standby held back", lambda: http_get(readyz) == (503, b"not ready: " + COLD_STANDBY))
+        assert b"\nagentidentity_cache_complete 0.0\n" in http_get(f"http://127.0.0.1:{port}/metrics")[1]
         hand_overs: list[float] = []
         for _ in range(3):
             leader = holding(wait_for("a lease holder", lambda: holder(cluster.api_client, namespace)), [*replicas, cold])

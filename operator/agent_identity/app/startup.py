@@ -119,7 +119,9 @@ def start(config: OperatorConfig) -> Operator:
                 signing=signer is not None,
             )
         metrics.first_seen = controller.first_seen
-        metrics.watch(controller.live_identities, queue_depth=lambda: len(controller.queue))
+        metrics.watch(
+            controller.live_identities, queue_depth=lambda: len(controller.queue), cache_complete=controller.warm.is_set
+        )
         audit.subscribe(metrics.on_audit)
         if config.leader_election:
             operator.elector = _elect(kube, controller, config)

@@ -110,10 +110,22 @@ class Metrics:
             "agentidentity_retirement_lag_seconds", "Credentials deleted minus expiresAt", buckets=LAG_BUCKETS, registry=r
         )
 
-    def watch(self, identities: Callable[[], Iterable[LiveIdentity]], *, queue_depth: Callable[[], int] = lambda: 0) -> None:
+    def watch(
+        self,
+        identities: Callable[[], Iterable[LiveIdentity]],
+        *,
+        queue_depth: Callable[[], int] = lambda: 0,
+        cache_complete: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.registry.register(_LiveIdentities(identities))
         depth = Gauge("agentidentity_workqueue_depth", "Identities queued or being reconciled", registry=self.registry)
         depth.set_function(queue_depth)
+        complete = Gauge(
+            "agentidentity_cache_complete",
+            "1 once every served namespace has been listed whole since this replica started, else 0",
+            registry=self.registry,
+        )
+        complete.set_function(lambda: float(cache_complete()))
 
     def on_audit(self, record: dict[str, Any]) -> None:
         """Counts one lifecycle action from its audit record."""
