@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench import cpu_seconds, identity  # scripts/bench.py
 from kubernetes import client, config
 
-from agent_identity import GROUP, VERSION
+from agent_identity import GROUP
 from agent_identity.kube import client as kube_client
 from agent_identity.kube.client import Kube, load_client_configuration
 from agent_identity.local.controlplane import running
@@ -33,27 +34,11 @@ NAMESPACE = "bench-listing"
 CREATOR = json.dumps({"username": "system:admin", "groups": ["system:masters", "system:authenticated"]})
 
 
-def identity(number: int) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "AgentIdentity",
-        "metadata": {
-            "name": f"agent-{number:06d}",
-            "namespace": NAMESPACE,
-            "annotations": {f"{GROUP}/creator": CREATOR},
-        },
-        "spec": {
-            "task": f"bench task {number}: summarise the open tickets",
-            "ttl": "1h",
-            "delegator": {"kind": "User", "name": "alice"},
-            "scopes": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
-        },
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def stamped(number: int) -> dict[str, Any]:
+    """The bench's identity, with the creator the mutating webhook would have stamped."""
+    body = identity(f"agent-{number:06d}", NAMESPACE, "1h")
+    body["metadata"]["annotations"] = {f"{GROUP}/creator": CREATOR}
+    return body
 
 
 def main() -> None:
@@ -66,7 +51,7 @@ def main() -> None:
         kube = Kube(load_client_configuration(str(plane.kubeconfig_path)), pool_size=20)
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
-            for _ in pool.map(lambda n: kube.create_identity(identity(n)), range(COUNT)):
+            for _ in pool.map(lambda n: kube.create_identity(stamped(n)), range(COUNT)):
                 pass
         print(f"agent-identity-operator listing bench: {COUNT} identities created in {time.monotonic() - started:.0f}s")
         components = {name: process.pid for name, process in plane.processes.items()}
