@@ -215,7 +215,8 @@ def dashboard_expectations() -> dict[tuple[str, str], Callable[[Series], object]
         assert 0 < _single(series) <= 5.0  # all five provisioned within the 5 s bucket
 
     return {
-        ("Operator up", "A"): value(1),
+        ("Operator up / replicas with a full cache", "A"): value(1),
+        ("Operator up / replicas with a full cache", "B"): value(1),  # the one operator, its listing done
         ("Ready identities", "A"): value(3),
         ("Overdue identities", "A"): value(0),
         ("Provisioned since start", "A"): value(5),
