@@ -21,7 +21,7 @@ from the environment so a quick run and a full run use the same code:
   again falling 10-40 s after the restart, while the listing runs: how late each was revoked;
   identities created at BENCH_TAKEOVER_RATE per second throughout the take-over:
   create-to-Ready p50/p99/max;
-- failover: the chart's two replicas on a Lease (BENCH_LEASE_DURATION, default 15s) at BENCH_LIVE
+- failover: the chart's two replicas on a Lease (BENCH_LEASE_DURATION, default 8s) at BENCH_LIVE
   identities, the leader stopped by SIGTERM (a rolling update) and then by kill -9 (a crash),
   each time while BENCH_OVERDUE deadlines fall: seconds until the standby leads, how late those
   deadlines were revoked, create-to-Ready of identities created throughout;
@@ -382,7 +382,7 @@ TAKEOVER_WAIT = float(os.environ.get("BENCH_TAKEOVER_WAIT", "900"))  # how long 
 LIVE_DELIVERY = os.environ.get("BENCH_LIVE_DELIVERY", "Secret")  # Projected: half the writes, a faster fill
 TAKEOVER_RATE = float(os.environ.get("BENCH_TAKEOVER_RATE", "5"))
 RESTARTS = int(os.environ.get("BENCH_RESTARTS", "1"))  # restarts, each after the same fill
-LEASE_DURATION = os.environ.get("BENCH_LEASE_DURATION", "15s")  # the chart's leaderElection.leaseDuration
+LEASE_DURATION = os.environ.get("BENCH_LEASE_DURATION", "8s")  # the chart's leaderElection.leaseDuration
 PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,restart,failover").split(","))
 EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
 TOKEN_SAMPLE = int(os.environ.get("BENCH_TOKEN_SAMPLE", "500"))
@@ -561,7 +561,7 @@ LEASE = "agent-identity-operator"
 def failover(
     api: client.ApiClient, operator: subprocess.Popen[bytes], kubeconfig: Path, watcher: ReadyWatcher
 ) -> subprocess.Popen[bytes]:
-    """The chart's default: two replicas on a Lease (BENCH_LEASE_DURATION, the chart's 15s), the
+    """The chart's default: two replicas on a Lease (BENCH_LEASE_DURATION, the chart's 8s), the
     standby watching and caching. At BENCH_LIVE identities the leader is stopped twice, as a
     rolling update or a drain stops it (SIGTERM: it releases the lease) and as a crash does
     (kill -9: the lease runs out), each time while BENCH_OVERDUE deadlines fall over 30 s and new

@@ -315,7 +315,7 @@ def test_two_replicas_elect_a_leader_in_the_release_namespace(default_objects: l
     assert one(default_objects, "Deployment", operator_rbac.NAME)["spec"]["replicas"] == 2
     assert config.leader_election is True
     assert config.leader_election_namespace == NAMESPACE
-    assert config.lease_duration.total_seconds() == 15
+    assert config.lease_duration.total_seconds() == 8
     assert config.lease_name == "agent-identity-operator"
 
 

@@ -14,7 +14,7 @@ def test_flags_are_typed_and_switches_are_off_unless_given() -> None:
     config = parse_args(["--webhook-port", "9443", "-n", "a", "-n", "b", "--retain-for", "90s", "--leader-election"], {})
     assert config.namespaces == ("a", "b")
     assert config.webhook_port == 9443 and config.webhooks
-    assert config.retain_for == timedelta(seconds=90) and config.lease_duration == timedelta(seconds=15)
+    assert config.retain_for == timedelta(seconds=90) and config.lease_duration == timedelta(seconds=8)
     assert config.leader_election and not config.require_profile
     assert (config.operator_namespace, config.leader_election_namespace) == ("agent-identity-system", "default")
 

@@ -173,6 +173,39 @@ def test_each_change_of_the_record_restarts_the_standby_s_count() -> None:
     assert b.leading
 
 
+def test_a_standby_looks_again_the_moment_the_lease_runs_out_not_a_retry_period_later() -> None:
+    leases = FakeLeases()
+    a, b = Replica("a", leases), Replica("b", leases)
+    a.at(1000).step()
+    assert b.at(1001).step() == 2  # 15 s to go: the retry period
+    assert b.at(1014.5).step() == pytest.approx(1.5)  # not 2: the lease runs out at 1016 as b saw it
+    assert not b.leading
+    b.at(1016).step()
+    assert b.leading
+
+
+def test_a_renewal_the_watch_delivers_counts_from_its_arrival_not_from_the_next_read() -> None:
+    """After a crash the standby takes over a lease duration after the last renewal it was told
+    of, however its own reads fell; the same record seen again (read or redelivered) changes
+    nothing, so the count never restarts later, nor earlier."""
+    leases = FakeLeases()
+    a, b = Replica("a", leases), Replica("b", leases)
+    watch = LeaseWatch(SimpleNamespace(), b.elector)  # type: ignore[arg-type]
+    a.at(1000).step()
+    b.at(1000.5).step()
+    a.at(1001.9).step()  # the last renewal before a crashes
+    assert leases.lease is not None
+    b.now = 1002.0
+    watch.deliver("MODIFIED", copy.deepcopy(leases.lease))  # arrives at 1002
+    b.at(1003.8).step()  # b's own read finds the record it already has
+    b.now = 1004.0
+    watch.deliver("MODIFIED", copy.deepcopy(leases.lease))
+    b.at(1016.9).step()
+    assert not b.leading
+    b.at(1017).step()  # 15 s after the renewal arrived (read at 1003.8 alone, 1018.8)
+    assert b.leading and leases.writes == ["a", "a", "b"]
+
+
 def test_a_slow_answer_counts_from_when_it_arrived() -> None:
     """A read that hung 10 s (the API server frozen) shows a record as of its answer, not its request."""
     leases = FakeLeases()
@@ -422,8 +455,10 @@ def test_the_lease_watch_wakes_the_elector_when_the_lease_is_released_or_deleted
         standby.elector._wake.clear()
         return was
 
-    watch.deliver("MODIFIED", {"spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})
-    assert not woken()  # a renewal: nothing to do before the next retry
+    renewal = {"metadata": {"resourceVersion": "7"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
+    watch.deliver("MODIFIED", renewal)
+    assert not woken()  # a renewal: observed (below), nothing to do before the lease runs out
+    assert standby.elector.observed == renewal and standby.elector.another_leads()
     watch.deliver("MODIFIED", {"spec": {"holderIdentity": "", "leaseDurationSeconds": 1}})
     assert woken()
     watch.deliver("DELETED", {"spec": {"holderIdentity": "a"}})

@@ -39,7 +39,7 @@ class OperatorConfig:
     leader_election: bool = False
     leader_election_namespace: str = "default"
     lease_name: str = "agent-identity-operator"
-    lease_duration: timedelta = timedelta(seconds=15)
+    lease_duration: timedelta = timedelta(seconds=8)
     shard_selector: str | None = None  # label selector: this replica serves only matching identities
     resync_period: timedelta = timedelta(hours=1)  # every identity listed and verified again
     http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
@@ -155,7 +155,7 @@ FLAGS = (
         "lease_duration",
         "a standby takes over once the lease has not been renewed for this long",
         timedelta,
-        "15s",
+        "8s",
     ),
     Flag("--shard-selector", "shard_selector", "label selector: serve only AgentIdentities matching it (e.g. shard=a)"),
     Flag(

@@ -3,12 +3,14 @@ semantics. Every replica watches and keeps its cache and deadlines warm; only th
 reconciles.
 
 - Timing: lease duration L, renew deadline 2/3 L, retry period 2/15 L (client-go's 15 s, 10 s and
-  2 s, scaled with ``--lease-duration``).
+  2 s, scaled with ``--lease-duration``, 8 s by default: a crash is taken over within 10 s).
 - Expiry is judged on this replica's own clock only: it keeps the last lease record it read and
   the local monotonic time at which it saw that record change (client-go's ``observedTime``). A
   standby takes over once the record has not changed for the holder's ``leaseDurationSeconds``
   as it observed it, whatever ``renewTime`` the holder's clock wrote (a skewed clock, ahead or
-  behind, changes nothing).
+  behind, changes nothing). A standby observes each renewal as the Lease watch delivers it and
+  looks again the moment the lease would run out: a crashed leader is replaced a lease duration
+  after its last renewal, not up to two retry periods later (one to see it, one to act).
 - The leader holds the lease until ``renew deadline`` after the start of its last successful
   renewal. A write is accepted only after that start, so every other replica observes it later
   and cannot take over before ``start + L``: the leader stops acting at ``start + 2/3 L``, with a
@@ -151,6 +153,7 @@ class LeaderElector:
         self._observed_at = -math.inf  # local time at which the observed record last changed
         self._followed: str | None = None  # the holder last reported, while standing by
         self._lock = threading.Lock()  # leadership changes, from the elector and the watchdog threads
+        self._observing = threading.Lock()  # the observed record, from the elector and the watch threads
         self._stop = threading.Event()
         self._wake = threading.Event()  # set: the next round now, not after the retry period
 
@@ -248,12 +251,16 @@ class LeaderElector:
         if outcome is _Outcome.HELD:
             self._held(started)
         elif outcome is _Outcome.OTHER:
-            holder = ((self.observed or {}).get("spec") or {}).get("holderIdentity")
+            spec = (self.observed or {}).get("spec") or {}
+            holder = spec.get("holderIdentity")
             if self.leading:
                 self._lose(f"{holder} holds it now")
-            elif holder != self._followed:
+                return self.timing.retry_period
+            if holder != self._followed:
                 self._followed = holder
                 log.info("leader election: %s holds the lease %s/%s: standing by", holder, self.namespace, self.name)
+            # Look again the moment the lease runs out as observed, not up to a retry period later.
+            return min(self.timing.retry_period, max(self._free_since(spec) - self._now(), 0.0))
         elif outcome is _Outcome.DEFERRED and self._followed != "":
             self._followed = ""
             log.info(
@@ -302,11 +309,21 @@ class LeaderElector:
 
     # -- the Lease ------------------------------------------------------------------------------
 
+    def saw(self, lease: dict[str, Any]) -> None:
+        """A record the Lease watch delivered, observed now: a standby's count starts at the
+        holder's renewal, not at its own next read up to a retry period later (after a crash the
+        lease is taken that much sooner). Observing late is always safe, never early: the record
+        was written before the event arrived."""
+        self._observe(lease, self._now())
+
     def _observe(self, lease: dict[str, Any], now: float) -> None:
-        """Remembers the record and when it changed; any write changes the resourceVersion."""
-        if self.observed is None or _record(lease) != _record(self.observed):
-            self.observed = copy.deepcopy(lease)
-            self._observed_at = now
+        """Remembers the record and when it changed; any write changes the resourceVersion. (From
+        the elector's thread and the watch's: a record seen twice out of order only counts from
+        later, the safe side.)"""
+        with self._observing:
+            if self.observed is None or _record(lease) != _record(self.observed):
+                self.observed = copy.deepcopy(lease)
+                self._observed_at = now
 
     def _free_since(self, spec: dict[str, Any]) -> float:
         """Local time from which the observed lease is free for us: when we saw it released (no
@@ -369,8 +386,10 @@ class LeaderElector:
 
 class LeaseWatch(Watch):
     """Watches the Lease and wakes the elector when it is released or deleted, so a rolling
-    update hands over in the time of one watch event, not of a retry period. Only a nudge: the
-    elector reads the Lease itself, and decides by it alone."""
+    update hands over in the time of one watch event, not of a retry period; each renewal it
+    delivers is observed when it arrives (:meth:`LeaderElector.saw`), so after a crash the lease
+    runs out as observed a lease duration after the holder's last renewal, not up to a retry
+    period later. The elector still reads the Lease itself before any write, and decides by it."""
 
     def __init__(self, kube: Kube, elector: LeaderElector, *, timeout_s: int = 300) -> None:
         self.kube, self.elector, self.timeout_s = kube, elector, timeout_s
@@ -391,3 +410,5 @@ class LeaseWatch(Watch):
     def deliver(self, event_type: str, obj: dict[str, Any]) -> None:
         if event_type == "DELETED" or not (obj.get("spec") or {}).get("holderIdentity"):
             self.elector.wake()
+        else:
+            self.elector.saw(obj)
