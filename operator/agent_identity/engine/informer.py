@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -55,6 +56,15 @@ def relist(informers: Sequence[IdentityInformer]) -> None:
 
     for informer in informers:
         informer.list_all(look_ahead)
+
+
+@contextmanager
+def _timed(spent: dict[str, float], what: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        spent[what] += time.monotonic() - started
 
 
 class IdentityInformer(Watch):
@@ -121,14 +131,21 @@ class IdentityInformer(Watch):
         cached and verified again, deletions nobody saw revoked. ``between_pages`` runs every
         ``AHEAD_S / 2`` while it lasts, so no deadline passes unseen behind a long listing."""
         started = time.monotonic()
+        spent = {"giving way": 0.0, "fetching": 0.0}  # where the listing's time went, for its log line
 
         def give_way() -> None:
-            self.controller.queue.wait_until_clear(Lane.URGENT, timeout=GIVE_WAY_S)
+            with _timed(spent, "giving way"):
+                self.controller.queue.wait_until_clear(Lane.URGENT, timeout=GIVE_WAY_S)
 
         def pages() -> Iterator[tuple[list[dict[str, Any]], str]]:
             look_at = time.monotonic() + AHEAD_S / 2
             # Each page is asked for when the last is done, once the deadlines due have gone first.
-            for page in self._identities(field_selector=None, before_each=give_way):
+            listing = self._identities(field_selector=None, before_each=give_way)
+            while True:
+                with _timed(spent, "fetching"):
+                    page = next(listing, None)
+                if page is None:
+                    return
                 failpoints.hit("listing-page")
                 yield page
                 if time.monotonic() >= look_at:
@@ -136,11 +153,17 @@ class IdentityInformer(Watch):
                     look_at = time.monotonic() + AHEAD_S / 2
 
         done = self.controller.resync(pages(), namespace=self.namespace)
+        took = time.monotonic() - started
+        fetching = spent["fetching"] - spent["giving way"]  # the wait ran inside the fetch
         log.info(
-            "listed %s: %d identities in %.1fs, %d deleted unseen",
+            "listed %s: %d identities in %.1fs (%.1fs giving way to due deadlines, %.1fs fetching pages, %.1fs caching "
+            "and looking ahead), %d deleted unseen",
             self.namespace or "all namespaces",
             done.listed,
-            time.monotonic() - started,
+            took,
+            spent["giving way"],
+            fetching,
+            took - spent["fetching"],
             done.vanished,
         )
         return done
