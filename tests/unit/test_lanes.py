@@ -31,6 +31,37 @@ def test_changes_and_unsettled_identities_are_routine() -> None:
     assert lane_for(None, body("Ready", observed=0)) is Lane.ROUTINE  # its spec moved since
 
 
+def test_a_standby_sends_whatever_the_leader_has_settled_to_re_verification() -> None:
+    assert lane_for("MODIFIED", body("Ready"), standby=True) is Lane.BACKGROUND
+    assert lane_for("ADDED", body("Denied"), standby=True) is Lane.BACKGROUND
+    assert lane_for("MODIFIED", body("Pending"), standby=True) is Lane.ROUTINE  # the leader is not done
+    assert lane_for("MODIFIED", body("Ready", observed=0), standby=True) is Lane.ROUTINE  # nor with its new spec
+    assert lane_for("DELETED", body("Ready"), standby=True) is Lane.ROUTINE  # revoked first, not re-verified
+    assert lane_for("MODIFIED", body("Ready", expires_in=timedelta(seconds=-5)), standby=True) is Lane.URGENT
+
+
+def test_a_standby_takes_over_with_only_what_the_leader_left_unsettled_ahead_of_new_work() -> None:
+    """Created and provisioned while this replica stood by: routine when created, then settled
+    by the leader; at the take-over it waits behind anything new, its deadline scheduled. The
+    leader itself keeps a settled change that is not its own write routine (a user's edit)."""
+    for standby in (True, False):
+        ctl = Controller(lambda lookup, profiles: _reconciler(), workers=1)
+        if standby:
+            ctl.queue.pause()
+        created = body(None) | {
+            "metadata": {"name": "a", "namespace": "n", "generation": 1, "resourceVersion": "1", "uid": "u-a"}
+        }
+        ctl.observe("ADDED", created)
+        assert ctl.queue._queued == {("n", "a"): Lane.ROUTINE}
+        ctl.observe("MODIFIED", body("Ready") | {"metadata": created["metadata"] | {"resourceVersion": "2"}})
+        assert ctl.queue._queued == {("n", "a"): Lane.BACKGROUND if standby else Lane.ROUTINE}
+        assert (("n", "a") in ctl.queue._due) is standby  # a standby keeps its deadline from the status
+
+
+def _reconciler() -> Any:
+    return SimpleNamespace(kube=SimpleNamespace(own_writes=OwnWrites(), on_identity_written=None))
+
+
 def test_a_live_identity_past_its_deadline_goes_first() -> None:
     assert lane_for(None, body("Ready", expires_in=timedelta(seconds=-5))) is Lane.URGENT
     assert lane_for("MODIFIED", body("Pending", expires_in=timedelta(seconds=-5))) is Lane.URGENT

@@ -244,6 +244,22 @@ def test_background_keys_wait_for_routine_ones_and_move_up_when_something_change
         assert len(queue) == 0
 
 
+def test_put_moves_a_key_down_too_and_a_key_running_runs_again_after() -> None:
+    """``add`` only ever moves a key up; ``put`` leaves it exactly where it is told (a standby
+    sending what the leader has settled to the back), counted once in its new lane."""
+    with behind_a_blocker() as (queue, clock, order, gate):
+        queue.add("settled-since")
+        queue.add("new")
+        queue.put("settled-since", Lane.BACKGROUND)  # down: its routine entry is skipped
+        queue.put("new", Lane.ROUTINE)  # where it is already: no second entry
+        queue.put("blocker", Lane.BACKGROUND)  # running: again right after, as add has it
+        assert len(queue) == 3 and queue._waiting == [0, 1, 1]
+        gate.set()
+        clock.settle()
+        assert order == ["blocker", "new", "settled-since", "blocker"]
+        assert len(queue) == 0
+
+
 def test_a_held_lane_keeps_its_keys_until_every_holder_releases_it() -> None:
     with behind_a_blocker() as (queue, clock, order, gate):
         queue.hold(Lane.BACKGROUND)

@@ -72,7 +72,7 @@ class WorkQueue(Generic[K]):
         mutex = threading.Lock()
         self._lock = condition(mutex)  # workers wait here for keys
         self._lanes: tuple[deque[K], ...] = tuple(deque() for _ in Lane)
-        self._queued: dict[K, Lane] = {}  # a lane may also hold stale entries of keys that moved up
+        self._queued: dict[K, Lane] = {}  # a lane may also hold stale entries of keys that moved
         self._waiting = [0 for _ in Lane]  # keys queued per lane (the values of _queued, counted)
         self._processing: dict[K, Lane] = {}  # key -> the lane it was taken from
         self._dirty: dict[K, Lane] = {}  # asked for while processed: again right after, in the best lane asked
@@ -99,6 +99,13 @@ class WorkQueue(Generic[K]):
         with self._lock:
             self._add_locked(key, lane)
 
+    def put(self, key: K, lane: Lane) -> None:
+        """Queue ``key`` in exactly ``lane``: moved down too, if it waits in an earlier one (a
+        standby keeps each key where its newest state says, see Controller.observe). A key being
+        processed runs again right after, as :meth:`add` has it."""
+        with self._lock:
+            self._add_locked(key, lane, exact=True)
+
     def add_at(self, key: K, when: float) -> None:
         """Process ``key`` at ``when`` (replacing any earlier request for it)."""
         with self._lock:
@@ -110,16 +117,16 @@ class WorkQueue(Generic[K]):
             self._due.pop(key, None)
             self._failures.pop(key, None)
 
-    def _add_locked(self, key: K, lane: Lane = Lane.ROUTINE) -> None:
+    def _add_locked(self, key: K, lane: Lane = Lane.ROUTINE, *, exact: bool = False) -> None:
         if key in self._processing:
             self._dirty[key] = min(lane, self._dirty.get(key, lane))
             return
         waiting = self._queued.get(key)
-        if waiting is not None and waiting <= lane:
+        if waiting is not None and (waiting == lane or (waiting < lane and not exact)):
             return
         if waiting is not None:
             self._waiting[waiting] -= 1
-        self._queued[key] = lane  # an entry left in a later lane is skipped when it comes up
+        self._queued[key] = lane  # an entry left in the lane it moved from is skipped when it comes up
         self._waiting[lane] += 1
         self._lanes[lane].append(key)
         if waiting is None:
@@ -176,6 +183,11 @@ class WorkQueue(Generic[K]):
             if not self._holds[lane]:
                 del self._holds[lane]
                 self._lock.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._paused
 
     def resume(self) -> None:
         with self._lock:
