@@ -160,7 +160,7 @@ def _elect(kube: Kube, controller: Controller, config: OperatorConfig) -> Leader
         wall_clock=utc_now,
         warm=controller.warm.is_set,
         lease_duration=config.lease_duration,
-        on_started_leading=controller.queue.resume,
+        on_started_leading=controller.lead,
         on_stopped_leading=controller.queue.pause,  # and then the process exits (leader.py)
     )
     controller.queue.may_process = elector.holds  # no key taken past the renew deadline

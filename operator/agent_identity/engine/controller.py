@@ -164,6 +164,19 @@ class Controller:
     def stop(self) -> None:
         self.queue.stop()
 
+    def lead(self) -> None:
+        """This replica leads now (a standby until then): the queue it kept is worked off, and
+        the log says what it held."""
+        waiting = self.queue.waiting()
+        log.info(
+            "taking over: %d deadlines due, %d changed, %d to re-verify, %d deadlines ahead",
+            waiting[Lane.URGENT],
+            waiting[Lane.ROUTINE],
+            waiting[Lane.BACKGROUND],
+            self.queue.pending_deadlines,
+        )
+        self.queue.resume()
+
     # -- fed by watch events ----------------------------------------------------------------------
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:

@@ -232,6 +232,11 @@ class WorkQueue(Generic[K]):
     def alive(self) -> bool:
         return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
+    def waiting(self) -> dict[Lane, int]:
+        """How many keys wait in each lane (not counting those being processed)."""
+        with self._lock:
+            return dict(zip(Lane, self._waiting, strict=True))
+
     @property
     def pending_deadlines(self) -> int:
         with self._lock:
