@@ -40,22 +40,30 @@ def test_a_standby_sends_whatever_the_leader_has_settled_to_re_verification() ->
     assert lane_for("MODIFIED", body("Ready", expires_in=timedelta(seconds=-5)), standby=True) is Lane.URGENT
 
 
-def test_a_standby_takes_over_with_only_what_the_leader_left_unsettled_ahead_of_new_work() -> None:
+def test_a_standby_takes_over_with_only_what_the_leader_left_unsettled_as_its_backlog() -> None:
     """Created and provisioned while this replica stood by: routine when created, then settled
-    by the leader; at the take-over it waits behind anything new, its deadline scheduled. The
-    leader itself keeps a settled change that is not its own write routine (a user's edit)."""
+    by the leader; at the take-over it waits behind anything new, its deadline scheduled. What
+    the leader left unsettled is the backlog, which takes turns with new work (test_workqueue).
+    The leader itself keeps a settled change that is not its own write routine (a user's edit)."""
     for standby in (True, False):
         ctl = Controller(lambda lookup, profiles: _reconciler(), workers=1)
         if standby:
             ctl.queue.pause()
-        created = body(None) | {
-            "metadata": {"name": "a", "namespace": "n", "generation": 1, "resourceVersion": "1", "uid": "u-a"}
+        created = {
+            name: body(None)
+            | {"metadata": {"name": name, "namespace": "n", "generation": 1, "resourceVersion": "1", "uid": f"u-{name}"}}
+            for name in ("a", "b")
         }
-        ctl.observe("ADDED", created)
-        assert ctl.queue._queued == {("n", "a"): Lane.ROUTINE}
-        ctl.observe("MODIFIED", body("Ready") | {"metadata": created["metadata"] | {"resourceVersion": "2"}})
-        assert ctl.queue._queued == {("n", "a"): Lane.BACKGROUND if standby else Lane.ROUTINE}
+        for identity in created.values():
+            ctl.observe("ADDED", identity)
+        assert ctl.queue._queued == {("n", "a"): Lane.ROUTINE, ("n", "b"): Lane.ROUTINE}
+        ctl.observe("MODIFIED", body("Ready") | {"metadata": created["a"]["metadata"] | {"resourceVersion": "2"}})
+        assert ctl.queue._queued == {("n", "a"): Lane.BACKGROUND if standby else Lane.ROUTINE, ("n", "b"): Lane.ROUTINE}
         assert (("n", "a") in ctl.queue._due) is standby  # a standby keeps its deadline from the status
+        ctl.lead()
+        unsettled = Lane.BACKLOG if standby else Lane.ROUTINE  # a queue never paused has no backlog
+        assert ctl.queue._queued == {("n", "a"): Lane.BACKGROUND if standby else Lane.ROUTINE, ("n", "b"): unsettled}
+        assert not ctl.queue.paused
 
 
 def _reconciler() -> Any:

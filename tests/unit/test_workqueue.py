@@ -253,7 +253,7 @@ def test_put_moves_a_key_down_too_and_a_key_running_runs_again_after() -> None:
         queue.put("settled-since", Lane.BACKGROUND)  # down: its routine entry is skipped
         queue.put("new", Lane.ROUTINE)  # where it is already: no second entry
         queue.put("blocker", Lane.BACKGROUND)  # running: again right after, as add has it
-        assert len(queue) == 3 and queue._waiting == [0, 1, 1]
+        assert len(queue) == 3 and queue.waiting() == {Lane.URGENT: 0, Lane.ROUTINE: 1, Lane.BACKLOG: 0, Lane.BACKGROUND: 1}
         gate.set()
         clock.settle()
         assert order == ["blocker", "new", "settled-since", "blocker"]
@@ -307,6 +307,39 @@ def test_a_burst_of_deadlines_lets_one_routine_key_in_every_few() -> None:
         clock.settle()
         assert order == ["blocker", "due-1", "due-2", "due-3", "new-1", "due-4", "due-5", "due-6", "new-2", "due-7"]
         assert URGENT_RUN == 3
+
+
+def test_what_changed_while_paused_takes_turns_with_what_changes_after_resuming() -> None:
+    """A standby's take-over: the identities created while no replica led are late already; one
+    created after it is served alongside them, not behind all of them, and deadlines due still
+    go first at URGENT_RUN keys to one."""
+    with behind_a_blocker() as (queue, clock, order, gate):
+        queue.pause()
+        for key in ("left-1", "left-2", "left-3", "left-4"):
+            queue.add(key)
+        queue.add("left-4", lane=Lane.URGENT)  # moved up before the take-over: stays urgent
+        for n in range(1, 5):
+            queue.add(f"due-{n}", lane=Lane.URGENT)
+        queue.put("settled", Lane.BACKGROUND)
+        queue.resume()
+        assert queue.waiting() == {Lane.URGENT: 5, Lane.ROUTINE: 0, Lane.BACKLOG: 3, Lane.BACKGROUND: 1}
+        for key in ("new-1", "new-2"):
+            queue.add(key)
+        queue.add("left-3")  # changed again after the take-over: routine, at the back
+        gate.set()
+        clock.settle()
+        assert order == [
+            "blocker",
+            *("left-4", "due-1", "due-2"),
+            "left-1",  # the blocker was routine: the backlog's turn
+            "due-3",
+            "due-4",
+            "new-1",
+            "left-2",
+            "new-2",
+            "left-3",
+            "settled",
+        ]
 
 
 def test_work_outside_the_queue_waits_for_a_lane_to_clear_or_for_its_timeout() -> None:

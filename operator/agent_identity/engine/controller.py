@@ -169,7 +169,7 @@ class Controller:
         the log says what it held."""
         waiting = self.queue.waiting()
         log.info(
-            "taking over: %d deadlines due, %d changed, %d to re-verify, %d deadlines ahead",
+            "taking over: %d deadlines due, %d changed (the backlog: in turn with new work), %d to re-verify, %d ahead",
             waiting[Lane.URGENT],
             waiting[Lane.ROUTINE],
             waiting[Lane.BACKGROUND],

@@ -6,11 +6,15 @@
   scheduler thread sleeps until the earliest deadline, so 10,000 identities cost one timer,
   not 10,000, and a deadline fires on the second it is due.
 - A failed key is retried with exponential backoff.
-- Three lanes, served in order: urgent (a deadline due), routine (something changed) and
+- Lanes, served in order: urgent (a deadline due), routine (something changed) and
   background (re-verifying what looked fine, after a restart). Each is first come first served.
   While routine work waits, one key in ``URGENT_RUN + 1`` is taken from it: a burst of deadlines
   (a restart after downtime, a fleet created together) then slows down by a quarter instead of
   keeping every new identity waiting until the whole burst is retired.
+- What was changed while the queue was paused (a standby's, at its take-over) is a backlog:
+  :meth:`resume` moves it to its own lane, which takes turns with the routine lane, one key each.
+  It is late already (by up to a lease); a change made after the take-over is then not kept
+  waiting behind all of it too, and the backlog is still served at half the pace or better.
   A lane can be held (the background one while a listing fills the queue: re-verifying the first
   pages would slow down the listing that finds the overdue and the rest).
 
@@ -42,11 +46,11 @@ class Lane(IntEnum):
 
     URGENT = 0
     ROUTINE = 1
-    BACKGROUND = 2
+    BACKLOG = 2  # changed while paused: takes turns with ROUTINE (see _pop_locked)
+    BACKGROUND = 3
 
 
-_IN_ORDER = tuple(Lane)
-_ROUTINE_FIRST = (Lane.ROUTINE, Lane.URGENT, Lane.BACKGROUND)  # after URGENT_RUN urgent keys in a row
+_CHANGED = (Lane.ROUTINE, Lane.BACKLOG)
 
 
 class WorkQueue(Generic[K]):
@@ -85,7 +89,8 @@ class WorkQueue(Generic[K]):
         self._stopping = False
         self._paused = False
         self._holds: dict[Lane, int] = {}  # lane -> how many holders (hold/release nest)
-        self._urgent_run = 0  # urgent keys taken since the last routine one
+        self._urgent_run = 0  # urgent keys taken since the last routine or backlog one
+        self._backlog_turn = False  # the next changed key comes from the backlog, if any waits there
         # Asked under the queue's lock before each key is taken: False holds the workers as
         # pause() does. A leader's elector answers from its local clock, so a leader frozen past
         # its lease takes no key when thawed, before its elector has even run (leader.py).
@@ -133,10 +138,14 @@ class WorkQueue(Generic[K]):
             self._lock.notify()
 
     def _pop_locked(self) -> tuple[K, Lane] | None:
-        for lane in _ROUTINE_FIRST if self._urgent_run >= URGENT_RUN else _IN_ORDER:
+        changed = _CHANGED[::-1] if self._backlog_turn else _CHANGED
+        first = (*changed, Lane.URGENT) if self._urgent_run >= URGENT_RUN else (Lane.URGENT, *changed)
+        for lane in (*first, Lane.BACKGROUND):
             key = self._pop_lane_locked(lane)
             if key is not None:
                 self._urgent_run = self._urgent_run + 1 if lane is Lane.URGENT else 0
+                if lane in _CHANGED:
+                    self._backlog_turn = lane is Lane.ROUTINE
                 return key, lane
         return None
 
@@ -190,9 +199,21 @@ class WorkQueue(Generic[K]):
             return self._paused
 
     def resume(self) -> None:
+        """Process again; what waits in the routine lane becomes the backlog (see the module)."""
         with self._lock:
-            self._paused = False
-            self._lock.notify_all()
+            if self._paused:
+                self._paused = False
+                self._move_routine_to_backlog_locked()
+            self._lock.notify_all()  # and a worker refused by may_process asks again
+
+    def _move_routine_to_backlog_locked(self) -> None:
+        for key in self._lanes[Lane.ROUTINE]:
+            if self._queued.get(key) is Lane.ROUTINE:  # else a stale entry, of a key that moved
+                self._queued[key] = Lane.BACKLOG
+                self._lanes[Lane.BACKLOG].append(key)
+        self._waiting[Lane.BACKLOG] += self._waiting[Lane.ROUTINE]
+        self._waiting[Lane.ROUTINE] = 0
+        self._lanes[Lane.ROUTINE].clear()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
