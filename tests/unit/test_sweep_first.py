@@ -6,6 +6,7 @@ gets there first makes the hint moot."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from agent_identity.kube.client import OwnWrites
 from agent_identity.plan.children import ChildKind
 
 from .factories import identity_body
+from .fakeclock import SETTLE_TIMEOUT_S
 
 NOW = datetime.now(UTC).replace(microsecond=0)  # deadlines an hour either side of it: never near "now" in a run
 
@@ -235,4 +237,26 @@ def test_the_listing_gives_way_to_the_deadlines_due_before_each_page(monkeypatch
     monkeypatch.setattr(ctl, "observe", lambda event_type, body: events.append(f"list {body['metadata']['name']}"))
     informer.list_all(lambda: None)
     way = f"give way to URGENT for {informer_module.GIVE_WAY_S:.0f}s"
-    assert events == [way, "list i0", way, "list i1", way, "list i2"]
+    # Each page gives way before it is asked for (the next one is asked for while the last is cached).
+    ways = [n for n, event in enumerate(events) if event == way]
+    assert len(ways) == 3 and all(ways[n] < events.index(f"list i{n}") for n in range(3))
+
+
+def test_the_next_page_is_asked_for_while_the_last_is_cached_and_never_two_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API server encodes a page while the operator caches the one before (a cold cache of
+    100,000 identities is bound by the listing)."""
+    lasting = {f"i{n}": ready(f"i{n}", NOW + timedelta(hours=1)) for n in range(3)}
+    informer, ctl = informer_of(SweepKube([], lasting, shard=set()))
+    asked = [threading.Event() for _ in lasting]  # page n asked for (the kube gives way first)
+    calls = iter(asked)
+    monkeypatch.setattr(ctl.queue, "wait_until_clear", lambda lane, timeout: next(calls).set() or True)
+    seen: list[tuple[str, bool, bool]] = []
+
+    def observe(event_type: str | None, body: dict[str, Any]) -> None:
+        n = int(body["metadata"]["name"].removeprefix("i"))
+        ahead = asked[n + 1].wait(SETTLE_TIMEOUT_S) if n + 1 < len(asked) else False
+        seen.append((f"i{n}", ahead, n + 2 < len(asked) and asked[n + 2].is_set()))
+
+    monkeypatch.setattr(ctl, "observe", observe)
+    informer.list_all(lambda: None)
+    assert seen == [("i0", True, False), ("i1", True, False), ("i2", False, False)]
