@@ -11,12 +11,12 @@
   While routine work waits, one key in ``URGENT_RUN + 1`` is taken from it: a burst of deadlines
   (a restart after downtime, a fleet created together) then slows down by a quarter instead of
   keeping every new identity waiting until the whole burst is retired.
+  A lane can be held (the background one while a listing fills the queue: re-verifying the first
+  pages would slow down the listing that finds the overdue and the rest).
 - What was changed while the queue was paused (a standby's, at its take-over) is a backlog:
   :meth:`resume` moves it to its own lane, which takes turns with the routine lane, one key each.
   It is late already (by up to a lease); a change made after the take-over is then not kept
   waiting behind all of it too, and the backlog is still served at half the pace or better.
-  A lane can be held (the background one while a listing fills the queue: re-verifying the first
-  pages would slow down the listing that finds the overdue and the rest).
 
 No kopf, no Kubernetes: the operator feeds it keys and a function to process them.
 """
