@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from agent_identity.api.durations import format_timestamp
+from agent_identity.app import main as entry
 from agent_identity.app.main import _tune_collector
 from agent_identity.engine.controller import Controller
 
@@ -93,3 +94,15 @@ def test_what_start_up_built_is_frozen_out_of_every_collection_and_young_ones_ar
     _tune_collector()
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold()[:2] == (700, 10)  # short-lived cycles still die young
+
+
+@pytest.mark.usefixtures("collector_settings")
+def test_the_operator_tunes_the_collector_before_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry point itself applies the settings, before kopf runs anything."""
+    seen: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(entry, "_configure_logging", lambda: None)
+    monkeypatch.setattr(entry.handlers, "run", lambda config: seen.append(gc.get_threshold()))
+    gc.set_threshold(700, 10, 10)
+    entry.main(["--webhook-port", "9443"])
+    assert seen == [(700, 10, entry.FULL_COLLECTION_AFTER)]
+    assert gc.get_freeze_count() > 0
