@@ -8,7 +8,7 @@ for each listing, its wall time, this process's CPU and the CPU each control-pla
 (from /proc): the API server's is what a page size changes. Figures only, no assertions.
 
 BENCH_LISTING_STREAMS (default 1; for example 1,2,4) also lists them as that many label-partitioned
-listings at once (each identity carries a ``bench-shard`` label; the last stream's selector is
+listings at once (each identity then carries a ``bench-shard`` label; the last stream's selector is
 ``notin`` the others, so the streams cover every identity whatever its label), to show what
 parallel listing would buy: the API server encodes each stream on its own goroutine.
 """
@@ -45,7 +45,8 @@ def stamped(number: int) -> dict[str, Any]:
     """The bench's identity, with the creator the mutating webhook would have stamped."""
     body = identity(f"agent-{number:06d}", NAMESPACE, "1h")
     body["metadata"]["annotations"] = {f"{GROUP}/creator": CREATOR}
-    body["metadata"]["labels"] = {SHARD: str(number % max(STREAMS))}
+    if max(STREAMS) > 1:
+        body["metadata"]["labels"] = {SHARD: str(number % max(STREAMS))}
     return body
 
 
@@ -77,8 +78,8 @@ def main() -> None:
 
         for _ in range(ROUNDS):
             for size in PAGES:
+                kube_client.LIST_PAGE = size
                 for streams in STREAMS:
-                    kube_client.LIST_PAGE = size
                     before = {name: cpu_seconds(pid) for name, pid in components.items()}
                     cpu, wall = time.process_time(), time.monotonic()
                     with ThreadPoolExecutor(streams) as pool:

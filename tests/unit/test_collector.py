@@ -13,7 +13,6 @@ import pytest
 
 from agent_identity.api.durations import format_timestamp
 from agent_identity.app import main as entry
-from agent_identity.app.main import _tune_collector
 from agent_identity.engine.controller import Controller
 
 from .factories import identity_body
@@ -82,7 +81,7 @@ def test_a_cold_listing_of_20000_identities_runs_at_most_one_full_collection() -
     100,000 identities: 71-83, 12-15 s of CPU), each walking every cached identity."""
     gc.set_threshold(700, 10, 10)  # CPython's defaults
     untuned = full_collections_while_listing(controller())
-    _tune_collector()
+    entry._tune_collector()
     tuned = full_collections_while_listing(controller())
     assert untuned >= 3  # 4 measured here
     assert tuned <= 1
@@ -91,7 +90,7 @@ def test_a_cold_listing_of_20000_identities_runs_at_most_one_full_collection() -
 @pytest.mark.usefixtures("collector_settings")
 def test_what_start_up_built_is_frozen_out_of_every_collection_and_young_ones_are_kept() -> None:
     gc.set_threshold(700, 10, 10)
-    _tune_collector()
+    entry._tune_collector()
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold()[:2] == (700, 10)  # short-lived cycles still die young
 
