@@ -110,3 +110,32 @@ def test_a_delegator_deleted_before_the_listing_reaches_its_delegate_takes_the_d
     assert cluster.has_service_account(namespace, "aid-helper") is None
     assert "listed " not in operator.output()[before:]  # found by its delegator's name, not by the listing
     assert "lead was deleted" in str(helper["status"]["conditions"])
+
+
+def test_a_child_tampered_with_before_the_listing_reaches_its_identity_is_repaired_at_once(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    for name in ("widened", "unbound"):
+        cluster.create_identity(make_identity(name, namespace, ttl="1h"))
+        cluster.wait_phase(namespace, name, "Ready")
+
+    operator.kill()
+    before = len(operator.output())
+    operator.start(failpoint="listing-page=sleep(120)")  # no listing reaches either identity for two minutes
+    wait_for("the restarted operator to watch", lambda: "found in" in operator.output()[before:])
+    # A user who may edit RBAC in the namespace widens one agent's Role and unbinds the other's,
+    # hoping the operator, busy taking over, does not look at identities it has not cached yet.
+    cluster.rbac.patch_namespaced_role(
+        "aid-widened", namespace, {"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    )
+    cluster.rbac.delete_namespaced_role_binding("aid-unbound", namespace)
+    wait_for(
+        "the widened Role narrowed again",
+        lambda: [r.verbs for r in cluster.rbac.read_namespaced_role("aid-widened", namespace).rules] == [["get", "list"]],
+        timeout=10,
+    )
+    wait_for(
+        "the RoleBinding recreated", lambda: cluster.children(namespace, "unbound")["RoleBinding"] == ["aid-unbound"], timeout=10
+    )
+    assert "listed " not in operator.output()[before:]  # repaired from the child's event, not by the listing
+    assert cluster.phase(namespace, "widened") == cluster.phase(namespace, "unbound") == "Ready"

@@ -115,13 +115,15 @@ def test_deadlines_due_soon_are_expected_at_their_time_and_read_only_then() -> N
 
 def test_a_hint_never_decides_the_identity_status_does() -> None:
     """A user who may edit ServiceAccounts labels a lasting identity's account as overdue: it is
-    read early, and its status keeps it alive until its real deadline."""
+    read early and verified, and its status keeps it alive until its real deadline. (Verified as
+    changed, not left to the background lane: a Role widened with the forged label must not wait
+    for the listing either.)"""
     real = NOW + timedelta(hours=1)
     kube = SweepKube([account("relabelled", NOW - timedelta(hours=1))], {"relabelled": ready("relabelled", real)}, shard=set())
     informer, ctl = informer_of(kube)
     assert informer.sweep_first() == 1
     ctl._process(("support", "relabelled"))
-    assert ctl.queue._queued[("support", "relabelled")] is Lane.BACKGROUND  # only verified, as a listing would
+    assert ctl.queue._queued[("support", "relabelled")] is Lane.ROUTINE
     assert ctl.queue._due[("support", "relabelled")] == real.timestamp()  # its status' deadline, not the label's
 
 

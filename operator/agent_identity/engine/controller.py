@@ -62,6 +62,13 @@ class _Entry:
         return dict(orjson.loads(self.packed))
 
 
+class _Seeding(NamedTuple):
+    """How the API server is asked what the cache cannot tell yet (see Controller.seeding)."""
+
+    find_delegates: Callable[[Key], Iterable[dict[str, Any]]]
+    read: Callable[[str, str], dict[str, Any] | None]
+
+
 class Resynced(NamedTuple):
     listed: int
     vanished: int  # cached, not listed: deleted while no watch was looking
@@ -152,7 +159,7 @@ class Controller:
         self._profiles: dict[str, dict[str, Any]] = {}
         self._deleted_uids: dict[str, float] = {}  # uid -> when its deletion was seen (insertion order)
         self._expected: dict[Key, Callable[[], dict[str, Any] | None]] = {}  # see expect()
-        self._seeding: dict[str | None, Callable[[Key], Iterable[dict[str, Any]]]] = {}  # see seeding()
+        self._seeding: dict[str | None, _Seeding] = {}  # see seeding()
         self.warm = threading.Event()  # every namespace seeding() named has been listed: the cache is full
         self.reconciler = make_reconciler(self.lookup, self.lookup_profile)
         self.reconciler.kube.on_identity_written = self._remember
@@ -210,12 +217,18 @@ class Controller:
             enqueue()
         self._notify_delegates(key, delegates, entry, previous=current)
 
-    def seeding(self, namespace: str | None, find_delegates: Callable[[Key], Iterable[dict[str, Any]]]) -> None:
+    def seeding(
+        self,
+        namespace: str | None,
+        find_delegates: Callable[[Key], Iterable[dict[str, Any]]],
+        read: Callable[[str, str], dict[str, Any] | None],
+    ) -> None:
         """Until the first listing of ``namespace`` (None: every namespace) is complete, the cache
-        cannot tell who delegates to an identity retired meanwhile: ``find_delegates`` asks the
-        API server instead (:meth:`resync` ends this)."""
+        cannot tell who delegates to an identity retired meanwhile, nor whether an identity it
+        lacks exists: ``find_delegates`` and ``read`` ask the API server instead (:meth:`resync`
+        ends this)."""
         with self._lock:
-            self._seeding[namespace] = find_delegates
+            self._seeding[namespace] = _Seeding(find_delegates, read)
 
     def expect(self, key: Key, at: float, read: Callable[[], dict[str, Any] | None]) -> bool:
         """A deadline known before its identity is (from a hint, while a listing has not reached
@@ -228,16 +241,28 @@ class Controller:
             self.queue.add_at(key, at)  # under the lock: a listing's timer for it is never replaced by this one
         return True
 
-    def _read_expected(self, key: Key) -> None:
+    def _read_uncached(self, key: Key) -> None:
+        """A key asked for before any listing or watch brought its identity: a deadline known
+        from its hint (:meth:`expect`), or the owner of a child someone changed while its
+        namespace's first listing runs (a Role widened during a take-over is not left for the
+        listing to reach: at 100,000 identities, half a minute). It is read now, observed, and
+        looked at as changed. Once the cache is whole, an identity it lacks does not exist (or is
+        another shard's): nothing is read."""
         with self._lock:
-            read = self._expected.get(key)
-        if read is None:
+            expected = self._expected.get(key)
+            seeding = self._seeding.get(key[0], self._seeding.get(None))
+        if expected is not None:
+            read: Callable[[], dict[str, Any] | None] = expected
+        elif seeding is not None:
+            read = partial(seeding.read, *key)
+        else:
             return
         body = read()  # an error: retried with backoff, still expected
         with self._lock:
             self._expected.pop(key, None)
         if body is not None:
-            self.observe(None, body)  # queued again in its lane: an overdue one first
+            self.observe(None, body)  # queued in its lane: an overdue one first
+            self.queue.add(key)  # and at least as changed (being processed: again right after)
 
     def _remember_deletion(self, uid: str) -> None:
         """Tombstones, kept for TOMBSTONE_S: longer than any listing can take to be observed."""
@@ -268,11 +293,11 @@ class Controller:
         listing has brought yet: the API server lists them, and each is observed and sent to the
         urgent lane instead of waiting for the listing to reach it."""
         with self._lock:
-            find = self._seeding.get(key[0], self._seeding.get(None))
-        if find is None:
+            seeding = self._seeding.get(key[0], self._seeding.get(None))
+        if seeding is None:
             return
         try:
-            found = list(find(key))
+            found = list(seeding.find_delegates(key))
         except KubeError as error:
             log.warning("the delegates of %s/%s were not listed (%s): the full listing will find them", *key, error)
             return
@@ -411,7 +436,7 @@ class Controller:
         with self._lock:
             entry = self._cache.get(key)
         if entry is None:
-            self._read_expected(key)
+            self._read_uncached(key)
             return None
         if entry.deleted:
             with self._lock:

@@ -93,7 +93,7 @@ class IdentityInformer(Watch):
         self.kube, self.controller = kube, controller
         self.namespace, self.label_selector = namespace, label_selector
         self.on_gap = on_gap
-        controller.seeding(namespace, self.delegates_of)
+        controller.seeding(namespace, self.delegates_of, self.read)
 
     @property
     def name(self) -> str:
