@@ -20,7 +20,9 @@ from the environment so a quick run and a full run use the same code:
   seconds to take over, revoke and mark the overdue, re-verify everything; as many deadlines
   again falling 10-40 s after the restart, while the listing runs: how late each was revoked;
   identities created at BENCH_TAKEOVER_RATE per second throughout the take-over:
-  create-to-Ready p50/p99/max;
+  create-to-Ready p50/p99/max; and the children of BENCH_TAMPERED identities (listed last)
+  tampered with once the operator answers, before its listing reaches them (half the Roles
+  widened to every verb, half the RoleBindings deleted): how soon each was put right;
 - failover: the chart's two replicas on a Lease (BENCH_LEASE_DURATION, default 8s) at BENCH_LIVE
   identities, the leader stopped by SIGTERM (a rolling update) and then by kill -9 (a crash),
   each time while BENCH_OVERDUE deadlines fall: seconds until the standby leads, how late those
@@ -51,6 +53,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +384,8 @@ OVERDUE = int(os.environ.get("BENCH_OVERDUE", "100"))
 TAKEOVER_WAIT = float(os.environ.get("BENCH_TAKEOVER_WAIT", "900"))  # how long the restart's clocks may run
 LIVE_DELIVERY = os.environ.get("BENCH_LIVE_DELIVERY", "Secret")  # Projected: half the writes, a faster fill
 TAKEOVER_RATE = float(os.environ.get("BENCH_TAKEOVER_RATE", "5"))
+TAMPERED = int(os.environ.get("BENCH_TAMPERED", "20"))
+TAMPER_AFTER_S = 1.0  # after the restarted operator answers (its watches have begun)
 RESTARTS = int(os.environ.get("BENCH_RESTARTS", "1"))  # restarts, each after the same fill
 LEASE_DURATION = os.environ.get("BENCH_LEASE_DURATION", "8s")  # the chart's leaderElection.leaseDuration
 PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,restart,failover").split(","))
@@ -479,6 +484,63 @@ class Arrivals:
         print(f"    slowest five, created at (after {what}): {offsets}")
 
 
+WIDE_ROLE = {"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+
+
+class Repairs:
+    """The children of ``names`` (settled identities), tampered with once the restarted operator
+    answers: odd ones' Roles widened to every verb, even ones' RoleBindings deleted. A watch per
+    kind sees when each was put right: the Role narrowed again, the RoleBinding created again."""
+
+    def __init__(self, api: client.ApiClient, names: list[str]) -> None:
+        self.rbac, self.names = client.RbacAuthorizationV1Api(api), names
+        self.tampered: dict[str, float] = {}
+        self.repaired: dict[str, float] = {}
+        self.listing_complete: float | None = None  # agentidentity_cache_complete when the last was tampered with
+        selector = f"agentidentity.dev/identity in ({','.join(names)})"
+        kinds: list[tuple[Callable[..., Any], Callable[[Any], bool]]] = [
+            (self.rbac.list_namespaced_role, lambda role: all("*" not in (rule.verbs or []) for rule in role.rules or [])),
+            (self.rbac.list_namespaced_role_binding, lambda binding: True),
+        ]
+        for lister, put_right in kinds:
+            version = lister("bench", label_selector=selector, limit=1).metadata.resource_version
+            in_background(partial(self._watch, lister, selector, version, put_right))
+
+    def _watch(self, lister: Callable[..., Any], selector: str, version: str, put_right: Callable[[Any], bool]) -> None:
+        for event in watch.Watch().stream(
+            lister, "bench", label_selector=selector, resource_version=version, timeout_seconds=600
+        ):
+            name = event["object"].metadata.labels["agentidentity.dev/identity"]
+            if name in self.tampered and event["type"] != "DELETED" and put_right(event["object"]):
+                self.repaired.setdefault(name, time.time())
+
+    def tamper(self) -> None:
+        wait_until(lambda: answers("/healthz"), TAKEOVER_WAIT)
+        time.sleep(TAMPER_AFTER_S)
+        for index, name in enumerate(self.names):
+            self.tampered[name] = time.time()
+            if index % 2:
+                self.rbac.patch_namespaced_role(f"aid-{name}", "bench", WIDE_ROLE)
+            else:
+                self.rbac.delete_namespaced_role_binding(f"aid-{name}", "bench")
+        self.listing_complete = scrape("agentidentity_cache_complete")
+
+    def report(self, started_wall: float) -> None:
+        with contextlib.suppress(SystemExit):  # one not put right within a minute is counted below
+            wait_until(lambda: len(self.repaired) == len(self.names), 60)
+        if not self.tampered:
+            print("  children tampered with: the operator never answered")
+            return
+        first = min(self.tampered.values()) - started_wall
+        lags = [self.repaired[n] - at for n, at in self.tampered.items() if n in self.repaired]
+        state = "complete" if self.listing_complete == 1 else "not complete"
+        print(
+            f"  children tampered with {first:.1f}s after the operator started (its listing {state}), "
+            f"{len(lags)} of {len(self.names)} put right within 60 s: "
+            f"p50 {percentile(lags, 0.5):.2f}s, max {max(lags, default=float('nan')):.2f}s after the change"
+        )
+
+
 def falling_deadlines(
     custom: client.CustomObjectsApi, watcher: ReadyWatcher, prefix: str, first_s: int, over_s: int
 ) -> dict[str, float]:
@@ -508,8 +570,11 @@ def restart(
     # Deadlines 10-40 s after the restart (the restart comes 32 s after the kill): before the full
     # listing at 100,000 identities could reach them.
     deadlines = falling_deadlines(custom, watcher, f"falling-{run}", 42, 30)
-    watcher.wait(overdue, 600)
+    tampered = [f"zz-tampered-{run}-{i}" for i in range(TAMPERED)]  # "zz": the listing reaches them last
+    create_all(custom, tampered, "2h")
+    watcher.wait(overdue + tampered, 600)
     deleted = watch_deletions(core)
+    repairs = Repairs(api, tampered)
     total = count_identities(custom)
     operator.kill()
     operator.wait()
@@ -517,6 +582,7 @@ def restart(
     restarted, restarted_wall = time.monotonic(), time.time()
     operator = start_operator(kubeconfig)
     arrivals = Arrivals(custom, f"takeover-{run}")  # from the moment the operator process starts
+    in_background(repairs.tamper)
 
     def cached(metrics: dict[str, float]) -> bool:
         # The operator's own word: its first listing is complete. (Counting cached identities against
@@ -546,6 +612,7 @@ def restart(
     )
     answering = restarted_wall + (clocks["answering (its watches begin)"] or TAKEOVER_WAIT)
     arrivals.report(watcher, answering, "the operator answered")
+    repairs.report(restarted_wall)
     print(f"  operator resident memory after the take-over: {operator_rss_mb(operator.pid):.0f} MB")
     return operator
 
