@@ -121,14 +121,15 @@ def test_a_child_tampered_with_before_the_listing_reaches_its_identity_is_repair
 
     operator.kill()
     before = len(operator.output())
-    operator.start(failpoint="listing-page=sleep(120)")  # no listing reaches either identity for two minutes
+    operator.start(failpoint="listing-page=sleep(120)")  # no listing reaches either for two minutes
     wait_for("the restarted operator to watch", lambda: "found in" in operator.output()[before:])
-    # A user who may edit RBAC in the namespace widens one agent's Role and unbinds the other's,
+    # A user who may edit RBAC in the namespace widens one agent's Role and unbinds another's,
     # hoping the operator, busy taking over, does not look at identities it has not cached yet.
     cluster.rbac.patch_namespaced_role(
         "aid-widened", namespace, {"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
     )
     cluster.rbac.delete_namespaced_role_binding("aid-unbound", namespace)
+
     wait_for(
         "the widened Role narrowed again",
         lambda: [r.verbs for r in cluster.rbac.read_namespaced_role("aid-widened", namespace).rules] == [["get", "list"]],
