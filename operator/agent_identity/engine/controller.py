@@ -249,20 +249,23 @@ class Controller:
         looked at as changed. Once the cache is whole, an identity it lacks does not exist (or is
         another shard's): nothing is read."""
         with self._lock:
-            expected = self._expected.get(key)
-            seeding = self._seeding.get(key[0], self._seeding.get(None))
+            expected, seeding = self._expected.get(key), self._seeding_of(key)
         if expected is not None:
             read: Callable[[], dict[str, Any] | None] = expected
         elif seeding is not None:
             read = partial(seeding.read, *key)
         else:
             return
-        body = read()  # an error: retried with backoff, still expected
+        body = read()  # an error: retried with backoff (still expected, if it was)
         with self._lock:
             self._expected.pop(key, None)
         if body is not None:
             self.observe(None, body)  # queued in its lane: an overdue one first
             self.queue.add(key)  # and at least as changed (being processed: again right after)
+
+    def _seeding_of(self, key: Key) -> _Seeding | None:
+        """How to ask about ``key`` while its namespace's first listing runs (None once it is done), under the lock."""
+        return self._seeding.get(key[0], self._seeding.get(None))
 
     def _remember_deletion(self, uid: str) -> None:
         """Tombstones, kept for TOMBSTONE_S: longer than any listing can take to be observed."""
@@ -293,7 +296,7 @@ class Controller:
         listing has brought yet: the API server lists them, and each is observed and sent to the
         urgent lane instead of waiting for the listing to reach it."""
         with self._lock:
-            seeding = self._seeding.get(key[0], self._seeding.get(None))
+            seeding = self._seeding_of(key)
         if seeding is None:
             return
         try:
