@@ -501,6 +501,8 @@ class Repairs:
         self.tampered: dict[str, float] = {}
         self.repaired: dict[str, float] = {}
         self.listing_complete: float | None = None  # agentidentity_cache_complete when the last was tampered with
+        if not names:  # BENCH_TAMPERED=0: nothing tampered with, nothing to watch
+            return
         selector = f"agentidentity.dev/identity in ({','.join(names)})"
         kinds: list[tuple[Callable[..., Any], Callable[[Any], bool]]] = [
             (self.rbac.list_namespaced_role, lambda role: all("*" not in (rule.verbs or []) for rule in role.rules or [])),
@@ -530,6 +532,8 @@ class Repairs:
         self.listing_complete = scrape("agentidentity_cache_complete")
 
     def report(self, started_wall: float) -> None:
+        if not self.names:
+            return
         with contextlib.suppress(SystemExit):  # one not put right within a minute is counted below
             wait_until(lambda: len(self.repaired) == len(self.names), 60)
         if not self.tampered:
