@@ -105,12 +105,12 @@ def test_without_webhooks_the_creator_is_not_required() -> None:
     assert evaluate(facts(creator=None, require_creator=False)) == []
 
 
-def planner(*, chain: list[str], expires: str = "2026-11-28T12:10:00Z") -> AgentIdentity:
+def planner(*, chain: list[str], ttl: str = "10m", expires: str = "2026-11-28T12:10:00Z") -> AgentIdentity:
     return identity(
         "planner",
         uid="uid-planner",
         scopes=[CM_GET],
-        ttl="10m",
+        ttl=ttl,
         status={"phase": "Ready", "expiresAt": expires, "delegationChain": chain},
     )
 
@@ -135,7 +135,7 @@ def test_delegation_only_narrows() -> None:
 
 
 def test_a_delegate_may_not_outlive_its_delegator() -> None:
-    found = evaluate(delegated(delegate(ttl="5m"), planner(chain=["user:alice"], expires="2026-11-28T12:01:00Z")))
+    found = evaluate(delegated(delegate(ttl="5m"), planner(chain=["user:alice"], ttl="1m", expires="2026-11-28T12:01:00Z")))
     assert rules(found) == ["delegate-not-outliving"]
     assert "expires at 2026-11-28T12:01:00Z" in found[0].message
 

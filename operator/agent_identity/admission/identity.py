@@ -1,8 +1,10 @@
 """What the admission webhooks decide. The kopf handlers in ``main`` are one line each.
 
-- mutating, on create: judge the object as it will be stored (the policy chain, with the facts
+- mutating, on create: resolve the TTL into ``spec.ttl`` (the profile's ``defaultTTL`` when the
+  spec names none), judge the object as it will be stored (the policy chain, with the facts
   gathered exactly as the reconciler gathers them), then stamp the creator from the request's
-  userInfo and seal the stamp to this object (see :mod:`seal`); refuse with every rule named;
+  userInfo and seal the stamp to this object, its TTL included (see :mod:`seal`); refuse with
+  every rule named;
 - validating: the seal holds for the object as stored (nothing changed it after us), and
   identity-defining fields never change on update.
 """
@@ -19,8 +21,16 @@ from agent_identity.api.v1alpha1 import AgentIdentity
 from agent_identity.keys.seal import Sealer
 from agent_identity.kube.client import Kube
 from agent_identity.plan.children import ANNOTATION_CREATOR, ANNOTATION_SEAL, LABEL_PROFILE, LABEL_RISK_LEVEL
-from agent_identity.plan.decisions import parse_identity
-from agent_identity.policy.facts import IdentityLookup, PolicySettings, ProfileLookup, creator_agent, facts_for, judge
+from agent_identity.plan.decisions import parse_identity, ttl_text
+from agent_identity.policy.facts import (
+    IdentityLookup,
+    PolicySettings,
+    ProfileLookup,
+    creator_agent,
+    facts_for,
+    judge,
+    profile_of,
+)
 from agent_identity.policy.rules import Creator, Violation, unchanged_on_update
 
 MUTATE_PATH = "mutate-identity"
@@ -65,7 +75,7 @@ class Stamp:
 
     annotations: dict[str, str | None]
     labels: dict[str, str | None]
-    spec: dict[str, Any]  # spec fields to set (the default profile; an agent creator as delegator)
+    spec: dict[str, Any]  # spec fields to set (the default profile and its TTL; an agent creator as delegator)
 
 
 class Refused(Exception):
@@ -99,12 +109,23 @@ def stamp(admission: Admission, request: Request) -> Stamp:
     agent = creator_agent(creator, admission.lookup)
     if agent is not None and not spec.get("delegator") and agent.metadata.namespace == namespace:
         changes["delegator"] = {"kind": "AgentIdentity", "name": agent.metadata.name}  # an agent creating is delegating
-    spec |= changes
     # Mutating admission runs before the API server assigns the uid and creation time.
     assigned = {"uid": "", "creationTimestamp": format_timestamp(now)}
-    identity = parse_identity({**body, "metadata": assigned | dict(metadata), "spec": spec})
-    if isinstance(identity, str):
-        raise Refused([Violation("schema", identity)])
+
+    def as_stored() -> AgentIdentity:
+        parsed = parse_identity({**body, "metadata": assigned | dict(metadata), "spec": spec | changes})
+        if isinstance(parsed, str):
+            raise Refused([Violation("schema", parsed)])
+        return parsed
+
+    identity = as_stored()
+    # The TTL is resolved once, here, into what the seal covers: later, nothing (least of all a
+    # status) can give the identity another, even once its profile is gone.
+    ttl = ttl_text(identity.spec.ttl, profile_of(identity, admission.settings, admission.profile_lookup))
+    if ttl is not None and ttl != identity.spec.ttl:
+        changes["ttl"] = ttl
+        identity = as_stored()
+    spec |= changes
     facts = facts_for(
         identity,
         settings=admission.settings,

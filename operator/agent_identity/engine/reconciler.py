@@ -39,7 +39,7 @@ from agent_identity.policy.facts import (
     chain_of,
     facts_for,
     judge,
-    load_profile,
+    profile_of,
 )
 from agent_identity.policy.rules import PURE_CHECKS, Creator, Violation, evaluate
 
@@ -94,7 +94,7 @@ class Reconciler:
         if identity.metadata.deletion_timestamp:
             self.revoke(identity)
             return Result()
-        profile = load_profile(self.lookup_profile, identity.spec.profile or self.settings.policy.default_profile)
+        profile = profile_of(identity, self.settings.policy, self.lookup_profile)
         if identity.status.phase in FINAL_PHASES:
             return self.lifecycle.keep_final(identity, profile, now=now)
         decision = decide(identity, delegator=self._delegator(identity), now=now, profile=profile)
@@ -126,12 +126,16 @@ class Reconciler:
         self.lifecycle.revoke(identity)
 
     def _delegator(self, identity: AgentIdentity) -> DelegatorView | None:
-        """The delegating AgentIdentity and the chain above it, walked through specs."""
+        """The delegating AgentIdentity and the chain above it with their profiles, walked through
+        specs (its deadline is worked out from them)."""
         if not identity.spec.delegator or identity.spec.delegator.kind != "AgentIdentity":
             return None
         above = ancestors(identity, self.lookup_identity)
         direct = above[0] if above and above[0].metadata.name == identity.spec.delegator.name else None
-        return DelegatorView(direct, chain=chain_of(identity, above) if direct else ())
+        if direct is None:
+            return DelegatorView(None)
+        profiles = tuple(profile_of(agent, self.settings.policy, self.lookup_profile) for agent in above)
+        return DelegatorView(direct, chain=chain_of(identity, above), lineage=above, profiles=profiles)
 
     def _judged(self, identity: AgentIdentity, decision: Provision, *, now: datetime) -> Provision | Deny:
         """Defence in depth before anything is provisioned: the seal on every look (cheap: a forged

@@ -8,6 +8,7 @@ differs from its desired form is :mod:`agent_identity.plan.drift`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,14 @@ from agent_identity.plan.children import (
 
 NO_DELEGATOR = "unspecified"
 TTL_REQUIRED = "spec.ttl: required (no profile defaultTTL applies)"
+
+
+def no_ttl_to_give(namespace: str, name: str) -> str:
+    """Why an AgentIdentity whose own lifetime is unknown cannot delegate."""
+    return (
+        f"spec.delegator: AgentIdentity {namespace}/{name} has no TTL to give (no spec.ttl, no profile defaultTTL), "
+        "so it cannot delegate"
+    )
 
 
 # -- what the identity should be --------------------------------------------------------------
@@ -76,6 +85,18 @@ class DelegatorView:
     # The delegate's chain, walked through its ancestors' specs (see policy.facts.chain_of), never
     # read from a status someone could rewrite.
     chain: tuple[str, ...] = ()
+    # The delegator and the AgentIdentities above it, nearest first (empty: the delegator alone),
+    # and their profiles in the same order: its deadline is worked out from them.
+    lineage: tuple[AgentIdentity, ...] = ()
+    profiles: tuple[AgentProfile | None, ...] = ()
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """The delegator's deadline from the specs and creation times of its lineage (see
+        :func:`lineage_expires_at`); None when it has none to give."""
+        if self.identity is None:
+            return None
+        return lineage_expires_at(self.lineage or (self.identity,), self.profiles)
 
 
 def provisioned(identity: AgentIdentity) -> bool:
@@ -92,19 +113,40 @@ def delegator_owner_uid(identity: AgentIdentity, delegator_name: str) -> str | N
     )
 
 
+def ttl_text(ttl: str | None, profile: AgentProfile | None) -> str | None:
+    """The TTL an identity asks for: its ``spec.ttl``, else its profile's ``defaultTTL``; None when
+    neither is set. The one statement of the default: the mutating webhook writes it into
+    ``spec.ttl`` at admission, so the sealed spec carries it, and :func:`effective_ttl` reads it."""
+    return ttl or (profile.spec.default_ttl if profile else None)
+
+
 def effective_ttl(identity: AgentIdentity, profile: AgentProfile | None) -> timedelta | None:
-    """The TTL an identity gets: ``spec.ttl``, else its profile's ``defaultTTL``; for a live identity
-    whose profile has since gone, the TTL it was given. None when none applies (or parses). The
-    one place a TTL is resolved: the policy checks and :func:`decide` both ask it."""
-    text = identity.spec.ttl or (profile.spec.default_ttl if profile else None)
-    if text is not None:
-        try:
-            return parse_ttl(text)
-        except InvalidTTLError:
+    """The TTL an identity lives by: :func:`ttl_text` of its spec and profile, parsed. None when
+    none applies (or it does not parse): the identity is then refused, never given a TTL from its
+    status, which anyone allowed to patch ``agentidentities/status`` could rewrite. The one place
+    a TTL is resolved: the policy checks and :func:`decide` both ask it."""
+    text = ttl_text(identity.spec.ttl, profile)
+    if text is None:
+        return None
+    try:
+        return parse_ttl(text)
+    except InvalidTTLError:
+        return None
+
+
+def lineage_expires_at(lineage: Sequence[AgentIdentity], profiles: Sequence[AgentProfile | None] = ()) -> datetime | None:
+    """The deadline of ``lineage[0]``, given it and the AgentIdentities above it (nearest first)
+    with their profiles in the same order (missing ones: None): the earliest creationTimestamp +
+    TTL along it, since each identity is capped by the one above. Worked out from specs and
+    creation times only, never from a status. None when the lineage is empty or one of them has
+    no TTL to give."""
+    deadlines: list[datetime] = []
+    for index, identity in enumerate(lineage):
+        ttl = effective_ttl(identity, profiles[index] if index < len(profiles) else None)
+        if ttl is None:
             return None
-    if identity.status.expires_at and identity.spec.delegator is None:
-        return parse_timestamp(identity.status.expires_at) - parse_timestamp(identity.metadata.creation_timestamp)
-    return None
+        deadlines.append(parse_timestamp(identity.metadata.creation_timestamp) + ttl)
+    return min(deadlines, default=None)
 
 
 def decide(
@@ -163,11 +205,23 @@ def decide(
                 f"delegator AgentIdentity {namespace}/{spec.delegator.name} does not exist",
                 DELEGATOR_RETRY,
             )
+        # The delegator's phase is believed only when it stops a delegate: a status someone
+        # rewrote may hold a delegate back, never start one early or lengthen its life. The
+        # delegator's deadline comes from the specs and creation times above.
         parent_phase = parent.status.phase
         if parent_phase in RETIRED_PHASES:
             return retired(
                 Reason.DELEGATOR_RETIRED,
                 f"delegator {namespace}/{parent.metadata.name} is {parent_phase}; its delegates retire with it",
+            )
+        delegator_expires_at = delegator.expires_at if delegator else None
+        if delegator_expires_at is None:
+            return Deny(Reason.INVALID_DELEGATOR, no_ttl_to_give(namespace, parent.metadata.name))
+        if now >= delegator_expires_at:
+            return retired(
+                Reason.DELEGATOR_RETIRED,
+                f"delegator {namespace}/{parent.metadata.name} expired at {format_timestamp(delegator_expires_at)}; "
+                "its delegates retire with it",
             )
         if parent.metadata.deletion_timestamp:
             return Deny(
@@ -178,14 +232,13 @@ def decide(
                 Reason.INVALID_DELEGATOR,
                 f"spec.delegator: AgentIdentity {namespace}/{parent.metadata.name} is {parent_phase} and cannot delegate",
             )
-        if parent_phase != "Ready" or parent.status.expires_at is None:
+        if parent_phase != "Ready":
             return Wait(
                 Reason.DELEGATOR_NOT_READY,
                 f"delegator AgentIdentity {namespace}/{parent.metadata.name} is {parent_phase or 'Pending'}, not Ready",
                 DELEGATOR_RETRY,
             )
         chain = parent_chain
-        delegator_expires_at = parse_timestamp(parent.status.expires_at)
         delegator_owner = owner_reference(
             api_version=identity.api_version,
             kind=identity.kind,

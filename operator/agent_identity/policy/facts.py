@@ -59,6 +59,11 @@ def load_profile(lookup: ProfileLookup, name: str | None) -> AgentProfile | None
         return None
 
 
+def profile_of(identity: AgentIdentity, settings: PolicySettings, lookup: ProfileLookup) -> AgentProfile | None:
+    """The profile that bounds ``identity``: its ``spec.profile``, else the operator's default."""
+    return load_profile(lookup, identity.spec.profile or settings.default_profile)
+
+
 def _attributes(permission: Permission, namespace: str) -> dict[str, str]:
     resource, _, subresource = permission.resource.partition("/")
     attributes = {"namespace": namespace, "verb": permission.verb, "group": permission.api_group, "resource": resource}
@@ -150,19 +155,15 @@ def facts_for(
     """The pure facts: profiles, the chain above (through specs), who created what."""
     above = ancestors(identity, lookup)
     delegator = above[0] if above and identity.spec.delegator and identity.spec.delegator.name == above[0].metadata.name else None
-
-    def profile_of(agent: AgentIdentity) -> AgentProfile | None:
-        return load_profile(profile_lookup, agent.spec.profile or settings.default_profile)
-
     return Facts(
         identity=identity,
         created_at=created_at,
-        profile=profile_of(identity),
+        profile=profile_of(identity, settings, profile_lookup),
         delegator=delegator,
         creator=creator,
         require_creator=settings.require_creator,
         ancestors=above if delegator else (),
-        ancestor_profiles=tuple(profile for agent in above if (profile := profile_of(agent)) is not None) if delegator else (),
+        ancestor_profiles=tuple(profile_of(agent, settings, profile_lookup) for agent in above) if delegator else (),
         delegator_creator=creator_of(delegator) if delegator else None,
         creator_agent=creator_agent(creator, lookup),
         admission=admission,

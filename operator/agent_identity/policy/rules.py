@@ -16,10 +16,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_identity.api.durations import format_duration, format_timestamp, parse_timestamp, parse_ttl
+from agent_identity.api.durations import format_duration, format_timestamp, parse_ttl
 from agent_identity.api.v1alpha1 import AgentIdentity, AgentIdentitySpec, AgentProfile, Delegator, PolicyRule
 from agent_identity.plan.children import ANNOTATION_CREATOR
-from agent_identity.plan.decisions import TTL_REQUIRED, effective_ttl
+from agent_identity.plan.decisions import TTL_REQUIRED, effective_ttl, lineage_expires_at, no_ttl_to_give
 from agent_identity.policy.rbac import Permission, atoms, uncovered
 from agent_identity.policy.rbac import atoms_within_cap as rbac_atoms_within_cap
 
@@ -70,7 +70,7 @@ class Facts:
     require_creator: bool  # False only when the operator runs without its webhooks (unsafe)
     # The AgentIdentities above this one, nearest first, found through their specs (never status).
     ancestors: tuple[AgentIdentity, ...] = ()
-    ancestor_profiles: tuple[AgentProfile, ...] = ()  # the profiles along the chain above
+    ancestor_profiles: tuple[AgentProfile | None, ...] = ()  # the profile of each ancestor, in the same order
     delegator_creator: Creator | None = None  # who created the delegating AgentIdentity (sealed)
     creator_agent: AgentIdentity | None = None  # the agent whose ServiceAccount is the creator
     admission: bool = False  # judged by the webhook at create (the delegator must be Ready now)
@@ -92,7 +92,13 @@ class Facts:
     @property
     def chain_profiles(self) -> tuple[AgentProfile, ...]:
         """This identity's profile and every profile above it: the strictest of each bound wins."""
-        return ((self.profile,) if self.profile else ()) + self.ancestor_profiles
+        return tuple(profile for profile in (self.profile, *self.ancestor_profiles) if profile is not None)
+
+    @property
+    def delegator_expires_at(self) -> datetime | None:
+        """The delegating AgentIdentity's deadline, from the specs and creation times of the chain
+        above (never from its status); None when it has no TTL to give."""
+        return lineage_expires_at(self.ancestors or ((self.delegator,) if self.delegator else ()), self.ancestor_profiles)
 
 
 Check = Callable[[Facts], Violation | None]
@@ -266,7 +272,8 @@ def delegator_same_namespace(facts: Facts) -> Violation | None:
 
 
 def delegator_ready(facts: Facts) -> Violation | None:
-    # At admission the delegating identity exists and is Ready: nobody squats on a name created later.
+    # At admission the delegating identity exists and is Ready: nobody squats on a name created
+    # later. Its phase is believed only to refuse; how long it lives is delegate_not_outliving's.
     delegator = facts.spec.delegator
     if not facts.admission or delegator is None or delegator.kind != "AgentIdentity":
         return None
@@ -295,11 +302,14 @@ def delegate_within_delegator(facts: Facts) -> Violation | None:
 
 
 def delegate_not_outliving(facts: Facts) -> Violation | None:
-    # A delegate never outlives its delegator.
+    # A delegate never outlives its delegator, whose deadline comes from the specs above (a
+    # rewritten status never lengthens it).
     ttl = effective_ttl(facts.identity, facts.profile)
-    if facts.delegator is None or ttl is None or facts.delegator.status.expires_at is None:
+    if facts.delegator is None or ttl is None:
         return None
-    deadline = parse_timestamp(facts.delegator.status.expires_at)
+    deadline = facts.delegator_expires_at
+    if deadline is None:
+        return Violation("delegate-not-outliving", no_ttl_to_give(facts.namespace, facts.delegator.metadata.name))
     if facts.created_at + ttl > deadline:
         return Violation(
             "delegate-not-outliving",
