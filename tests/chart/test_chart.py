@@ -454,12 +454,12 @@ def test_webhooks_mirror_admission_webhook_configurations(default_objects: list[
     for kind, configuration in rendered.items():
         assert configuration["metadata"]["name"] == CONFIGURATION_NAME
         assert configuration["webhooks"] == expected[kind]["webhooks"]
-    mutate, pods = rendered["MutatingWebhookConfiguration"]["webhooks"]
-    validate, workloads = rendered["ValidatingWebhookConfiguration"]["webhooks"]
+    mutate, pods, workloads = rendered["MutatingWebhookConfiguration"]["webhooks"]
+    (validate,) = rendered["ValidatingWebhookConfiguration"]["webhooks"]
     assert mutate["clientConfig"]["service"]["path"] == f"/{MUTATE_PATH}" == "/mutate-identity"
     assert validate["clientConfig"]["service"]["path"] == f"/{VALIDATE_PATH}" == "/validate-identity"
     assert pods["clientConfig"]["service"]["path"] == f"/{POD_PATH}" == "/mutate-pod"
-    assert workloads["clientConfig"]["service"]["path"] == f"/{WORKLOAD_PATH}" == "/validate-workload"
+    assert workloads["clientConfig"]["service"]["path"] == f"/{WORKLOAD_PATH}" == "/mutate-workload"
     for hook in (mutate, validate, pods, workloads):
         assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == ("Fail", 5, "None")
         assert hook["admissionReviewVersions"] == ["v1"]

@@ -6,8 +6,9 @@ The local control plane has no kubelet, so pods stay Pending: the tokens a kubel
 are requested here exactly as the kubelet requests them (a TokenRequest bound to the pod), and the
 kind suite (tests/kind) runs a real agent pod.
 
-alice and mallory hold the same namespace rights (identities, pods, Deployments, ReplicaSets);
-alice creates the agent, mallory tries to run as it.
+alice and mallory hold the same namespace rights: the built-in ``edit`` role (pods with patch,
+Secrets, every workload and its scale, impersonation of ServiceAccounts) and identities; alice
+creates the agent, mallory tries to run as it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
 from support.cluster import GROUP, PLURAL, Cluster, impersonated, impersonating, make_identity, wait_for
@@ -110,6 +111,7 @@ def pods(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     for ns in (namespace, unserved):
         for user in ("alice", "mallory"):
             cluster.grant(ns, user, RIGHTS)
+            cluster.bind_cluster_role(ns, user, "edit")
     args = ["--operator-namespace", own]
     with operator_with_webhooks(
         cluster, namespace, tmp_path_factory.mktemp("pods"), extra_args=args, exclude_namespace=own
@@ -328,3 +330,261 @@ def test_the_agent_pod_example_applies_as_documented(pods: Pods) -> None:
     created = pods.core("alice").create_namespaced_pod(pods.namespace, pod)
     assert created.spec.service_account_name == "aid-reporter"
     assert [m.mount_path for m in created.spec.containers[0].volume_mounts] == [MOUNT]
+
+
+# -- what a holder of `edit` tries next: a credential of the agent's kept past what it allows -------
+
+LEGACY_TYPE = "kubernetes.io/service-account-token"
+LEGACY_ACCOUNT = "kubernetes.io/service-account.name"
+LEGACY_GUARD = "would hold a token that never expires"
+
+
+def legacy_token_secret(name: str, account: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "annotations": {LEGACY_ACCOUNT: account}}, "type": LEGACY_TYPE}
+
+
+def test_nobody_gets_a_legacy_token_secret_for_an_agent(pods: Pods) -> None:
+    """Attack: the token controller fills any Secret of type service-account-token with a token
+    that never expires; mallory (``edit``: create Secrets) asks for one for alice's agent, to
+    mount in a pod of her own. Nobody may: not alice, not the cluster admin."""
+    pods.ready("alice", "legacy")
+    for who, core in (("mallory", pods.core("mallory")), ("alice", pods.core("alice")), ("admin", pods.cluster.core)):
+        secret = legacy_token_secret(f"{who}-legacy", "aid-legacy")
+        message = pods.refusal(functools.partial(core.create_namespaced_secret, pods.namespace, secret))
+        assert LEGACY_GUARD in message and "aid-legacy" in message, (who, message)
+    # The token controller runs here, as in every cluster: it fills one for an account not an agent's.
+    mallory = pods.core("mallory")
+    mallory.create_namespaced_service_account(pods.namespace, {"metadata": {"name": "helper"}})
+    mallory.create_namespaced_secret(pods.namespace, legacy_token_secret("helper-token", "helper"))
+
+    def filled() -> bool | None:
+        data = pods.cluster.core.read_namespaced_secret("helper-token", pods.namespace).data or {}
+        return "token" in data or None
+
+    wait_for("the token controller to fill the helper's legacy Secret", filled)
+    # Attack: point a Secret the controller already serves at the agent's account instead.
+    repoint = {"metadata": {"annotations": {LEGACY_ACCOUNT: "aid-legacy"}}}
+    message = pods.refusal(lambda: mallory.patch_namespaced_secret("helper-token", pods.namespace, repoint))
+    assert LEGACY_GUARD in message, message
+    secrets = pods.cluster.core.list_namespaced_secret(pods.namespace, field_selector=f"type={LEGACY_TYPE}").items
+    assert [s.metadata.name for s in secrets] == ["helper-token"]
+
+
+def test_a_running_agent_pod_keeps_the_images_it_was_admitted_with(pods: Pods) -> None:
+    """Attack: ``kubectl set image`` on alice's running agent pod (``edit``: patch pods), so the
+    kubelet restarts it with mallory's code and the agent's token still mounted; or first strip
+    the label, so the pod no longer looks like an agent's."""
+    pods.ready("alice", "steady")
+    pods.pod("alice", "steady-pod", labels={LABEL: "steady"}, initContainers=[{"name": "init", "image": "init:local"}])
+    swaps = [
+        {"spec": {"containers": [{"name": "agent", "image": "evil:local"}]}},
+        {"spec": {"initContainers": [{"name": "init", "image": "evil:local"}]}},
+    ]
+    for user in ("mallory", "alice"):  # nobody: the pod was admitted with its code, and keeps it
+        for swap in swaps:
+            message = pods.refusal(functools.partial(pods.core(user).patch_namespaced_pod, "steady-pod", pods.namespace, swap))
+            assert "runs as agent aid-steady: its images are the ones it was admitted with" in message, (user, message)
+    for labels in ({LABEL: None}, {LABEL: "other"}):
+        relabel = {"metadata": {"labels": labels}}
+        patch = functools.partial(pods.core("mallory").patch_namespaced_pod, "steady-pod", pods.namespace, relabel)
+        message = pods.refusal(patch)
+        assert "do not change or remove that label on a running agent pod" in message, message
+    pod = pods.cluster.core.read_namespaced_pod("steady-pod", pods.namespace)
+    assert [c.image for c in pod.spec.containers + pod.spec.init_containers] == ["agent:local", "init:local"]
+    assert pod.metadata.labels[LABEL] == "steady"
+    # Any other pod keeps Kubernetes' own rules.
+    pods.pod("mallory", "plain-image", labels={"app": "plain"})
+    pods.core("mallory").patch_namespaced_pod("plain-image", pods.namespace, swaps[0])
+
+
+def test_an_agent_pod_carries_only_the_tokens_its_identity_allows(pods: Pods) -> None:
+    """Attack: alice's agent is for the audience ``vault``; its creator adds a projected token of
+    her own, for a cloud's token exchange and a year, which offline verifiers would accept long
+    after the identity retired."""
+    pods.ready("alice", "federated", token={"audiences": ["vault"]})
+    cloud = {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 31_536_000, "path": "token"}}
+    mounted = [{"name": "agent", "image": "agent:local", "volumeMounts": [{"name": "cloud", "mountPath": "/cloud"}]}]
+    extra = {"name": "cloud", "projected": {"sources": [cloud]}}
+    message = pods.refusal(
+        lambda: pods.pod("alice", "federated-pod", labels={LABEL: "federated"}, volumes=[extra], containers=mounted)
+    )
+    assert "agent pod refused: tokens-from-identity: the pod: volume 'cloud' projects a service account token" in message
+    assert "its audiences (vault)" in message, message
+    template = deployment("federated", "federated", template_identity="federated")
+    template["spec"]["template"]["spec"] |= {"volumes": [extra], "containers": mounted}
+    message = pods.refusal(lambda: pods.apps("alice").create_namespaced_deployment(pods.namespace, template))
+    assert "Deployment refused: tokens-from-identity: spec.template: volume 'cloud'" in message, message
+    # Hidden in the volume the operator writes: the webhook writes that volume itself.
+    disguised = {**extra, "name": "agent-identity"}
+    own = [{"name": "agent", "image": "agent:local", "volumeMounts": [{"name": "agent-identity", "mountPath": "/cloud"}]}]
+    pod = pods.pod("alice", "disguised-pod", labels={LABEL: "federated"}, volumes=[disguised], containers=own)
+    tokens = [s.service_account_token for v in pod.spec.volumes if v.projected for s in v.projected.sources]
+    tokens = [t for t in tokens if t]
+    assert [(t.audience, t.expiration_seconds) for t in tokens] == [("vault", 600)], tokens
+
+
+# -- a workload serves the identity it was judged for, not a later one of the same name ---------------
+
+JUDGED_FOR = "agentidentity.dev/judged-for-uid"
+AGENT_CONTAINER = {"name": "agent", "image": "agent:local"}
+
+
+def pod_template(identity: str, app: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"labels": {LABEL: identity, "app": app}}, "spec": {"containers": [AGENT_CONTAINER], **spec}}
+
+
+def workload(kind: str, name: str, identity: str) -> dict[str, Any]:
+    """A ``kind`` labelled for ``identity`` that runs nothing yet (no replicas, suspended)."""
+    template = pod_template(identity, name)
+    selector = {"matchLabels": {"app": name}}
+    spec: dict[str, Any] = {
+        "Deployment": {"replicas": 0, "selector": selector, "template": template},
+        "ReplicaSet": {"replicas": 0, "selector": selector, "template": template},
+        "StatefulSet": {"replicas": 0, "selector": selector, "template": template, "serviceName": name},
+        "DaemonSet": {"selector": selector, "template": template},
+        "ReplicationController": {"replicas": 0, "selector": {"app": name}, "template": template},
+        "Job": {"suspend": True, "template": pod_template(identity, name, restartPolicy="Never")},
+        "CronJob": {
+            "schedule": "0 0 1 1 *",
+            "suspend": True,
+            "jobTemplate": {
+                "metadata": {"labels": {LABEL: identity}},
+                "spec": {"template": pod_template(identity, name, restartPolicy="Never")},
+            },
+        },
+    }[kind]
+    api_version = {"Job": "batch/v1", "CronJob": "batch/v1", "ReplicationController": "v1"}.get(kind, "apps/v1")
+    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "labels": {LABEL: identity}}, "spec": spec}
+
+
+# What each controller makes from a workload, and as whom: (kind made, controller's user).
+MADE_BY = {
+    "Deployment": ("ReplicaSet", "deployment-controller"),
+    "ReplicaSet": ("Pod", "replicaset-controller"),
+    "StatefulSet": ("Pod", "statefulset-controller"),
+    "DaemonSet": ("Pod", "daemon-set-controller"),
+    "ReplicationController": ("Pod", "replication-controller"),
+    "Job": ("Pod", "job-controller"),
+    "CronJob": ("Job", "cronjob-controller"),
+}
+
+
+def made_from(stored: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """What the workload's controller creates from ``stored``, exactly as it would: its template's
+    labels and annotations, owned by the workload as its controller."""
+    kind, made = stored["kind"], MADE_BY[stored["kind"]][0]
+    metadata = stored["metadata"]
+    owner = {"apiVersion": stored["apiVersion"], "kind": kind, "name": metadata["name"], "uid": metadata["uid"]}
+    template = stored["spec"]["jobTemplate"] if kind == "CronJob" else stored["spec"]["template"]
+    body: dict[str, Any] = {
+        "metadata": {
+            "name": f"{metadata['name']}-{suffix}",
+            "labels": template["metadata"]["labels"],
+            "annotations": template["metadata"].get("annotations") or {},
+            "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": template["spec"],
+    }
+    if made == "ReplicaSet":
+        body["spec"] = {"replicas": 0, "selector": stored["spec"]["selector"], "template": template}
+    return body
+
+
+def create_as_controller(pods: Pods, stored: dict[str, Any], suffix: str) -> None:
+    made, controller = MADE_BY[stored["kind"]]
+    api = impersonated(pods.cluster, f"system:serviceaccount:kube-system:{controller}", groups=("system:serviceaccounts",))
+    body = made_from(stored, suffix)
+    if made == "Pod":
+        client.CoreV1Api(api).create_namespaced_pod(pods.namespace, body)
+    elif made == "ReplicaSet":
+        client.AppsV1Api(api).create_namespaced_replica_set(pods.namespace, body)
+    else:
+        client.BatchV1Api(api).create_namespaced_job(pods.namespace, body)
+
+
+def read_workload(pods: Pods, kind: str, name: str) -> dict[str, Any]:
+    api = pods.cluster.api_client
+    apps, batch, core = client.AppsV1Api(api), client.BatchV1Api(api), client.CoreV1Api(api)
+    read = {
+        "Deployment": apps.read_namespaced_deployment,
+        "ReplicaSet": apps.read_namespaced_replica_set,
+        "StatefulSet": apps.read_namespaced_stateful_set,
+        "DaemonSet": apps.read_namespaced_daemon_set,
+        "ReplicationController": core.read_namespaced_replication_controller,
+        "Job": batch.read_namespaced_job,
+        "CronJob": batch.read_namespaced_cron_job,
+    }[kind]
+    return dict(api.sanitize_for_serialization(read(name, pods.namespace)))
+
+
+def create_workload(pods: Pods, user: str, body: dict[str, Any]) -> None:
+    utils.create_from_dict(impersonated(pods.cluster, user), body, namespace=pods.namespace)
+
+
+def succession(pods: Pods, identity: str, kind: str) -> tuple[dict[str, Any], str]:
+    """mallory's identity ``identity`` and her ``kind`` for it; then her identity is gone and
+    alice's of the same name is Ready. The workload as stored, and the uid of alice's identity."""
+    mallory_is = {"kind": "User", "name": "mallory"}
+    first = pods.ready("mallory", identity, delegator=mallory_is)
+    create_workload(pods, "mallory", workload(kind, identity, identity))
+    stored = read_workload(pods, kind, identity)
+    template = stored["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else stored["spec"]["template"]
+    assert template["metadata"]["annotations"][JUDGED_FOR] == first["metadata"]["uid"]
+    create_as_controller(pods, stored, "before")  # while it is still hers: her workload serves her agent
+    pods.cluster.delete_identity(pods.namespace, identity)
+    wait_for("mallory's identity gone", lambda: pods.cluster.get_identity(pods.namespace, identity) is None or None)
+    second = pods.ready("alice", identity)
+    return stored, second["metadata"]["uid"]
+
+
+@pytest.mark.parametrize("kind", list(MADE_BY))
+def test_a_workload_judged_for_an_identity_never_serves_its_successor(pods: Pods, kind: str) -> None:
+    """Attack: mallory makes identity ``<kind>-heir`` and a workload for it, deletes her identity,
+    and waits for alice to create one of the same name (fixed names outlive 24 h identities).
+    Then her workload's controller makes pods (scale, a CronJob firing): they must not run as
+    alice's agent."""
+    name = f"{kind.lower()}-heir"
+    stored, successor = succession(pods, name, kind)
+    message = pods.refusal(lambda: create_as_controller(pods, stored, "after"))
+    made = MADE_BY[kind][0]
+    subject = "agent pod" if made == "Pod" else made
+    assert f"{subject} refused: workload-judged-for-identity: {kind} {pods.namespace}/{name}" in message, message
+    assert f"was admitted for an earlier AgentIdentity of that name, not for AgentIdentity {pods.namespace}/{name}" in message
+    assert successor in message and "workload-judged:" not in message and "identity-ready" not in message, message
+    assert [p.metadata.name for p in pods.agent_pods(f"aid-{name}") if p.metadata.name.endswith("-after")] == []
+
+
+def test_scaling_a_predecessors_deployment_starts_no_pod_of_the_successor_until_re_admitted(pods: Pods) -> None:
+    """The same attack through the real controllers: mallory scales her Deployment (scale is never
+    re-judged); the ReplicaSet controller's pods are refused, and only a change to the template
+    by someone who may run alice's agent (alice: ``kubectl rollout restart``) re-admits it."""
+    successor = succession(pods, "scaled-heir", "Deployment")[1]
+    pods.apps("mallory").patch_namespaced_deployment_scale("scaled-heir", pods.namespace, {"spec": {"replicas": 1}})
+
+    def refused() -> str | None:
+        events = pods.cluster.core.list_namespaced_event(pods.namespace, field_selector="reason=FailedCreate").items
+        return next((e.message for e in events if "workload-judged-for-identity" in (e.message or "")), None)
+
+    message = wait_for("the ReplicaSet controller's pod to be refused", refused)
+    assert f"ReplicaSet {pods.namespace}/scaled-heir-" in message and successor in message, message
+    assert pods.agent_pods("aid-scaled-heir") == []
+    restart = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}}}}}
+    message = pods.refusal(lambda: pods.apps("mallory").patch_namespaced_deployment("scaled-heir", pods.namespace, restart))
+    assert "pod-runs-as-agent: mallory" in message, message
+    pods.apps("alice").patch_namespaced_deployment("scaled-heir", pods.namespace, restart)
+    (pod,) = wait_for("alice's re-admitted Deployment to start its pod", lambda: pods.agent_pods("aid-scaled-heir") or None)
+    assert pod.metadata.annotations[JUDGED_FOR] == successor
+
+
+def test_unsuspending_a_predecessors_job_starts_no_pod_of_the_successor(pods: Pods) -> None:
+    pods_before = succession(pods, "suspended-heir", "Job")[1]
+    patch = {"spec": {"suspend": False}}
+    client.BatchV1Api(impersonated(pods.cluster, "mallory")).patch_namespaced_job("suspended-heir", pods.namespace, patch)
+
+    def refused() -> str | None:
+        events = pods.cluster.core.list_namespaced_event(pods.namespace, field_selector="involvedObject.name=suspended-heir").items
+        return next((e.message for e in events if "workload-judged-for-identity" in (e.message or "")), None)
+
+    message = wait_for("the Job controller's pod to be refused", refused)
+    assert pods_before in message, message
+    assert [p.metadata.name for p in pods.agent_pods("aid-suspended-heir") if not p.metadata.name.endswith("-before")] == []

@@ -228,6 +228,17 @@ class Cluster:
         )
         return name
 
+    def bind_cluster_role(self, namespace: str, user: str, role: str) -> None:
+        """``role`` (a ClusterRole, such as the built-in ``edit``) for ``user`` in ``namespace``."""
+        self.rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": f"{role}-{user}"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            },
+        )
+
     # -- children and tokens ----------------------------------------------------------------------
 
     def children(self, namespace: str, identity_name: str) -> dict[str, list[str]]:

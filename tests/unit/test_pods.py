@@ -11,9 +11,19 @@ import pytest
 
 from agent_identity.engine.reconciler import Reconciler, Settings
 from agent_identity.plan.children import ChildKind
-from agent_identity.plan.pods import TOKEN_MOUNT, VOLUME, MountTaken, agent_pod_spec, templates
+from agent_identity.plan.pods import (
+    TOKEN_MOUNT,
+    VOLUME,
+    WORKLOAD_PLURALS,
+    MountTaken,
+    agent_pod_spec,
+    judged_for,
+    judgement_patch,
+    own_token_projections,
+    templates,
+)
 from agent_identity.policy.facts import PolicySettings
-from agent_identity.policy.pods import is_controller, may_run_as
+from agent_identity.policy.pods import is_controller, judgement_problem, may_run_as
 from agent_identity.policy.rules import Creator
 
 from .factories import CREATED, identity, identity_body
@@ -127,6 +137,59 @@ def test_a_cron_jobs_job_template_and_pod_template_both_reach_its_pods() -> None
     cron = {"spec": {"jobTemplate": {"metadata": {"labels": {"a": "b"}}, "spec": {"template": {"metadata": {}}}}}}
     assert list(templates("CronJob", cron)) == ["spec.jobTemplate", "spec.jobTemplate.spec.template"]
     assert list(templates("Deployment", {"spec": {"template": {}}})) == ["spec.template"]
+
+
+def merged(body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` applied as a JSON merge patch (what the API server does with the webhook's)."""
+    result = dict(body)
+    for key, value in patch.items():
+        result[key] = merged(result.get(key) or {}, value) if isinstance(value, dict) else value
+    return result
+
+
+@pytest.mark.parametrize("kind", sorted(kind for _, kind in WORKLOAD_PLURALS))
+def test_the_identity_a_workload_was_judged_for_is_recorded_where_its_pods_come_from(kind: str) -> None:
+    pod_template = {"metadata": {"labels": {"app": "a"}, "annotations": {"keep": "me"}}, "spec": {}}
+    body = (
+        {"spec": {"jobTemplate": {"spec": {"template": pod_template}}}}
+        if kind == "CronJob"
+        else {"spec": {"template": pod_template}}
+    )
+    assert judged_for(kind, body) is None
+    stamped = merged(body, judgement_patch(kind, "uid-1"))
+    assert judged_for(kind, stamped) == "uid-1"
+    template = stamped["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else stamped["spec"]["template"]
+    assert template["metadata"]["annotations"]["keep"] == "me" and template["metadata"]["labels"] == {"app": "a"}
+    # What its controller makes from that template carries the record: a pod its annotations.
+    assert judged_for("Pod", {"metadata": template["metadata"]}) == "uid-1"
+
+
+def test_a_controllers_object_serves_only_the_identity_its_workload_was_judged_for() -> None:
+    current = identity()
+    assert judgement_problem(current, current.metadata.uid, made_by="ReplicaSet support/w") is None
+    for recorded, says in (("uid-of-a-predecessor", "for an earlier AgentIdentity"), (None, "without a record")):
+        problem = judgement_problem(current, recorded, made_by="ReplicaSet support/w")
+        assert problem is not None and problem.rule == "workload-judged-for-identity"
+        assert says in problem.message and current.metadata.uid in problem.message and "rollout restart" in problem.message
+
+
+def test_only_the_identitys_own_volume_may_project_a_token() -> None:
+    token = {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 31_536_000}}
+    spec = {
+        "volumes": [
+            {"name": "data", "emptyDir": {}},
+            {"name": "cloud", "projected": {"sources": [{"configMap": {"name": "c"}}, token]}},
+            {"name": VOLUME, "projected": {"sources": [token]}},  # replaced by the webhook's own
+            {"name": "kube-api-access-x1", "projected": {"sources": [token]}},  # the default account's: dropped
+        ]
+    }
+    assert own_token_projections(spec) == ["cloud"]
+    assert own_token_projections({"volumes": spec["volumes"][2:]}) == []
+    stored = agent_pod_spec({"volumes": spec["volumes"][2:], "containers": [{"name": "a"}]}, identity(), assertion=False)
+    (volume,) = stored["volumes"]
+    assert all(
+        s["serviceAccountToken"]["expirationSeconds"] == 600 for s in volume["projected"]["sources"] if "serviceAccountToken" in s
+    )
 
 
 def test_projected_delivery_is_four_writes_and_keeps_no_token_at_rest() -> None:

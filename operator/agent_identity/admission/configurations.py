@@ -7,7 +7,8 @@ excluded so a broken operator can always be repaired:
 - AgentIdentities: mutating (judge, stamp and seal the creator) and validating (the seal holds);
 - agent pods, mutating: only pods labelled ``agentidentity.dev/identity`` (``objectSelector``),
   created or given an ephemeral container;
-- workloads that make agent pods, validating: only those labelled themselves.
+- workloads that make agent pods, mutating (judge, and record which identity was judged on the
+  pod template): only those labelled themselves.
 
 Every other pod and workload never reaches the operator, so an outage of it blocks none of them.
 """
@@ -94,6 +95,13 @@ def webhook_configurations(
                     objectSelector=_LABELLED,
                     reinvocationPolicy="IfNeeded",
                 ),
+                webhook(
+                    f"mutate.workloads.{GROUP}",
+                    WORKLOAD_PATH,
+                    workload_rules(),
+                    objectSelector=_LABELLED,
+                    reinvocationPolicy="Never",
+                ),
             ],
         },
         {
@@ -102,7 +110,6 @@ def webhook_configurations(
             "metadata": {"name": CONFIGURATION_NAME},
             "webhooks": [
                 webhook(f"validate.{PLURAL}.{GROUP}", VALIDATE_PATH, identities),
-                webhook(f"validate.workloads.{GROUP}", WORKLOAD_PATH, workload_rules(), objectSelector=_LABELLED),
             ],
         },
     ]

@@ -107,8 +107,9 @@ def mutate_pod(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs:
             patch.spec[field] = value
 
 
-def validate_workload(*, memo: kopf.Memo, **kwargs: Any) -> None:
-    _admit(memo, "validate-workload", pods.review_workload, kwargs)
+def mutate_workload(*, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    judged = _admit(memo, "mutate-workload", pods.admit_workload, kwargs)
+    patch.update(judged or {})
 
 
 T = TypeVar("T")
@@ -151,7 +152,7 @@ def register_webhooks() -> None:
     kopf.on.mutate("", "v1", "pods", id=pods.POD_PATH, operations=["CREATE", "UPDATE"], subresource="*")(mutate_pod)
     for (api_version, _), plural in WORKLOAD_PLURALS.items():
         group, _, version = api_version.rpartition("/")
-        kopf.on.validate(group, version, plural, id=pods.WORKLOAD_PATH, operations=["CREATE", "UPDATE"])(validate_workload)
+        kopf.on.mutate(group, version, plural, id=pods.WORKLOAD_PATH, operations=["CREATE", "UPDATE"])(mutate_workload)
 
 
 def run(config: OperatorConfig) -> None:

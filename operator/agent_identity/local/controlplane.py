@@ -265,6 +265,8 @@ class LocalControlPlane:
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",
                 f"--root-ca-file={pki['ca.crt']}",
+                # As every real cluster: the token controller runs, and fills legacy token Secrets.
+                f"--service-account-private-key-file={pki['sa.key']}",
                 "--secure-port=0",
                 "--controllers=*,-nodeipam,-nodelifecycle,-route,-service,-cloud-node-lifecycle",
                 "--concurrent-gc-syncs=20",

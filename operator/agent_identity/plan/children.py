@@ -34,6 +34,9 @@ ANNOTATION_EXPIRES_AT = f"{GROUP}/expires-at"
 # (the reconcile judges the identity's own status), so drift ignores it (HINT_LABELS).
 LABEL_EXPIRES = f"{GROUP}/expires"
 HINT_LABELS = frozenset({LABEL_EXPIRES})
+# On an agent workload's pod template, written by the workload webhook when it judged who asked:
+# the uid of the AgentIdentity it was judged for (so a successor of the same name is not served).
+ANNOTATION_JUDGED_FOR = f"{GROUP}/judged-for-uid"
 ANNOTATION_CREATOR = f"{GROUP}/creator"  # on the AgentIdentity, stamped by the mutating webhook
 ANNOTATION_SEAL = f"{GROUP}/creator-seal"  # its HMAC seal (see seal.py)
 LABEL_PROFILE = f"{GROUP}/profile"

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent_identity.api.v1alpha1 import AgentIdentity, TokenDelivery
-from agent_identity.plan.children import LABEL_IDENTITY, child_name, token_secret_name
+from agent_identity.plan.children import ANNOTATION_JUDGED_FOR, LABEL_IDENTITY, child_name, token_secret_name
 
 TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 VOLUME = "agent-identity"
@@ -61,9 +61,48 @@ def templates(kind: str, body: Mapping[str, Any]) -> dict[str, Mapping[str, Any]
     return {"spec.template": spec.get("template") or {}}
 
 
+def _pod_template_path(kind: str) -> tuple[str, ...]:
+    return ("spec", "jobTemplate", "spec", "template") if kind == "CronJob" else ("spec", "template")
+
+
+def judged_for(kind: str, body: Mapping[str, Any]) -> str | None:
+    """The uid of the AgentIdentity a pod, or the pods a workload makes, were judged for."""
+    node: Mapping[str, Any] = body
+    for key in () if kind == "Pod" else _pod_template_path(kind):
+        node = node.get(key) or {}
+    value = ((node.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_JUDGED_FOR)
+    return str(value) if value else None
+
+
+def judgement_patch(kind: str, identity_uid: str) -> dict[str, Any]:
+    """A merge patch recording, on a workload's pod template, the identity it was judged for:
+    every object and pod its controllers make from that template carries it."""
+    patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION_JUDGED_FOR: identity_uid}}}
+    for key in reversed(_pod_template_path(kind)):
+        patch = {key: patch}
+    return patch
+
+
 def controller_of(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ownerReference of the object's controller, if it has one."""
     return next((ref for ref in metadata.get("ownerReferences") or [] if ref.get("controller")), None)
+
+
+def _replaced(volume: Mapping[str, Any]) -> bool:
+    """The agent's own volume and the default account's: :func:`agent_pod_spec` replaces both."""
+    name = str(volume.get("name", ""))
+    return name == VOLUME or name.startswith(DEFAULT_TOKEN_VOLUME_PREFIX)
+
+
+def own_token_projections(spec: Mapping[str, Any]) -> list[str]:
+    """The volumes of a pod spec that project a service account token and that the agent pod
+    would keep: tokens of an audience and lifetime the identity never allowed."""
+    return [
+        str(volume.get("name"))
+        for volume in spec.get("volumes") or []
+        if not _replaced(volume)
+        and any("serviceAccountToken" in source for source in (volume.get("projected") or {}).get("sources") or [])
+    ]
 
 
 def token_sources(identity: AgentIdentity) -> list[dict[str, Any]]:
@@ -95,11 +134,7 @@ def agent_volume(identity: AgentIdentity, *, assertion: bool) -> dict[str, Any]:
 def agent_pod_spec(spec: Mapping[str, Any], identity: AgentIdentity, *, assertion: bool) -> dict[str, Any]:
     """The pod spec to store: ``spec`` running as ``identity``. Idempotent (the webhook may be
     invoked again after other webhooks). Raises :class:`MountTaken`."""
-    dropped = {
-        volume["name"]
-        for volume in spec.get("volumes") or []
-        if volume.get("name") == VOLUME or str(volume.get("name", "")).startswith(DEFAULT_TOKEN_VOLUME_PREFIX)
-    }
+    dropped = {volume["name"] for volume in spec.get("volumes") or [] if _replaced(volume)}
     mount = {"name": VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": True}
 
     def container(body: Mapping[str, Any]) -> dict[str, Any]:

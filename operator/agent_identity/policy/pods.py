@@ -70,6 +70,21 @@ def ready_problem(identity: AgentIdentity, *, now: datetime) -> Violation | None
     return None
 
 
+def judgement_problem(identity: AgentIdentity, judged_for: str | None, *, made_by: str) -> Violation | None:
+    """What a controller makes serves only the identity its workload was judged for (by uid),
+    never a later identity of the same name."""
+    if judged_for == identity.metadata.uid:
+        return None
+    namespace, name = identity.metadata.namespace, identity.metadata.name
+    judged = "for an earlier AgentIdentity of that name" if judged_for else "without a record of the identity it was judged for"
+    return Violation(
+        "workload-judged-for-identity",
+        f"{made_by} was admitted {judged}, not for AgentIdentity {namespace}/{name} (uid {identity.metadata.uid}): a"
+        " workload serves only the identity it was judged for. To re-admit it, its creator or delegator changes its pod"
+        " template (kubectl rollout restart, or re-apply it with a change) or re-creates it (a Job)",
+    )
+
+
 def runner_problem(identity: AgentIdentity, requester: Creator, creator: Creator | None) -> Violation | None:
     """Only the creator (the sealed stamp, verified by the caller), the delegator or the agent
     itself may run pods as the agent."""
