@@ -7,8 +7,9 @@ conflict fails the identity and retries later, an API error is reported and retr
 
 Run it any number of times, after a crash at any point, and it converges on the same children:
 names are deterministic, creates that meet an existing object compare and converge instead of
-duplicating, and deadlines come from persisted fields (creationTimestamp, the delegator's
-expiresAt, the token Secret's annotations), never from memory.
+duplicating, and deadlines come from persisted fields (the sealed spec.ttl and creationTimestamp
+of the identity and of each delegator above it, the token Secret's annotations), never from memory
+and never from a status, which anyone allowed to patch it could rewrite.
 """
 
 from __future__ import annotations
