@@ -102,6 +102,7 @@ def test_admission_writes_the_profiles_default_ttl_into_the_sealed_spec() -> Non
     sealer = RingSealer(CREATED)
     admission = Admission(
         kube=AllowEverything(),  # type: ignore[arg-type]
+        reviews=AllowEverything(),
         lookup=lambda namespace, name: None,
         profile_lookup=lambda name: standard.model_dump(by_alias=True) if name == "standard" else None,
         sealer=sealer,

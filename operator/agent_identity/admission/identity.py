@@ -23,6 +23,7 @@ from agent_identity.kube.client import Kube
 from agent_identity.plan.children import ANNOTATION_CREATOR, ANNOTATION_SEAL, LABEL_PROFILE, LABEL_RISK_LEVEL
 from agent_identity.plan.decisions import parse_identity, ttl_text
 from agent_identity.policy.facts import (
+    AccessReviews,
     IdentityLookup,
     PolicySettings,
     ProfileLookup,
@@ -51,6 +52,7 @@ class Admission:
     """What both webhooks need: the API, the cached lookups, the seal keys and the operator's rules."""
 
     kube: Kube
+    reviews: AccessReviews  # SubjectAccessReviews, answered from a short cache (admission.reviews)
     lookup: IdentityLookup
     profile_lookup: ProfileLookup
     sealer: Sealer
@@ -136,7 +138,7 @@ def stamp(admission: Admission, request: Request) -> Stamp:
         created_at=now,
         admission=True,
     )
-    violations = judge(admission.kube, facts)
+    violations = judge(admission.reviews, facts)
     if violations:
         raise Refused(violations)
     annotation = creator.to_annotation()

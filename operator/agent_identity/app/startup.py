@@ -21,6 +21,7 @@ from http.server import ThreadingHTTPServer
 
 from agent_identity import GROUP, PLURAL, VERSION
 from agent_identity.admission.identity import Admission
+from agent_identity.admission.reviews import CachedAccessReviews
 from agent_identity.app.config import OperatorConfig
 from agent_identity.engine.childwatch import ChildWatch
 from agent_identity.engine.controller import Controller, utc_now
@@ -112,6 +113,7 @@ def start(config: OperatorConfig) -> Operator:
         if sealer is not None:
             operator.admission = Admission(
                 kube=kube,
+                reviews=CachedAccessReviews(kube),
                 lookup=controller.lookup,
                 profile_lookup=controller.lookup_profile,
                 sealer=sealer,
