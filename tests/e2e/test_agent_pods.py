@@ -537,6 +537,13 @@ def succession(pods: Pods, identity: str, kind: str) -> tuple[dict[str, Any], st
     return stored, second["metadata"]["uid"]
 
 
+def successor_refused(pods: Pods, successor: str) -> str | None:
+    """The message of a controller's create refused for serving the identity of uid ``successor``."""
+    events = pods.cluster.core.list_namespaced_event(pods.namespace, field_selector="reason=FailedCreate").items
+    refused = (e.message or "" for e in events)
+    return next((m for m in refused if "workload-judged-for-identity" in m and successor in m), None)
+
+
 @pytest.mark.parametrize("kind", list(MADE_BY))
 def test_a_workload_judged_for_an_identity_never_serves_its_successor(pods: Pods, kind: str) -> None:
     """Attack: mallory makes identity ``<kind>-heir`` and a workload for it, deletes her identity,
@@ -560,12 +567,7 @@ def test_scaling_a_predecessors_deployment_starts_no_pod_of_the_successor_until_
     by someone who may run alice's agent (alice: ``kubectl rollout restart``) re-admits it."""
     successor = succession(pods, "scaled-heir", "Deployment")[1]
     pods.apps("mallory").patch_namespaced_deployment_scale("scaled-heir", pods.namespace, {"spec": {"replicas": 1}})
-
-    def refused() -> str | None:
-        events = pods.cluster.core.list_namespaced_event(pods.namespace, field_selector="reason=FailedCreate").items
-        return next((e.message for e in events if "workload-judged-for-identity" in (e.message or "")), None)
-
-    message = wait_for("the ReplicaSet controller's pod to be refused", refused)
+    message = wait_for("the ReplicaSet controller's pod to be refused", functools.partial(successor_refused, pods, successor))
     assert f"ReplicaSet {pods.namespace}/scaled-heir-" in message and successor in message, message
     assert pods.agent_pods("aid-scaled-heir") == []
     restart = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}}}}}
@@ -577,14 +579,10 @@ def test_scaling_a_predecessors_deployment_starts_no_pod_of_the_successor_until_
 
 
 def test_unsuspending_a_predecessors_job_starts_no_pod_of_the_successor(pods: Pods) -> None:
-    pods_before = succession(pods, "suspended-heir", "Job")[1]
+    successor = succession(pods, "suspended-heir", "Job")[1]
     patch = {"spec": {"suspend": False}}
     client.BatchV1Api(impersonated(pods.cluster, "mallory")).patch_namespaced_job("suspended-heir", pods.namespace, patch)
 
-    def refused() -> str | None:
-        events = pods.cluster.core.list_namespaced_event(pods.namespace, field_selector="involvedObject.name=suspended-heir").items
-        return next((e.message for e in events if "workload-judged-for-identity" in (e.message or "")), None)
-
-    message = wait_for("the Job controller's pod to be refused", refused)
-    assert pods_before in message, message
+    message = wait_for("the Job controller's pod to be refused", functools.partial(successor_refused, pods, successor))
+    assert "Job " in message and "suspended-heir" in message, message
     assert [p.metadata.name for p in pods.agent_pods("aid-suspended-heir") if not p.metadata.name.endswith("-before")] == []
