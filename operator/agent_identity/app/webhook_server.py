@@ -30,6 +30,8 @@ from typing import Any
 import aiohttp.web
 import kopf
 
+from agent_identity.app.fair_gate import Busy, FairGate
+
 log = logging.getLogger(__name__)
 
 # kopf's private wait while serving: it returns when the certificate files change and is cancelled
@@ -40,13 +42,15 @@ if not hasattr(kopf.WebhookServer, _SERVING):  # a kopf without it would stop wi
 
 
 class DrainingWebhookServer(kopf.WebhookServer):
-    """kopf.WebhookServer that drains for ``drain`` before it stops listening, and loads new
-    certificate files into the context it serves with rather than restarting."""
+    """kopf.WebhookServer that drains for ``drain`` before it stops listening, loads new
+    certificate files into the context it serves with rather than restarting, and shares review
+    work fairly between the peers that send it (:mod:`agent_identity.app.fair_gate`)."""
 
     def __init__(self, *, drain: timedelta, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.drain = drain
         self.draining = False
+        self.gate = FairGate()
         self._serving: ssl.SSLContext | None = None
 
     def _build_ssl(self) -> tuple[bytes | None, ssl.SSLContext | None]:
@@ -56,7 +60,11 @@ class DrainingWebhookServer(kopf.WebhookServer):
 
     async def _serve(self, fn: kopf.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
         try:
-            response = await kopf.WebhookServer._serve(fn, request)
+            async with self.gate.turn(request.remote or ""):
+                response = await kopf.WebhookServer._serve(fn, request)
+        except Busy as busy:  # the API server applies the webhook's failurePolicy: Fail
+            log.warning("Webhook request from %s refused, %s", request.remote, busy)
+            response = aiohttp.web.json_response({"message": f"busy: {busy}"}, status=429)
         except aiohttp.web.HTTPException as error:  # kopf's answer to a malformed review: a response too
             self._close_after(error)
             raise
