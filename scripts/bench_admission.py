@@ -5,16 +5,28 @@ SubjectAccessReviews run) is created BENCH_ADMISSION_COUNT times as a limited us
 webhooks run; nothing is stored or reconciled), one at a time; then a spec one atom over the cap
 and a spec whose first atom the creator lacks (both refused before or at the first review).
 Prints p50/p99/max of the create round trip and the API server's own webhook latency histogram.
+
+Then the same creates while BENCH_ADMISSION_FLOOD clients (default 8; 0: skip) send crafted
+AdmissionReviews straight to the webhook port from another address (127.0.0.2, as a pod would
+from its own IP): the largest spec, claiming ``system:masters`` under a new uid each time, so no
+cached answer helps and every one asks all 64 SubjectAccessReviews. Prints the genuine creates'
+p50/p99/max under the flood and how the flood's own requests were answered.
 Figures only, no assertions.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +34,15 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from agent_identity.admission.identity import MUTATE_PATH
 from agent_identity.api.v1alpha1 import MAX_PERMISSION_ATOMS
 from agent_identity.local.controlplane import free_port, listening, register_webhooks, running, terminate
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
 COUNT = int(os.environ.get("BENCH_ADMISSION_COUNT", "200"))
+FLOOD = int(os.environ.get("BENCH_ADMISSION_FLOOD", "8"))
+FLOOD_SOURCE = "127.0.0.2"  # loopback, but not the API server's address: another peer
 NAMESPACE, USER = "bench-admission", "bencher"
 VERBS = ["get", "list", "watch", "update"]
 RESOURCES = [f"widgets{i}" for i in range(MAX_PERMISSION_ATOMS // len(VERBS))]  # 4 x 16 = the cap
@@ -60,6 +75,62 @@ def timed_create(custom: client.CustomObjectsApi, body: dict[str, Any]) -> tuple
     except ApiException as error:
         outcome = f"refused ({error.status})"
     return time.perf_counter() - start, outcome
+
+
+def crafted_review(body: dict[str, Any]) -> bytes:
+    """An AdmissionReview nobody sent through the API server: it claims to be a cluster admin."""
+    request = {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": GROUP, "version": VERSION, "kind": "AgentIdentity"},
+        "resource": {"group": GROUP, "version": VERSION, "resource": PLURAL},
+        "operation": "CREATE",
+        "namespace": NAMESPACE,
+        "name": body["metadata"]["name"],
+        "userInfo": {"username": "mallory", "uid": str(uuid.uuid4()), "groups": ["system:masters", "system:authenticated"]},
+        "object": body,
+        "dryRun": True,
+    }
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}).encode()
+
+
+def flood(port: int, stop: threading.Event, answers: Counter[str]) -> None:
+    """Sends crafted reviews one after another on one kept-alive connection until ``stop``."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    body = manifest("crafted", RESOURCES)
+    while not stop.is_set():
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, source_address=(FLOOD_SOURCE, 0))
+        try:
+            while not stop.is_set():
+                connection.request("POST", f"/{MUTATE_PATH}", crafted_review(body), {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                answers[str(response.status)] += 1
+        except (OSError, http.client.HTTPException):
+            answers["connection error"] += 1
+        finally:
+            connection.close()
+
+
+def summary(times: list[float]) -> str:
+    ms = [t * 1000 for t in times]
+    return f"p50 {statistics.median(ms):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+
+
+def print_flooded(port: int, custom: client.CustomObjectsApi) -> None:
+    stop, answers = threading.Event(), Counter[str]()
+    senders = [threading.Thread(target=flood, args=(port, stop, answers), daemon=True) for _ in range(FLOOD)]
+    for sender in senders:
+        sender.start()
+    time.sleep(2)  # the flood under way
+    flooded = [timed_create(custom, manifest(f"flooded-{index}", RESOURCES)) for index in range(COUNT)]
+    stop.set()
+    for sender in senders:
+        sender.join(timeout=10)
+    print(f"Under a flood of crafted reviews from {FLOOD} clients at {FLOOD_SOURCE} (64 reviews each, never cached):")
+    print(f"  {COUNT} dry-run creates, one at a time: {sorted(Counter(o for _, o in flooded).items())}")
+    print(f"  round trip {summary([t for t, _ in flooded])}")
+    print(f"  the flood's requests answered: {dict(sorted(answers.items()))}")
 
 
 def webhook_histogram(api: client.ApiClient) -> list[str]:
@@ -130,16 +201,17 @@ def main() -> None:
                 outcomes.add(outcome)
             over, over_outcome = timed_create(custom, manifest("over-cap", [*RESOURCES, "widgets-extra"]))
             lacking, lacking_outcome = timed_create(custom, manifest("lacking", ["secrets", *RESOURCES[1:]]))
-            ms = [t * 1000 for t in times]
             atoms = MAX_PERMISSION_ATOMS
             print(f"Admission of the largest allowed spec ({atoms} atoms, {atoms} SubjectAccessReviews):")
             print(f"  {COUNT} dry-run creates, one at a time: {sorted(outcomes)}")
-            print(f"  round trip p50 {statistics.median(ms):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms")
+            print(f"  round trip {summary(times)}")
             print(f"  one atom over the cap: {over * 1000:.1f} ms, {over_outcome}")
             print(f"  first atom not held by the creator: {lacking * 1000:.1f} ms, {lacking_outcome}")
             print("  API server's webhook latency histogram (mutate, CREATE):")
             for line in webhook_histogram(api):
                 print(f"    {line}")
+            if FLOOD:
+                print_flooded(port, custom)
         finally:
             terminate(operator, timeout=15)
 
