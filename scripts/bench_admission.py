@@ -6,7 +6,8 @@ webhooks run; nothing is stored or reconciled), one at a time; then a spec one a
 and a spec whose first atom the creator lacks (both refused before or at the first review).
 Prints p50/p99/max of the create round trip and the API server's own webhook latency histogram.
 
-Then the same creates while BENCH_ADMISSION_FLOOD clients (default 8; 0: skip) send crafted
+The operator answers only the API server's webhook client certificate (``--webhook-client-ca``),
+unless BENCH_ADMISSION_CLIENT_AUTH=0. Then the same creates while BENCH_ADMISSION_FLOOD clients (default 8; 0: skip) send crafted
 AdmissionReviews straight to the webhook port from another address (127.0.0.2, as a pod would
 from its own IP): the largest spec, claiming ``system:masters`` under a new uid each time, so no
 cached answer helps and every one asks all 64 SubjectAccessReviews. Prints the genuine creates'
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
 COUNT = int(os.environ.get("BENCH_ADMISSION_COUNT", "200"))
 FLOOD = int(os.environ.get("BENCH_ADMISSION_FLOOD", "8"))
+CLIENT_AUTH = os.environ.get("BENCH_ADMISSION_CLIENT_AUTH", "1") != "0"  # the webhooks answer the API server only
 FLOOD_SOURCE = "127.0.0.2"  # loopback, but not the API server's address: another peer
 NAMESPACE, USER = "bench-admission", "bencher"
 VERBS = ["get", "list", "watch", "update"]
@@ -127,7 +129,9 @@ def print_flooded(port: int, custom: client.CustomObjectsApi) -> None:
     stop.set()
     for sender in senders:
         sender.join(timeout=10)
-    print(f"Under a flood of crafted reviews from {FLOOD} clients at {FLOOD_SOURCE} (64 reviews each, never cached):")
+    callers = "the API server only" if CLIENT_AUTH else "any client"
+    print(f"Under a flood of crafted reviews from {FLOOD} clients at {FLOOD_SOURCE} (64 reviews each, never cached;")
+    print(f"  the webhooks answer {callers}):")
     print(f"  {COUNT} dry-run creates, one at a time: {sorted(Counter(o for _, o in flooded).items())}")
     print(f"  round trip {summary([t for t, _ in flooded])}")
     print(f"  the flood's requests answered: {dict(sorted(answers.items()))}")
@@ -176,6 +180,7 @@ def main() -> None:
                 str(port),
                 "--webhook-cert-dir",
                 str(certs),
+                *(["--webhook-client-ca", str(plane.webhook_client_ca)] if CLIENT_AUTH else []),
             ],
             env={**os.environ, "KUBECONFIG": str(plane.kubeconfig_path)},
             stdout=log,

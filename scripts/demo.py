@@ -162,6 +162,7 @@ def main() -> None:
                     "--retain-for=10m",
                     f"--webhook-port={port}",
                     f"--webhook-cert-dir={cert_dir}",
+                    f"--webhook-client-ca={plane.webhook_client_ca}",  # it answers the API server only
                     f"--operator-namespace={OPERATOR_NAMESPACE}",
                 ],
                 env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},

@@ -55,6 +55,8 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield cluster
         return
     with running(log_dir=tmp_path_factory.mktemp("control-plane-logs"), audit=True) as plane:
+        # Every operator a test starts answers only the API server's webhook client certificate.
+        os.environ["AGENT_IDENTITY_WEBHOOK_CLIENT_CA"] = str(plane.webhook_client_ca)
         cluster = Cluster(kubeconfig=plane.kubeconfig_path, plane=plane)
         cluster.install_crds()
         cluster.ensure_namespace(OPERATOR_NAMESPACE)

@@ -51,7 +51,7 @@ CUSTOM_VALUES = {
     "defaultProfile": "read-only",
     "workers": 4,
     "retainFor": "30m",
-    "webhook": {"certManager": {"enabled": True}},
+    "webhook": {"certManager": {"enabled": True}, "clientCA": {"configMap": "webhook-client-ca", "key": "apiserver-ca.pem"}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}, "prometheusRule": {"enabled": True}},
 }
 
@@ -402,6 +402,18 @@ def test_custom_values_reach_the_operator_flags(custom_objects: list[dict[str, A
     assert config.namespaces == tuple(WATCHED)
     assert (config.workers, config.retain_for.total_seconds(), config.default_profile) == (4, 1800, "read-only")
     assert config.webhook_host == WEBHOOK_HOST
+    # The webhooks answer only the API server: its client certificate's CA, mounted from the ConfigMap.
+    assert config.webhook_client_ca == "/webhook-client-ca/apiserver-ca.pem"
+    (mount,) = [m for m in container(custom_objects)["volumeMounts"] if m["name"] == "webhook-client-ca"]
+    volumes = one(custom_objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert (
+        mount["mountPath"] == "/webhook-client-ca"
+        and {"name": "webhook-client-ca", "configMap": {"name": "webhook-client-ca"}} in volumes
+    )
+
+
+def test_by_default_the_webhooks_take_any_client(default_objects: list[dict[str, Any]]) -> None:
+    assert parse_args(container(default_objects)["args"]).webhook_client_ca is None
 
 
 def test_signing_keys_live_in_the_release_namespace_and_the_jwks_is_served(default_objects: list[dict[str, Any]]) -> None:

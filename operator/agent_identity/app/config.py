@@ -31,6 +31,7 @@ class OperatorConfig:
     webhook_listen: str | None = None
     webhook_cert_dir: str | None = None  # default: a fresh private temporary directory
     webhook_drain: timedelta = timedelta(0)  # stopping, answer with Connection: close this long first
+    webhook_client_ca: str | None = None  # answer only clients whose certificate this CA signed
     signing_namespace: str | None = None  # where the signing keys live; None: no assertions
     issuer: str = "https://agent-identity-operator"
     trust_domain: str = "cluster.local"
@@ -107,6 +108,12 @@ FLAGS = (
     ),
     Flag("--webhook-listen", "webhook_listen", "address to listen on (default: --webhook-host)"),
     Flag("--webhook-cert-dir", "webhook_cert_dir", "tls.crt, tls.key and ca.crt: used if present, else generated here"),
+    Flag(
+        "--webhook-client-ca",
+        "webhook_client_ca",
+        "answer only clients with a certificate this CA signed: the API server, given one in its AdmissionConfiguration"
+        " (default: any client)",
+    ),
     Flag(
         "--webhook-drain",
         "webhook_drain",

@@ -64,6 +64,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         )
         settings.admission.server = DrainingWebhookServer(
             drain=config.webhook_drain,
+            client_ca=config.webhook_client_ca,
             addr=config.webhook_listen or config.webhook_host,
             port=config.webhook_port,
             host=config.webhook_host,

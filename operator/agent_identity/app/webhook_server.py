@@ -43,10 +43,17 @@ if not hasattr(kopf.WebhookServer, _SERVING):  # a kopf without it would stop wi
 
 class DrainingWebhookServer(kopf.WebhookServer):
     """kopf.WebhookServer that drains for ``drain`` before it stops listening, loads new
-    certificate files into the context it serves with rather than restarting, and shares review
-    work fairly between the peers that send it (:mod:`agent_identity.app.fair_gate`)."""
+    certificate files into the context it serves with rather than restarting, shares review work
+    fairly between the peers that send it (:mod:`agent_identity.app.fair_gate`) and, given
+    ``client_ca``, completes a TLS handshake only with a client holding a certificate it signed."""
 
-    def __init__(self, *, drain: timedelta, **kwargs: Any) -> None:
+    def __init__(self, *, drain: timedelta, client_ca: str | None = None, **kwargs: Any) -> None:
+        if client_ca:  # the TLS handshake itself refuses anyone else (and trusts no system CA for clients)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_verify_locations(cafile=client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+            kwargs["context"] = context
         super().__init__(**kwargs)
         self.drain = drain
         self.draining = False

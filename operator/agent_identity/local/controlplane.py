@@ -84,6 +84,10 @@ def write_pki(directory: Path) -> dict[str, Path]:
     # The controller manager as kubeadm runs it: its own user, and one ServiceAccount per controller
     # (--use-service-account-credentials), so its requests carry the users a real cluster's do.
     controller_manager = certs.issue(ca, common_name="system:kube-controller-manager")
+    # What the API server shows the admission webhooks (its AdmissionConfiguration): from an
+    # authority of its own, so a webhook that trusts it answers the API server and nobody else.
+    webhook_ca = certs.new_authority("agent-identity-local-webhook-client-ca")
+    webhook_client = certs.issue(webhook_ca, common_name="kube-apiserver-webhook-client")
     files = {
         "ca.crt": ca.cert_pem,
         "ca.key": ca.key_pem,
@@ -97,6 +101,9 @@ def write_pki(directory: Path) -> dict[str, Path]:
         "admin.key": admin.key_pem,
         "controller-manager.crt": controller_manager.cert_pem,
         "controller-manager.key": controller_manager.key_pem,
+        "webhook-client-ca.crt": webhook_ca.cert_pem,
+        "webhook-client.crt": webhook_client.cert_pem,
+        "webhook-client.key": webhook_client.key_pem,
     }
     return {name: certs.write_private(directory / name, content) for name, content in files.items()}
 
@@ -191,6 +198,7 @@ class LocalControlPlane:
     kubeconfig_path: Path = field(init=False)
     server: str = field(init=False)
     audit_log: Path | None = field(init=False, default=None)  # JSON lines, when ``audit``
+    webhook_client_ca: Path = field(init=False)  # signs the certificate the API server shows webhooks
 
     def __post_init__(self) -> None:
         self.kubeconfig_path = self.work_dir / "admin.kubeconfig"
@@ -200,6 +208,8 @@ class LocalControlPlane:
         assert self.log_dir is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pki = write_pki(self.work_dir / "pki")
+        self.webhook_client_ca = pki["webhook-client-ca.crt"]
+        admission = self._admission_configuration(pki)
         etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.server = f"https://127.0.0.1:{api_port}"
@@ -239,6 +249,7 @@ class LocalControlPlane:
             "kube-apiserver",
             [
                 *audit,
+                f"--admission-control-config-file={admission}",
                 f"--etcd-servers={etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
@@ -274,6 +285,28 @@ class LocalControlPlane:
             ],
         )
         self._wait_controllers()
+
+    def _admission_configuration(self, pki: dict[str, Path]) -> Path:
+        """The API server shows its webhook client certificate to every admission webhook."""
+        kubeconfig = self.work_dir / "webhook-client.kubeconfig"
+        user = {"client-certificate": str(pki["webhook-client.crt"]), "client-key": str(pki["webhook-client.key"])}
+        kubeconfig.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]}))
+        webhooks = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        configuration = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": plugin, "configuration": webhooks}
+                for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        path = self.work_dir / "admission.yaml"
+        path.write_text(yaml.safe_dump(configuration))
+        return path
 
     def _spawn(self, binary: str, args: list[str]) -> None:
         assert self.log_dir is not None

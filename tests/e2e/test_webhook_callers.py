@@ -1,0 +1,75 @@
+"""The webhooks answer the API server, not whoever reaches their port.
+
+Any pod that can reach the webhook port could otherwise POST AdmissionReviews of its own making:
+get seals for any creator it claims, learn other users' RBAC from refusal texts, and keep the
+review workers busy. Given ``--webhook-client-ca``, the operator completes a TLS handshake only
+with a client holding a certificate that CA signed, which the API server shows (its
+AdmissionConfiguration; the local control plane gives it one, and every operator in this suite
+requires it).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent_identity.keys import certs
+from support.cluster import GROUP, PLURAL, VERSION, Cluster, local_plane, make_identity
+from support.webhooks import WEBHOOK_HOST, operator_with_webhooks
+
+pytestmark = pytest.mark.e2e
+
+
+def crafted_review(namespace: str) -> bytes:
+    identity = make_identity("crafted", namespace, delegator={"kind": "User", "name": "root"})
+    request = {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": GROUP, "version": VERSION, "kind": "AgentIdentity"},
+        "resource": {"group": GROUP, "version": VERSION, "resource": PLURAL},
+        "operation": "CREATE",
+        "namespace": namespace,
+        "name": "crafted",
+        "userInfo": {"username": "root", "groups": ["system:masters", "system:authenticated"]},
+        "object": identity,
+    }
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}).encode()
+
+
+def post(port: int, body: bytes, client_cert: tuple[Path, Path] | None) -> int:
+    """POSTs ``body`` to the mutating webhook as a client of our own; the HTTP status."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if client_cert is not None:
+        context.load_cert_chain(*client_cert)
+    connection = http.client.HTTPSConnection(WEBHOOK_HOST, port, context=context, timeout=10)
+    try:
+        connection.request("POST", "/mutate-identity", body, {"Content-Type": "application/json"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_a_review_from_anyone_but_the_api_server_is_never_answered(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """Attack: a pod posts a crafted review claiming ``system:masters``, with no client certificate,
+    with one of its own CA's, and with one the cluster's own CA signed (a user's)."""
+    plane = local_plane(cluster, "its API server shows the webhooks a client certificate")
+    own = certs.new_authority("mallory-ca")
+    mallory = certs.issue(own, common_name="kube-apiserver-webhook-client")
+    user = (plane.work_dir / "pki" / "admin.crt", plane.work_dir / "pki" / "admin.key")
+    own_cert = (
+        certs.write_private(tmp_path / "m.crt", mallory.cert_pem),
+        certs.write_private(tmp_path / "m.key", mallory.key_pem),
+    )
+    with operator_with_webhooks(cluster, namespace, tmp_path) as process:
+        port = int(process.extra_args[process.extra_args.index("--webhook-port") + 1])
+        for client_cert in (None, own_cert, user):
+            with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+                post(port, crafted_review(namespace), client_cert)
+        # The API server's own calls are answered: the identity is stamped with its creator.
+        stored = cluster.create_identity(make_identity("genuine", namespace))
+        assert "agentidentity.dev/creator" in stored["metadata"]["annotations"]
