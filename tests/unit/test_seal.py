@@ -23,6 +23,7 @@ def ring_at(offset: timedelta, ring: KeyRing | None = None) -> KeyRing:
 
 def sealed(ring: KeyRing, **changes: Any) -> str:
     values: dict[str, Any] = {"namespace": "support", "name": "crawler", "spec": SPEC, "creator": ALICE, "now": CREATED}
+    values["nonce"] = "n0"
     return seal(ring.active(now=CREATED, publish_ahead=AHEAD), **(values | changes))
 
 

@@ -73,7 +73,7 @@ class RingSealer:
 
     def seal(self, *, namespace: str, name: str, spec: Mapping[str, Any], creator: str) -> str:
         key = self.ring.active(now=self.now, publish_ahead=timedelta(0))
-        return seal(key, namespace=namespace, name=name, spec=spec, creator=creator, now=self.now)
+        return seal(key, namespace=namespace, name=name, spec=spec, creator=creator, now=self.now, nonce="n0")
 
     def problem(self, body: Mapping[str, Any], *, created_at: datetime) -> str | None:
         metadata = body["metadata"]

@@ -294,6 +294,9 @@ class AgentIdentityStatus(_Model):
     # Every child's uid by kind: revocation deletes exactly these, even if someone stripped their
     # ownerReferences or labels, and drift repair puts a stripped ownerReference back.
     child_uids: dict[str, Annotated[str, Field(max_length=64)]] | None = Field(default=None, alias="childUIDs", max_length=4)
+    # The operator's HMAC binding the creator seal to this object's uid (keys.seal.binding): a copy
+    # on another object does not hold for its uid.
+    seal_binding: str | None = Field(default=None, alias="sealBinding", max_length=64)
     issued_at: str | None = Field(default=None, alias="issuedAt", max_length=64, json_schema_extra={"format": "date-time"})
     expires_at: str | None = Field(default=None, alias="expiresAt", max_length=64, json_schema_extra={"format": "date-time"})
     token_expires_at: str | None = Field(

@@ -53,15 +53,16 @@ NAMESPACE_RULES = [
 
 
 # In the operator's own namespace: its key Secrets (signing keys, creator-seal keys) and the JWKS
-# ConfigMap, by name, and its leader-election Lease. RBAC cannot limit create by name: the chart's fence (a
+# ConfigMap, by name, its leader-election Lease and its seal ledger. RBAC cannot limit create by name: the chart's fence (a
 # ValidatingAdmissionPolicy) refuses any other Secret or ConfigMap the operator would create there.
 OWN_NAMESPACE_RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET, SEAL_SECRET]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"], "resourceNames": [JWKS_CONFIGMAP]},
     _rule([""], ["secrets", "configmaps"], ["create"]),
     # The leader-election Lease (--leader-election-namespace is the operator's namespace), watched
-    # so that a standby takes a released lease at once.
-    _rule(["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "update"]),
+    # so that a standby takes a released lease at once; and the seal ledger's Leases, created once
+    # per identity and deleted once the seal's window closed (engine.seal_ledger).
+    _rule(["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "update", "delete"]),
 ]
 # The Role and RoleBinding in the operator's own namespace that grant OWN_NAMESPACE_RULES.
 KEYS_ROLE = f"{NAME}-keys"

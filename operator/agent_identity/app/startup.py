@@ -28,6 +28,7 @@ from agent_identity.engine.controller import Controller, utc_now
 from agent_identity.engine.informer import IdentityInformer, relist
 from agent_identity.engine.leader import LeaderElector, LeaseWatch
 from agent_identity.engine.reconciler import Reconciler, Settings
+from agent_identity.engine.seal_ledger import SealLedger
 from agent_identity.engine.supervisor import Supervised, dead
 from agent_identity.engine.watch import Watch
 from agent_identity.keys.keystore import KeyStore, SealKeys, Signer, StoredKeyRing, discovery_document
@@ -38,6 +39,7 @@ from agent_identity.plan.children import SELECTOR, ChildKind
 from agent_identity.policy.facts import PolicySettings
 
 log = logging.getLogger("agent_identity")
+LEDGER_SWEEP_S = 60.0  # the seal ledger forgets claims whose window closed (engine.seal_ledger)
 
 
 class CRDsMissing(RuntimeError):
@@ -90,6 +92,7 @@ def start(config: OperatorConfig) -> Operator:
         else None
     )
     sealer = SealKeys(kube, namespace=config.operator_namespace, clock=utc_now, **_rotation(config)) if config.webhooks else None
+    ledger = SealLedger(kube, sealer, namespace=config.operator_namespace, clock=utc_now) if sealer else None
     signer = Signer(keystore, issuer=config.issuer, trust_domain=config.trust_domain) if keystore else None
     reconciler_settings = Settings(retain_for=config.retain_for, cluster_server=config.cluster_server, policy=policy)
     controller = Controller(
@@ -101,6 +104,7 @@ def start(config: OperatorConfig) -> Operator:
             lookup_profile=lookup_profile,
             signer=signer,
             sealer=sealer,
+            ledger=ledger,
         ),
         workers=config.workers,
         metrics=metrics,
@@ -110,6 +114,10 @@ def start(config: OperatorConfig) -> Operator:
         for store in (keystore, sealer):
             if store is not None:
                 _rotate_in_background(operator, store)
+        if ledger is not None:
+            operator.supervise(
+                Supervised("seal-ledger-sweep", ledger.sweep, every=LEDGER_SWEEP_S, stale_after=LEDGER_SWEEP_S + 600)
+            )
         if sealer is not None:
             operator.admission = Admission(
                 kube=kube,

@@ -87,7 +87,9 @@ class Provisioner:
         failpoints.hit("after-token")
         token = None if secret is None else issued or _held_token(secret, provenance, now=now)
         was_ready = identity.status.phase == Phase.READY
-        self.recorder.write_status(identity.body, _ready_status(identity, converged, provenance, token, now=now))
+        self.recorder.write_status(
+            identity.body, _ready_status(identity, converged, provenance, token, now=now, seal_binding=decision.seal_binding)
+        )
         if not was_ready:
             self.recorder.record(
                 identity,
@@ -190,6 +192,7 @@ def _ready_status(
     token: IssuedToken | TokenFacts | None,
     *,
     now: datetime,
+    seal_binding: str | None,
 ) -> dict[str, Any]:
     children = converged.children
     held = (
@@ -216,5 +219,6 @@ def _ready_status(
             **held,
             "delegationChain": list(provenance.chain),
             **({"profile": provenance.profile, "riskLevel": provenance.risk_level} if provenance.profile else {}),
+            **({"sealBinding": seal_binding} if seal_binding else {}),
         },
     )

@@ -27,6 +27,7 @@ from agent_identity.engine.credentials import Credentials, Signer
 from agent_identity.engine.lifecycle import Lifecycle
 from agent_identity.engine.provisioning import ChildConflictError, Provisioner
 from agent_identity.engine.records import Recorder, Result, phase_status
+from agent_identity.engine.seal_ledger import SealLedger
 from agent_identity.keys.seal import Sealer
 from agent_identity.kube.client import ClusterAccess, Kube, KubeError
 from agent_identity.ops.audit import Action, audit_record, emit
@@ -67,11 +68,13 @@ class Reconciler:
         lookup_profile: ProfileLookup | None = None,
         signer: Signer | None = None,
         sealer: Sealer | None = None,
+        ledger: SealLedger | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock
         self.sealer = sealer  # None only in the unsafe no-webhooks mode: creators are then taken on trust
+        self.ledger = ledger  # with a sealer: each seal vouches for the first uid provisioned with it only
         self.lookup_identity = lookup_identity or kube.get_identity
         self.lookup_profile = lookup_profile or kube.get_profile
         self._access: ClusterAccess | None = None
@@ -99,9 +102,9 @@ class Reconciler:
         if identity.status.phase in FINAL_PHASES:
             return self.lifecycle.keep_final(identity, profile, now=now)
         decision = decide(identity, delegator=self._delegator(identity), now=now, profile=profile)
-        if isinstance(decision, Provision):
-            decision = self._judged(identity, decision, now=now)
         try:
+            if isinstance(decision, Provision):
+                decision = self._judged(identity, decision, now=now)
             match decision:
                 case Provision():
                     return self.provisioner.provision(identity, decision, now=now)
@@ -140,9 +143,14 @@ class Reconciler:
 
     def _judged(self, identity: AgentIdentity, decision: Provision, *, now: datetime) -> Provision | Deny:
         """Defence in depth before anything is provisioned: the seal on every look (cheap: a forged
-        status never skips it), and the webhook's whole policy chain on the first provisioning."""
+        status never skips it), claimed for this uid alone (the ledger: one create the first time,
+        then the status's binding, an HMAC), and the webhook's whole policy chain on the first
+        provisioning."""
         created_at = parse_timestamp(identity.metadata.creation_timestamp)
         problem = self.sealer.problem(identity.body, created_at=created_at) if self.sealer else None
+        if problem is None and self.ledger is not None:
+            problem = self.ledger.claim(identity)
+            decision = replace(decision, seal_binding=None if problem else self.ledger.binding(identity))
         if problem is None and identity.status.phase == Phase.READY:
             return decision
         facts = facts_for(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from agent_identity.api.durations import parse_timestamp
 from agent_identity.api.v1alpha1 import AgentIdentity
 from agent_identity.keys.keyring import Key, KeyRing, random_material
 from agent_identity.keys.keyring import rotate as rotate_ring
+from agent_identity.keys.seal import binding as seal_binding
+from agent_identity.keys.seal import bound as seal_bound
 from agent_identity.keys.seal import check as check_seal
 from agent_identity.keys.seal import seal as make_seal
 from agent_identity.keys.seal import seal_kid
@@ -151,7 +154,15 @@ class SealKeys(StoredKeyRing):
         self._last_resync = 0.0
 
     def seal(self, *, namespace: str, name: str, spec: Mapping[str, Any], creator: str) -> str:
-        return make_seal(self.active(), namespace=namespace, name=name, spec=spec, creator=creator, now=self.clock())
+        nonce = secrets.token_urlsafe(12)
+        return make_seal(self.active(), namespace=namespace, name=name, spec=spec, creator=creator, now=self.clock(), nonce=nonce)
+
+    def binding(self, value: str, uid: str) -> str | None:
+        """The binding of the seal ``value`` to the object ``uid`` (see :func:`seal.binding`)."""
+        return seal_binding(self.current(), value, uid)
+
+    def bound(self, value: str, uid: str, claimed: str | None) -> bool:
+        return seal_bound(self.current(), value, uid, claimed)
 
     def problem(self, body: Mapping[str, Any], *, created_at: datetime) -> str | None:
         """Why ``body``'s creator stamp is not to be trusted, or None when its seal holds."""

@@ -407,6 +407,21 @@ class Kube:
             return self._request("PUT", f"{collection}/{quote(metadata['name'])}", body=body, fenced=False)
         return self._request("POST", collection, body=body, fenced=False)
 
+    def create_stored(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Creates ``body`` (a 409 means it exists), as the leader only: the seal ledger's claims."""
+        metadata = body["metadata"]
+        return self._request("POST", _STORED[body["kind"]].format(namespace=metadata["namespace"]), body=body)
+
+    def stored_metadata(self, kind: str, namespace: str, *, label_selector: str) -> Iterator[dict[str, Any]]:
+        """The metadata of every stored object of ``kind`` in ``namespace`` matching the selector."""
+        path = _STORED[kind].format(namespace=namespace)
+        for page in self._pages(path, {"labelSelector": label_selector}, limit=None, accept=_METADATA_LIST):
+            yield from page.get("items") or []
+
+    def delete_stored(self, kind: str, namespace: str, name: str, *, uid: str) -> bool:
+        """Deletes exactly the object ``uid``; False when it is already gone."""
+        return self._delete(f"{_STORED[kind].format(namespace=namespace)}/{quote(name)}", uid=uid)
+
     # -- agent pods and their workloads ---------------------------------------------------------
 
     def get_workload(self, namespace: str, *, api_version: str, kind: str, name: str) -> dict[str, Any] | None:

@@ -49,6 +49,8 @@ class Provision:
     provenance: Provenance
     # The delegating AgentIdentity owns its delegates, so deleting it deletes them.
     delegator_owner_reference: dict[str, Any] | None
+    # The operator's binding of the creator seal to this object's uid, for the Ready status.
+    seal_binding: str | None = None
 
 
 @dataclass(frozen=True)
