@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from support.cluster import GROUP, PLURAL, VERSION, Cluster, impersonating, make_identity
+from support.cluster import GROUP, IDENTITY_EDITOR, PLURAL, VERSION, Cluster, impersonating, make_identity
 from support.operator_process import OperatorProcess
 from support.webhooks import operator_with_webhooks
 
@@ -78,15 +78,7 @@ def scene(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     suffix = uuid.uuid4().hex[:5]
     namespace, profile = cluster.create_test_namespace(f"forgery-{suffix}"), f"forgery-{suffix}"
     create_profile(cluster, profile)
-    cluster.grant(
-        namespace,
-        "mallory",
-        [
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
-            {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "delete"]},
-            {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch", "update"]},
-        ],
-    )
+    cluster.grant(namespace, "mallory", IDENTITY_EDITOR)
     with operator_with_webhooks(cluster, namespace, tmp_path_factory.mktemp("forgery")) as process:
         yield Scene(cluster, namespace, profile, process)
     delete_profile(cluster, profile)

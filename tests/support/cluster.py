@@ -24,6 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "agentidentity.dev", "v1alpha1", "agentidentities"
 OPERATOR_NAMESPACE = "agent-identity-system"  # the operator's own (its --operator-namespace default)
 T = TypeVar("T")
+# What the attacker of the status and replay suites holds: a namespace's `edit` role on identities
+# (create, get, list, delete, and patch of their status), and reading the ConfigMaps their scopes name.
+IDENTITY_EDITOR = [
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
+    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch", "update"]},
+]
 # The audit log of a --kubeconfig cluster's API server, where this machine reads it (make kind-e2e
 # mounts the node's into its directory); the local control plane's is known without it.
 AUDIT_LOG_ENV = "AGENT_IDENTITY_AUDIT_LOG"
