@@ -217,11 +217,13 @@ def test_all_namespaces_mode_binds_namespace_rules_and_ceilings_cluster_wide(def
             }
         )
     assert rbac_view(default_objects) == rbac_view(expected)
-    # The only namespaced grant is the keys Role in the operator's own namespace.
+    # The only namespaced grants are the keys Role in the operator's own namespace and Events in default.
     assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(default_objects, "RoleBinding")] == [
-        (NAMESPACE, operator_rbac.KEYS_ROLE)
+        (NAMESPACE, operator_rbac.KEYS_ROLE),
+        ("default", operator_rbac.EVENTS_ROLE),
     ]
     assert one(default_objects, "Role", operator_rbac.KEYS_ROLE)["rules"] == operator_rbac.OWN_NAMESPACE_RULES
+    assert one(default_objects, "Role", operator_rbac.EVENTS_ROLE)["rules"] == operator_rbac.CLUSTER_EVENTS_RULES
     assert not [arg for arg in container(default_objects)["args"] if arg.startswith(("--namespace", "-n"))]
 
 
@@ -438,7 +440,8 @@ def test_signing_can_be_turned_off_but_the_keys_role_stays_for_the_seal_keys(
     # The webhooks seal every creator stamp with keys kept in the operator's namespace.
     assert one(objects, "Role", operator_rbac.KEYS_ROLE)["rules"] == operator_rbac.OWN_NAMESPACE_RULES
     assert [b["roleRef"]["name"] for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"] == [
-        operator_rbac.KEYS_ROLE
+        operator_rbac.KEYS_ROLE,
+        operator_rbac.EVENTS_ROLE,
     ]
     assert f"{operator_rbac.NAME}-jwks" not in [s["metadata"]["name"] for s in by_kind(objects, "Service")]
     assert container(objects)["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -597,6 +600,7 @@ ALERTS = {
     "AgentIdentityWebhookUnavailable": "up",
     "AgentIdentityTokenIssuanceFailures": "agentidentity_token_failures_total",
     "AgentIdentityAssertionSigningFailures": "agentidentity_assertion_failures_total",
+    "AgentIdentityNamespaceWithoutPodSecurity": "agentidentity_namespaces_without_pod_security",
 }
 
 

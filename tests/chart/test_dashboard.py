@@ -35,6 +35,7 @@ def exported_families() -> dict[str, set[str]]:
     """Metric family -> the sample names it exposes, from the operator's own registry."""
     metrics = Metrics()
     metrics.watch(lambda: [])
+    metrics.watch_pod_security(lambda: {})
     return {family.name: {family.name + suffix for suffix in SUFFIXES[family.type]} for family in metrics.registry.collect()}
 
 
@@ -121,10 +122,13 @@ def test_the_registry_exports_the_documented_metrics() -> None:
         "agentidentity_webhook_requests",
         "agentidentity_ready_latency_seconds",
         "agentidentity_retirement_lag_seconds",
+        "agentidentity_namespaces_without_pod_security",
+        "agentidentity_namespace_pod_security_enforced",
     } <= set(families)
     # The suffix table matches what the registry really writes for the series it already has.
     metrics = Metrics()
     metrics.watch(lambda: [])
+    metrics.watch_pod_security(lambda: {"served": True})
     samples = {sample.name for family in metrics.registry.collect() for sample in family.samples}
     assert samples and samples <= exported_series()
 

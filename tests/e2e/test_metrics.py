@@ -8,24 +8,10 @@ from pathlib import Path
 
 import pytest
 from kubernetes.client.rest import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 from support.cluster import Cluster, make_identity, wait_for
+from support.metrics import scrape, value
 from support.webhooks import free_port, operator_with_webhooks, unregister
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
 
 
 def test_metrics_match_a_scripted_scenario(cluster: Cluster, namespace: str, tmp_path: Path) -> None:

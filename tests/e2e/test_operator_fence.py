@@ -18,6 +18,7 @@ import base64
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 from kubernetes import client, config, utils
 from kubernetes.client.rest import ApiException
 
+from agent_identity.engine.pod_security import REASON
 from agent_identity.keys.keystore import CONFIGMAP_NAME, SEAL_SECRET_NAME
 from agent_identity.plan.children import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE
 from support import fence
@@ -73,6 +75,10 @@ def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Opera
                 _ignore_missing(cluster.rbac.delete_cluster_role, obj["metadata"]["name"])
             elif obj["kind"] == "ClusterRoleBinding":
                 _ignore_missing(cluster.rbac.delete_cluster_role_binding, obj["metadata"]["name"])
+            elif obj["metadata"].get("namespace") not in (home, namespace):  # the Events Role in default
+                rbac = cluster.rbac
+                delete = rbac.delete_namespaced_role if obj["kind"] == "Role" else rbac.delete_namespaced_role_binding
+                _ignore_missing(partial(delete, namespace=obj["metadata"]["namespace"]), obj["metadata"]["name"])
         cluster.delete_namespace(home)
 
 
@@ -192,6 +198,11 @@ def test_the_operator_writes_its_agents_and_their_tokens(cluster: Cluster, opera
     operator.core.create_namespaced_config_map(home, {"metadata": meta(CONFIGMAP_NAME, labels=OURS), "data": {"jwks.json": "{}"}})
     # Events anywhere it serves.
     operator.core.create_namespaced_event(served, _event(served))
+    # An Event about a served Namespace (no Pod Security enforced) lives in default, as kubectl describe expects.
+    uid = cluster.core.read_namespace(served).metadata.uid
+    about = {"apiVersion": "v1", "kind": "Namespace", "name": served, "uid": uid}
+    event = {**_event(served), "metadata": {"generateName": "x.", "namespace": "default"}, "involvedObject": about}
+    operator.core.create_namespaced_event("default", {**event, "type": "Warning", "reason": REASON})
 
 
 def test_the_fence_closes_the_side_doors(cluster: Cluster, operator: Operator) -> None:

@@ -13,7 +13,8 @@ import pytest
 from kubernetes import client, config, utils
 
 from agent_identity.api.v1alpha1 import PolicyRule
-from agent_identity.app.operator_rbac import NAME, operator_rbac
+from agent_identity.app.operator_rbac import EVENTS_ROLE, NAME, operator_rbac
+from agent_identity.engine.pod_security import REASON
 from support import fence
 from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
 from support.webhooks import operator_with_webhooks
@@ -51,6 +52,11 @@ FORBIDDEN = [  # (namespace placeholder "SERVED" is replaced by the served names
     {"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "clusterroles"},
     {"verb": "update", "group": "admissionregistration.k8s.io", "resource": "validatingwebhookconfigurations"},
     {"namespace": "SERVED", "verb": "*", "group": "*", "resource": "*"},
+    # Namespaces: its served one only (below), and none listed or changed.
+    {"namespace": "kube-system", "verb": "get", "group": "", "resource": "namespaces", "name": "kube-system"},
+    {"verb": "list", "group": "", "resource": "namespaces"},
+    {"namespace": "SERVED", "verb": "update", "group": "", "resource": "namespaces", "name": "SERVED"},
+    {"namespace": "kube-system", "verb": "create", "group": "", "resource": "events"},
 ]
 
 
@@ -97,6 +103,10 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
             assert not any(cluster.children(namespace, "brief").values())
             cluster.delete_identity(namespace, "scoped")
             wait_for("revoked by the restricted operator", lambda: not any(cluster.children(namespace, "scoped").values()))
+            # The served namespace has no Pod Security label: the Warning Event about it, in default.
+            selector = f"involvedObject.kind=Namespace,involvedObject.name={namespace},reason={REASON}"
+            events = cluster.core.list_namespaced_event
+            wait_for("the Pod Security warning", lambda: events("default", field_selector=selector).items)
             assert "Forbidden" not in process.output(), "the RBAC or the fence refused the operator something"
 
         allowed = [a for a in FORBIDDEN if may(cluster, operator_namespace, _in(a, namespace))]
@@ -109,6 +119,8 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
             "subresource": "token",
         }
         assert may(cluster, operator_namespace, token_here)
+        its_namespace = {"namespace": namespace, "verb": "get", "group": "", "resource": "namespaces", "name": namespace}
+        assert may(cluster, operator_namespace, its_namespace)
     finally:
         fence.remove(cluster, policy)
         cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "agentprofiles", profile_name)
@@ -116,6 +128,8 @@ def test_the_documented_rbac_is_sufficient_and_grants_nothing_dangerous(
         for role in (NAME, f"{NAME}:namespace", f"{NAME}:ceilings"):
             rbac.delete_cluster_role(role)
         rbac.delete_cluster_role_binding(NAME)
+        rbac.delete_namespaced_role_binding(EVENTS_ROLE, "default")
+        rbac.delete_namespaced_role(EVENTS_ROLE, "default")
 
 
 def _in(attributes: dict[str, str], namespace: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ from kubernetes.client.rest import ApiException
 
 from agent_identity.local.controlplane import terminate
 from agent_identity.ops.metrics import LAG_BUCKETS
+from agent_identity.policy.pod_security import ENFORCE_LABEL
 from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
 from support.tools import render_chart, script_output
 from support.webhooks import free_port, operator_with_webhooks, unregister
@@ -246,6 +247,9 @@ def dashboard_expectations() -> dict[tuple[str, str], Callable[[Series], object]
         ("Reconcile errors by reason", "A"): lambda s: s == [] or _fail(s),
         # Idle after the scenario; at most one entry per identity in any case.
         ("Work queue depth", "A"): lambda s: 0 <= _single(s) <= 6 or _fail(s),
+        # The served namespace is labelled baseline before the operator starts.
+        ("Served namespaces without Pod Security", "A"): value(0),
+        ("Pod Security enforced, by served namespace", "A"): lambda s: [v for _, v in s] == [1.0] or _fail(s),
     }
 
 
@@ -276,6 +280,7 @@ ALERT_SELECTORS: dict[str, Callable[[Series], object]] = {
     "up": lambda s: [v for _, v in s] == [1.0] or _fail(s),
     "agentidentity_token_failures_total": lambda s: [v for _, v in s] == [0.0] or _fail(s),
     "agentidentity_assertion_failures_total": lambda s: [v for _, v in s] == [0.0] or _fail(s),
+    "agentidentity_namespaces_without_pod_security": lambda s: [v for _, v in s] == [0.0] or _fail(s),
     # apiserver_admission_webhook_rejection_count: see _check_alerts (the webhook never failed to answer)
 }
 # Each alert's expression without its final "> threshold": the signal it compares.
@@ -285,6 +290,7 @@ ALERT_SIGNALS: dict[str, Callable[[Series], object]] = {
     "AgentIdentityReconcileErrors": lambda s: s == [] or _fail(s),
     "AgentIdentityTokenIssuanceFailures": lambda s: _single(s) == 0 or _fail(s),
     "AgentIdentityAssertionSigningFailures": lambda s: _single(s) == 0 or _fail(s),
+    "AgentIdentityNamespaceWithoutPodSecurity": lambda s: _single(s) == 0 or _fail(s),
 }
 
 
@@ -326,6 +332,7 @@ def test_dashboard_and_alerts_on_a_real_prometheus(
 
     port = free_port()
     args = ["--http-port", str(port), "--http-listen", "127.0.0.1", "--signing-namespace", namespace]
+    cluster.core.patch_namespace(namespace, {"metadata": {"labels": {ENFORCE_LABEL: "baseline"}}})  # no Pod Security alert
     prometheus = Prometheus(prometheus_binary, tmp_path / "prometheus")
     prometheus.directory.mkdir()
     try:

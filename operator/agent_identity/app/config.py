@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from agent_identity.api.durations import parse_duration
+from agent_identity.policy.pod_security import Level
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,15 @@ class OperatorConfig:
     shard_selector: str | None = None  # label selector: this replica serves only matching identities
     resync_period: timedelta = timedelta(hours=1)  # every identity listed and verified again
     http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
+    pod_security_default: Level = Level.PRIVILEGED  # what the API server enforces on unlabelled namespaces
+    pod_security_check_period: timedelta = timedelta(minutes=1)  # served namespaces' Pod Security read again
 
     @property
     def webhooks(self) -> bool:
         return self.webhook_port > 0
 
 
-_PARSERS: dict[type, Callable[[str], Any]] = {int: int, timedelta: parse_duration}
+_PARSERS: dict[type, Callable[[str], Any]] = {int: int, timedelta: parse_duration, Level: Level}
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Flag:
     name: str
     field: str
     help: str
-    kind: type = str  # str, int, bool (a switch; "true" in the environment) or timedelta (a duration)
+    kind: type = str  # str, int, bool (a switch; "true" in the environment), timedelta (a duration) or Level
     default: str | None = None
     env: tuple[str, ...] = ()
 
@@ -171,6 +174,21 @@ FLAGS = (
         "list and verify every identity this often, and at once after a gap in a watch (default 1h)",
         timedelta,
         "1h",
+    ),
+    Flag(
+        "--pod-security-default",
+        "pod_security_default",
+        "the Pod Security level the API server enforces on namespaces without the pod-security.kubernetes.io/enforce "
+        "label (its PodSecurity admission configuration's defaults.enforce; default privileged, Kubernetes' own)",
+        Level,
+        "privileged",
+    ),
+    Flag(
+        "--pod-security-check-period",
+        "pod_security_check_period",
+        "read the served namespaces' Pod Security labels this often (default 1m)",
+        timedelta,
+        "1m",
     ),
 )
 

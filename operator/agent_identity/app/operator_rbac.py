@@ -5,7 +5,8 @@ this operator never gets), and a RoleBinding only to a Role whose permissions it
 ``bind``). So the design is: the operator *holds the profile ceilings* in the namespaces it serves
 (``ceilings``), and nothing wider. Every agent Role it writes is a subset of a ceiling (the policy
 checks make sure), so the API server's own escalation check passes without ``escalate`` or
-``bind``. ``create serviceaccounts/token`` is granted only in the served namespaces.
+``bind``. ``create serviceaccounts/token`` is granted only in the served namespaces, ``get`` of a
+Namespace only of the served ones, and Events about Namespaces only in ``default``.
 
 Used by the tests (to prove this RBAC is sufficient); the Helm chart renders the same objects
 (tests/chart/test_chart.py compares them), plus the fence that narrows what the operator may write.
@@ -21,6 +22,7 @@ from agent_identity.api.v1alpha1 import PolicyRule
 from agent_identity.keys.keystore import CONFIGMAP_NAME as JWKS_CONFIGMAP
 from agent_identity.keys.keystore import SEAL_SECRET_NAME as SEAL_SECRET
 from agent_identity.keys.keystore import SECRET_NAME as SIGNING_SECRET
+from agent_identity.kube.client import CLUSTER_EVENTS_NAMESPACE
 
 NAME = "agent-identity-operator"
 RBAC_API = "rbac.authorization.k8s.io"
@@ -44,6 +46,9 @@ NAMESPACE_RULES = [
     _rule([""], ["serviceaccounts/token"], ["create"]),
     _rule([RBAC_API], ["roles", "rolebindings"], ["get", "list", "watch", "create", "update", "delete"]),
     _rule([""], ["events"], ["create"]),
+    # The served Namespace itself (its Pod Security label): bound in a namespace, this grants that
+    # Namespace only, since the API server authorizes GET /api/v1/namespaces/<ns> in <ns>.
+    _rule([""], ["namespaces"], ["get"]),
     # Agent pods: deleted with their identity; the workloads that make them read by the pod webhook.
     _rule([""], ["pods"], ["deletecollection"]),
     _rule([""], ["replicationcontrollers"], ["get"]),
@@ -66,6 +71,12 @@ OWN_NAMESPACE_RULES = [
 ]
 # The Role and RoleBinding in the operator's own namespace that grant OWN_NAMESPACE_RULES.
 KEYS_ROLE = f"{NAME}-keys"
+
+# Events about Namespaces (a served one without Pod Security enforcement) live in ``default``, as
+# every Event about a cluster-scoped object, where ``kubectl describe namespace`` finds them.
+CLUSTER_EVENTS_RULES = [_rule([""], ["events"], ["create"])]
+# The Role and RoleBinding in CLUSTER_EVENTS_NAMESPACE that grant CLUSTER_EVENTS_RULES.
+EVENTS_ROLE = f"{NAME}-events"
 
 
 def _binding(kind: str, name: str, *, role_kind: str, role: str, account: str, namespace: str | None) -> dict[str, Any]:
@@ -95,6 +106,14 @@ def operator_rbac(
             "rules": rules,
         }
 
+    def namespaced_role(name: str, namespace: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A Role in ``namespace`` and the RoleBinding that grants it to the operator."""
+        metadata = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": NAME}}
+        return [
+            {"apiVersion": f"{RBAC_API}/v1", "kind": "Role", "metadata": metadata, "rules": rules},
+            _binding("RoleBinding", name, role_kind="Role", role=name, account=operator_namespace, namespace=namespace),
+        ]
+
     ceiling_rules = [rule.model_dump(by_alias=True, exclude_none=True) for rule in ceilings]
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": operator_namespace}},
@@ -102,20 +121,8 @@ def operator_rbac(
         cluster_role(f"{NAME}:namespace", NAMESPACE_RULES),
         cluster_role(f"{NAME}:ceilings", ceiling_rules),
         _binding("ClusterRoleBinding", NAME, role_kind="ClusterRole", role=NAME, account=operator_namespace, namespace=None),
-        {
-            "apiVersion": f"{RBAC_API}/v1",
-            "kind": "Role",
-            "metadata": {"name": KEYS_ROLE, "namespace": operator_namespace, "labels": {"app.kubernetes.io/name": NAME}},
-            "rules": OWN_NAMESPACE_RULES,
-        },
-        _binding(
-            "RoleBinding",
-            KEYS_ROLE,
-            role_kind="Role",
-            role=KEYS_ROLE,
-            account=operator_namespace,
-            namespace=operator_namespace,
-        ),
+        *namespaced_role(KEYS_ROLE, operator_namespace, OWN_NAMESPACE_RULES),
+        *namespaced_role(EVENTS_ROLE, CLUSTER_EVENTS_NAMESPACE, CLUSTER_EVENTS_RULES),
     ]
     for namespace in served_namespaces:
         for role in (f"{NAME}:namespace", f"{NAME}:ceilings"):

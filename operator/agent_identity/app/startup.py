@@ -4,7 +4,7 @@ handlers (``handlers``) call :func:`start` once and hand it every event.
 What runs: one request layer to the API server, the controller (cache, work queue, workers), the
 creator seals' and (optionally) the assertions' key rings with their rotation, leader election
 when asked, the identities' list-and-watch (engine/informer.py), the children's metadata watches,
-a periodic resync, and the HTTP endpoints. Every
+a periodic resync, the served namespaces' Pod Security check, and the HTTP endpoints. Every
 background loop runs under a :class:`Supervised` and reports to ``/healthz``.
 """
 
@@ -27,6 +27,7 @@ from agent_identity.engine.childwatch import ChildWatch
 from agent_identity.engine.controller import Controller, utc_now
 from agent_identity.engine.informer import IdentityInformer, relist
 from agent_identity.engine.leader import LeaderElector, LeaseWatch
+from agent_identity.engine.pod_security import PodSecurityCheck
 from agent_identity.engine.reconciler import Reconciler, Settings
 from agent_identity.engine.seal_ledger import SealLedger
 from agent_identity.engine.supervisor import Supervised, dead
@@ -37,6 +38,7 @@ from agent_identity.ops import audit, http
 from agent_identity.ops.metrics import Metrics
 from agent_identity.plan.children import SELECTOR, ChildKind
 from agent_identity.policy.facts import PolicySettings
+from agent_identity.policy.pod_security import namespaces_to_check
 
 log = logging.getLogger("agent_identity")
 LEDGER_SWEEP_S = 60.0  # the seal ledger forgets claims whose window closed (engine.seal_ledger)
@@ -140,6 +142,7 @@ def start(config: OperatorConfig) -> Operator:
         if config.http_port:  # first: probes answer while the identities are listed
             operator.http = _serve_http(operator)
         _watch(operator)
+        _check_pod_security(operator)
     except BaseException:
         operator.stop()
         raise
@@ -202,6 +205,25 @@ def _watch(operator: Operator) -> None:
     for watch in [*informers, *children]:
         _supervise_watch(operator, watch)
     operator.supervise(resync)  # last: its first listing is taken after every watch began
+
+
+def _check_pod_security(operator: Operator) -> None:
+    """Every check period, the Pod Security of each served namespace (the listed ones, or where
+    identities are cached): metrics, and a Warning Event on a Namespace that lacks it."""
+    config, controller = operator.config, operator.controller
+    check = PodSecurityCheck(
+        operator.kube,
+        namespaces=lambda: namespaces_to_check(
+            served=config.namespaces,
+            with_identities=lambda: {live.namespace for live in controller.live_identities()},
+            operator_namespace=config.operator_namespace,
+        ),
+        cluster_default=config.pod_security_default,
+        clock=utc_now,
+    )
+    operator.metrics.watch_pod_security(check.enforcement)
+    period = config.pod_security_check_period.total_seconds()
+    operator.supervise(Supervised("pod-security", check.step, every=period, stale_after=period + 600))
 
 
 def _supervise_watch(operator: Operator, watch: Watch) -> None:

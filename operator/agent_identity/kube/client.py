@@ -57,6 +57,9 @@ _STORED = {
 
 DELETED = "<deleted>"
 USER_AGENT = "agent-identity-operator"
+# Where Events about cluster-scoped objects go (client-go's recorder does the same; the API server
+# accepts an old-style Event without an involvedObject namespace only there).
+CLUSTER_EVENTS_NAMESPACE = "default"
 IDENTITY = "AgentIdentity"
 ChildKey = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -422,6 +425,12 @@ class Kube:
         """Deletes exactly the object ``uid``; False when it is already gone."""
         return self._delete(f"{_STORED[kind].format(namespace=namespace)}/{quote(name)}", uid=uid)
 
+    # -- namespaces -----------------------------------------------------------------------------
+
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        """The Namespace (apiVersion and kind included), or None if there is none."""
+        return self._get_or_none(f"/api/v1/namespaces/{quote(name)}")
+
     # -- agent pods and their workloads ---------------------------------------------------------
 
     def get_workload(self, namespace: str, *, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
@@ -582,19 +591,19 @@ class Kube:
     # -- events ---------------------------------------------------------------------------------
 
     def record_event(self, *, involved: dict[str, Any], event_type: str, reason: str, message: str, now: datetime) -> None:
+        """An Event about ``involved``, in its namespace; about a cluster-scoped object (a Namespace),
+        in ``default`` with no involvedObject namespace, where ``kubectl describe`` finds it."""
         metadata = involved["metadata"]
         timestamp = format_timestamp(now)
+        reference = {k: involved[k] for k in ("apiVersion", "kind")} | {"name": metadata["name"], "uid": metadata["uid"]}
+        if metadata.get("namespace"):
+            reference["namespace"] = metadata["namespace"]
+        namespace = metadata.get("namespace") or CLUSTER_EVENTS_NAMESPACE
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-            "involvedObject": {
-                "apiVersion": involved["apiVersion"],
-                "kind": involved["kind"],
-                "name": metadata["name"],
-                "namespace": metadata["namespace"],
-                "uid": metadata["uid"],
-            },
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": namespace},
+            "involvedObject": reference,
             "type": event_type,
             "reason": reason,
             "message": message[:1024],
@@ -605,7 +614,7 @@ class Kube:
             "lastTimestamp": timestamp,
             "count": 1,
         }
-        self._request("POST", f"/api/v1/namespaces/{metadata['namespace']}/events", body=event)
+        self._request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
 
 
 def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:

@@ -3,14 +3,15 @@
 State (identities by phase, namespace, profile; delegation depth) is computed at scrape time from
 the controller's cache, never kept twice. Events (provisioned, expired, revoked, denied, tokens and
 assertions issued or failed, reconcile errors, webhook decisions) are counters, fed from the audit
-stream and a few explicit calls; create-to-Ready latency and retirement lag are histograms.
+stream and a few explicit calls; create-to-Ready latency and retirement lag are histograms. The
+served namespaces' Pod Security is read from what the last check saw.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,29 @@ class _LiveIdentities(Collector):
         yield depth
 
 
+class _PodSecurity(Collector):
+    """The served namespaces' Pod Security, as last read: namespace -> enforced (baseline or restricted)."""
+
+    def __init__(self, enforcement: Callable[[], Mapping[str, bool]]) -> None:
+        self.enforcement = enforcement
+
+    def collect(self) -> Iterator[Metric]:
+        enforcement = self.enforcement()
+        per_namespace = GaugeMetricFamily(
+            "agentidentity_namespace_pod_security_enforced",
+            "1 if the served namespace enforces Pod Security baseline or restricted, 0 if privileged pods may run there",
+            labels=["namespace"],
+        )
+        for namespace, enforced in sorted(enforcement.items()):
+            per_namespace.add_metric([namespace], float(enforced))
+        yield per_namespace
+        yield GaugeMetricFamily(
+            "agentidentity_namespaces_without_pod_security",
+            "Served namespaces where Pod Security enforces neither baseline nor restricted (should be 0)",
+            value=sum(1 for enforced in enforcement.values() if not enforced),
+        )
+
+
 class Metrics:
     def __init__(
         self, *, registry: CollectorRegistry | None = None, first_seen: Callable[[str, str], float | None] | None = None
@@ -126,6 +150,9 @@ class Metrics:
             registry=self.registry,
         )
         complete.set_function(lambda: float(cache_complete()))
+
+    def watch_pod_security(self, enforcement: Callable[[], Mapping[str, bool]]) -> None:
+        self.registry.register(_PodSecurity(enforcement))
 
     def on_audit(self, record: dict[str, Any]) -> None:
         """Counts one lifecycle action from its audit record."""
