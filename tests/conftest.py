@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_identity.local.controlplane import running
+from support import operator_process
 from support.cluster import OPERATOR_NAMESPACE, Cluster
 from support.operator_process import OperatorProcess
 
@@ -56,7 +57,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         return
     with running(log_dir=tmp_path_factory.mktemp("control-plane-logs"), audit=True) as plane:
         # Every operator a test starts answers only the API server's webhook client certificate.
-        os.environ["AGENT_IDENTITY_WEBHOOK_CLIENT_CA"] = str(plane.webhook_client_ca)
+        operator_process.WEBHOOK_CLIENT_CA = plane.webhook_client_ca
         cluster = Cluster(kubeconfig=plane.kubeconfig_path, plane=plane)
         cluster.install_crds()
         cluster.ensure_namespace(OPERATOR_NAMESPACE)

@@ -415,7 +415,7 @@ def test_custom_values_reach_the_operator_flags(custom_objects: list[dict[str, A
 
 
 def test_by_default_the_webhooks_take_any_client(default_objects: list[dict[str, Any]]) -> None:
-    assert parse_args(container(default_objects)["args"]).webhook_client_ca is None
+    assert parse_args(container(default_objects)["args"], {}).webhook_client_ca is None  # flags only, no environment
 
 
 def test_signing_keys_live_in_the_release_namespace_and_the_jwks_is_served(default_objects: list[dict[str, Any]]) -> None:

@@ -15,6 +15,11 @@ from agent_identity.local.controlplane import terminate
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The CA of the certificate the local control plane's API server shows webhooks (set by the
+# cluster fixture; None on any other cluster, whose API server shows none).
+WEBHOOK_CLIENT_CA: Path | None = None
+
+
 class OperatorProcess:
     def __init__(
         self,
@@ -40,6 +45,8 @@ class OperatorProcess:
     def start(self, *, failpoint: str | None = None, extra_args: list[str] | None = None) -> None:
         assert self.process is None or self.process.poll() is not None, "operator already running"
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        if WEBHOOK_CLIENT_CA is not None:  # its webhooks answer only the API server's client certificate
+            env.setdefault("AGENT_IDENTITY_WEBHOOK_CLIENT_CA", str(WEBHOOK_CLIENT_CA))
         env.pop("AGENT_IDENTITY_FAILPOINT", None)
         if failpoint:
             env["AGENT_IDENTITY_FAILPOINT"] = failpoint
