@@ -270,7 +270,8 @@ def test_nobody_may_name_someone_elses_agent_as_delegator(arena: Arena) -> None:
     message = arena.refusal(
         "mallory", "mallory-sub", ttl="1m", scopes=[CM_GET], delegator={"kind": "AgentIdentity", "name": "alice-lead"}
     )
-    assert "delegator-held:" in message and "only the agent itself, its creator (alice)" in message, message
+    assert "delegator-held:" in message and "only the agent itself, its creator or" in message, message
+    assert "alice" not in message.replace("alice-lead", ""), f"the refusal tells mallory who created alice-lead: {message}"
     # someone allowed to impersonate alice may; so may alice herself
     chain = arena.ready("ops", "ops-sub", ttl="1m", scopes=[CM_GET], delegator={"kind": "AgentIdentity", "name": "alice-lead"})
     assert chain["status"]["delegationChain"] == ["user:alice", f"agent:{arena.namespace}/alice-lead"]

@@ -52,11 +52,19 @@ def test_the_creator_the_delegator_and_the_agent_may_start_its_pods(requester: s
 
 
 def test_anyone_else_is_refused_with_the_rule_named() -> None:
-    agent = identity(status=READY)
+    agent = identity(status=READY, delegator=None)
     (refusal,) = may_run_as(agent, Creator(username="mallory"), ALICE, now=NOW)
     assert refusal.rule == "pod-runs-as-agent"
     assert "mallory may not start pods as AgentIdentity support/crawler" in refusal.message
-    assert "creator alice" in refusal.message and "delegator alice" in refusal.message
+    assert "only its creator or the agent itself (system:serviceaccount:support:aid-crawler) may" in refusal.message
+    assert "alice" not in refusal.message  # who created it is not the requester's to learn
+
+
+def test_the_refusal_names_the_delegator_by_role_only() -> None:
+    agent = identity(status=READY, delegator={"kind": "User", "name": "bob"})
+    (refusal,) = may_run_as(agent, Creator(username="mallory"), ALICE, now=NOW)
+    assert "only its creator, its delegator or the agent itself" in refusal.message
+    assert "bob" not in refusal.message and "alice" not in refusal.message
 
 
 def test_a_creator_with_another_uid_is_someone_else_of_the_same_name() -> None:

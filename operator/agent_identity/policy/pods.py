@@ -101,11 +101,12 @@ def runner_problem(identity: AgentIdentity, requester: Creator, creator: Creator
         allowed.append(creator.username)
     if requester.username in allowed:
         return None
-    who = f"creator {creator.username}" if creator else "creator (unverified)"
-    named = f", delegator {allowed[1]}" if delegator is not None else ""
+    # The refusal names nobody but the requester and the agent: who created or delegated it is not
+    # the requester's to learn.
+    delegated = ", its delegator" if delegator is not None else ""
     return Violation(
         "pod-runs-as-agent",
-        f"{requester.username} may not start pods as AgentIdentity {namespace}/{name}: only its {who}{named}"
+        f"{requester.username} may not start pods as AgentIdentity {namespace}/{name}: only its creator{delegated}"
         f" or the agent itself ({allowed[0]}) may",
     )
 

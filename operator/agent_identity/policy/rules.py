@@ -353,11 +353,10 @@ def delegator_held(facts: Facts) -> Violation | None:
     if facts.delegator is None or facts.creator is None or facts.creator_holds_delegator:
         return None
     name = facts.delegator.metadata.name
-    creator = facts.delegator_creator.username if facts.delegator_creator else "unknown"
     return Violation(
         "delegator-held",
         f"spec.delegator: {facts.creator.username} may not name AgentIdentity {name!r} as delegator: only the agent "
-        f"itself, its creator ({creator}) or someone allowed to impersonate its creator may",
+        "itself, its creator or someone allowed to impersonate its creator may",
     )
 
 
@@ -400,4 +399,6 @@ def unchanged_on_update(old: AgentIdentitySpec, new: AgentIdentitySpec) -> Viola
     changed = [name for name in IMMUTABLE_FIELDS if getattr(old, name) != getattr(new, name)]
     if changed:
         return Violation("immutable", f"spec.{', spec.'.join(changed)}: identity-defining fields cannot change")
+    if old.done and not new.done:
+        return Violation("done-final", "spec.done: cannot be undone: a retired identity stays retired")
     return None
