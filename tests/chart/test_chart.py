@@ -51,6 +51,7 @@ CUSTOM_VALUES = {
     "defaultProfile": "read-only",
     "workers": 4,
     "retainFor": "30m",
+    "podSecurity": {"default": "baseline", "checkPeriod": "5m"},
     "webhook": {"certManager": {"enabled": True}, "clientCA": {"configMap": "webhook-client-ca", "key": "apiserver-ca.pem"}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}, "prometheusRule": {"enabled": True}},
 }
@@ -404,6 +405,7 @@ def test_custom_values_reach_the_operator_flags(custom_objects: list[dict[str, A
     assert config.namespaces == tuple(WATCHED)
     assert (config.workers, config.retain_for.total_seconds(), config.default_profile) == (4, 1800, "read-only")
     assert config.webhook_host == WEBHOOK_HOST
+    assert (config.pod_security_default, config.pod_security_check_period.total_seconds()) == ("baseline", 300)
     # The webhooks answer only the API server: its client certificate's CA, mounted from the ConfigMap.
     assert config.webhook_client_ca == "/webhook-client-ca/apiserver-ca.pem"
     (mount,) = [m for m in container(custom_objects)["volumeMounts"] if m["name"] == "webhook-client-ca"]
@@ -949,6 +951,7 @@ def dict_get(values: dict[str, Any], path: str) -> Any:
         ({"webhook": {"drainSeconds": 60}}, "/webhook/drainSeconds"),
         ({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
         ({"requireProfile": "yes"}, "/requireProfile"),
+        ({"podSecurity": {"default": "strict"}}, "/podSecurity/default"),
         ({"networkPolicy": {"webhook": {"cidrs": ["api-server"]}}}, "/networkPolicy/webhook/cidrs/0"),
         ({"networkPolicy": {"http": {"namespaceSelectors": [{"matchLabel": {}}]}}}, "/networkPolicy/http/namespaceSelectors/0"),
     ],
