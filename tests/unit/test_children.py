@@ -62,10 +62,12 @@ def test_every_child_is_labelled_annotated_and_owned() -> None:
         ]
 
 
-def test_role_holds_exactly_the_scopes() -> None:
+def test_role_holds_exactly_the_scopes_and_patch_of_its_own_identity() -> None:
     agent = identity(scopes=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["notes"]}])
     assert children.role(agent, PROVENANCE)["rules"] == [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["notes"]}
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["notes"]},
+        # kubectl agent done: patch (spec.done), of this one AgentIdentity by name, and nothing else
+        {"apiGroups": ["agentidentity.dev"], "resources": ["agentidentities"], "verbs": ["patch"], "resourceNames": ["crawler"]},
     ]
 
 

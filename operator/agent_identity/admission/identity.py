@@ -165,10 +165,38 @@ def review(admission: Admission, request: Request) -> None:
             unchanged = unchanged_on_update(previous.spec, identity.spec)
             if unchanged:
                 raise Refused([unchanged])
+        if refusal := agent_self_update_problem(request.old or {}, body, username=str(request.userinfo.get("username", ""))):
+            raise Refused([refusal])
         return
     problem = admission.sealer.problem(body, created_at=request.now)
     if problem:
         raise Refused([Violation("creator-sealed", f"metadata.annotations[{ANNOTATION_SEAL}]: {problem}")])
+
+
+# What an update may touch besides spec.done; the API server keeps the rest of metadata itself.
+_AGENT_FROZEN_METADATA = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
+def agent_self_update_problem(old: Mapping[str, Any], new: Mapping[str, Any], *, username: str) -> Violation | None:
+    """An agent (its own ServiceAccount aid-<name>, whose Role grants it patch on this one
+    AgentIdentity) may change exactly one thing: set spec.done. Any other change it asks for,
+    to the spec or to labels, annotations, finalizers or ownerReferences, is refused; anyone
+    else's update is judged by the other rules."""
+    metadata = new.get("metadata") or {}
+    if username != f"system:serviceaccount:{metadata.get('namespace')}:aid-{metadata.get('name')}":
+        return None
+    before, after = old.get("metadata") or {}, metadata
+    changed = [f"metadata.{key}" for key in _AGENT_FROZEN_METADATA if (before.get(key) or None) != (after.get(key) or None)]
+    spec_before = {key: value for key, value in (old.get("spec") or {}).items() if key != "done"}
+    spec_after = {key: value for key, value in (new.get("spec") or {}).items() if key != "done"}
+    keys = sorted(set(spec_before) | set(spec_after))
+    changed += [f"spec.{key}" for key in keys if spec_before.get(key) != spec_after.get(key)]
+    if not changed:
+        return None
+    return Violation(
+        "agent-self-update",
+        f"{', '.join(changed)}: an agent may only set spec.done on its own AgentIdentity (kubectl agent done), nothing else",
+    )
 
 
 def denial_message(violations: list[Violation], *, subject: str = "AgentIdentity") -> str:

@@ -215,6 +215,11 @@ class AgentIdentitySpec(_Model):
                     "ttl is immutable",
                     fieldPath=".ttl",
                 ),
+                _cel(
+                    "!has(oldSelf.done) || !oldSelf.done || (has(self.done) && self.done)",
+                    "done cannot be undone: a retired identity stays retired",
+                    fieldPath=".done",
+                ),
             ]
         }
     )
@@ -262,6 +267,14 @@ class AgentIdentitySpec(_Model):
         },
     )
     token: TokenSpec | None = None
+    done: bool | None = Field(
+        default=None,
+        description=(
+            "true: the task is over and the identity is retired now (reason SelfRetired), its delegates with it."
+            " The agent may set it with its own token (its Role grants patch on this AgentIdentity alone, and"
+            " the webhook lets the agent change nothing else); once true it stays true."
+        ),
+    )
 
     @property
     def delivery(self) -> TokenDelivery:

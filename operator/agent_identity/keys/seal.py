@@ -42,12 +42,16 @@ MAX_SKEW = timedelta(minutes=2)
 # is kept this long past the seal's window, which is judged by the API server's creationTimestamp.
 CLOCK_MARGIN = timedelta(minutes=5)
 LEDGER_PREFIX = "aid-seal-"
+# Spec fields the seal does not cover: they may only end the identity (spec.done, one-way by the
+# CRD's CEL rule), never widen or lengthen it, so setting one after admission breaks no seal.
+UNSEALED_SPEC_FIELDS = frozenset({"done"})
 
 
 def _message(
     *, version: str, namespace: str, name: str, spec: Mapping[str, Any], creator: str, sealed_at: int, nonce: str
 ) -> bytes:
-    document = {"v": version, "namespace": namespace, "name": name, "spec": spec, "creator": creator, "sealedAt": sealed_at}
+    sealed = {key: value for key, value in spec.items() if key not in UNSEALED_SPEC_FIELDS}
+    document = {"v": version, "namespace": namespace, "name": name, "spec": sealed, "creator": creator, "sealedAt": sealed_at}
     if version != LEGACY:
         document["nonce"] = nonce
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

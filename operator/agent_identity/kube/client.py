@@ -372,6 +372,18 @@ class Kube:
         path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}"
         return self._patch_identity(namespace, name, path, {"metadata": metadata})
 
+    def mark_done(self, namespace: str, name: str) -> dict[str, Any]:
+        """Sets spec.done on one AgentIdentity (a merge patch: the one request an agent's Role allows)."""
+        path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}"
+        return self._patch_identity(namespace, name, path, {"spec": {"done": True}})
+
+    def who_am_i(self) -> str:
+        """The username the API server sees for this client's credential (a SelfSubjectReview,
+        which every authenticated subject may ask)."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        answer = self._request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=review, fenced=False)
+        return str(((answer.get("status") or {}).get("userInfo") or {}).get("username", ""))
+
     def _patch_identity(self, namespace: str, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         key = (IDENTITY, namespace, name)
         written = self._write_child(key, "PATCH", path, remember=False, body=body, content_type=_MERGE_PATCH)

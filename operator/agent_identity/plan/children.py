@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from agent_identity import API_VERSION, GROUP, KIND
+from agent_identity import API_VERSION, GROUP, KIND, PLURAL
 from agent_identity.api.durations import format_timestamp
 from agent_identity.api.v1alpha1 import AgentIdentity
 
@@ -133,12 +133,22 @@ def service_account(identity: AgentIdentity, provenance: Provenance) -> dict[str
     }
 
 
+def self_retire_rule(identity: AgentIdentity) -> dict[str, Any]:
+    """The one right every agent gets besides its scopes: ``patch`` on its own AgentIdentity,
+    by name, so that it can set spec.done (``kubectl agent done``). Patch, not update (an update
+    must send the whole object, which the agent cannot read: no get), not delete (a deletion
+    removes the record whose status says why it ended). The webhook refuses any other change
+    the agent's patch asks for."""
+    return {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["patch"], "resourceNames": [identity.metadata.name]}
+
+
 def role(identity: AgentIdentity, provenance: Provenance) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(identity, provenance, name=child_name(identity)),
-        "rules": [rule.model_dump(by_alias=True, exclude_none=True) for rule in identity.spec.scopes],
+        "rules": [rule.model_dump(by_alias=True, exclude_none=True) for rule in identity.spec.scopes]
+        + [self_retire_rule(identity)],
     }
 
 

@@ -169,6 +169,18 @@ def decide(
     namespace = identity.metadata.namespace
     principal = spec.delegator.principal(identity_namespace=namespace) if spec.delegator else NO_DELEGATOR
     chain: tuple[str, ...] = (principal,) if spec.delegator else ()
+    if spec.done:
+        # The task is over: nothing a delegator or a clock says can keep the identity alive.
+        created_at = parse_timestamp(identity.metadata.creation_timestamp)
+        provenance = Provenance(
+            delegator=principal,
+            task=spec.task,
+            chain=tuple(identity.status.delegation_chain or ()) or chain,
+            expires_at=min(created_at + ttl, now),
+            profile=profile_name,
+            risk_level=risk_level,
+        )
+        return Retire(Reason.SELF_RETIRED, "spec.done: the task is done; the identity retired itself", provenance)
     delegator_expires_at: datetime | None = None
     delegator_owner: dict[str, Any] | None = None
     if spec.delegator is not None and spec.delegator.kind == "AgentIdentity":

@@ -20,7 +20,7 @@ import yaml
 from agent_identity.api.durations import format_duration, parse_timestamp
 from agent_identity.keys.signing import InsecureVerification, InvalidAssertion, verify
 from agent_identity.kube.client import Kube, KubeError, load_client_configuration
-from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused
+from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused, done
 
 
 class CommandError(Exception):
@@ -170,6 +170,23 @@ def cmd_revoke(args: argparse.Namespace, agents: AgentIdentities) -> None:
         {"revoked": f"{args.namespace}/{args.name}"},
         args.output,
         f"{args.namespace}/{args.name} revoked: its credentials and its delegates' are being deleted",
+    )
+
+
+def cmd_done(args: argparse.Namespace, agents: AgentIdentities) -> None:
+    """Without a name: the identity of the credential in use (inside an agent's pod, its own)."""
+    try:
+        if args.name:
+            agents.done(args.name)
+            namespace, name = agents.namespace, args.name
+        else:
+            namespace, name = done(agents.kube)
+    except IdentityRefused as error:
+        raise CommandError(str(error)) from None
+    emit(
+        {"done": f"{namespace}/{name}"},
+        args.output,
+        f"{namespace}/{name} done: its credentials and its delegates' are being retired",
     )
 
 
@@ -355,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = verb("revoke", "retire an identity (and so its delegates) now")
     revoke.add_argument("name")
     revoke.set_defaults(run=cmd_revoke)
+
+    finished = verb("done", "the task is over: retire my identity now (inside an agent's pod: its own, with its token)")
+    finished.add_argument("name", nargs="?", help="default: the identity of the credential in use")
+    finished.set_defaults(run=cmd_done)
 
     check = verb("verify", "verify a delegation assertion against a JWKS, offline")
     check.add_argument("assertion", help="the JWT, a file holding it, or - for stdin")

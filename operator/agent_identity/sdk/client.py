@@ -13,6 +13,9 @@ here mints tokens itself.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from kubernetes import client
 
 from agent_identity import API_VERSION, KIND
 from agent_identity.api.durations import parse_timestamp
@@ -46,6 +51,56 @@ class Credentials:
     kubeconfig: str = field(repr=False)
     ca_cert: str = field(repr=False)
     assertion: str | None = field(default=None, repr=False)
+
+    def done(self) -> None:
+        """The task is over: retires this identity now, with its own token (the one right its
+        Role grants besides its scopes), and its delegates with it."""
+        configuration = client.Configuration()
+        configuration.host = str(json.loads(self.kubeconfig)["clusters"][0]["cluster"]["server"])
+        configuration.api_key = {"authorization": self.token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        with tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False) as ca:
+            ca.write(self.ca_cert)
+        configuration.ssl_ca_cert = ca.name
+        try:
+            retire_own(Kube(configuration, pool_size=1), namespace=self.namespace, name=self.name)
+        finally:
+            os.unlink(ca.name)
+
+
+AGENT_PREFIX = "system:serviceaccount:"
+
+
+def own_identity(kube: Kube) -> tuple[str, str]:
+    """(namespace, name) of the AgentIdentity whose credential ``kube`` uses: its ServiceAccount
+    is aid-<name>, as the API server says (SelfSubjectReview). Raises :class:`IdentityRefused`
+    when the credential is not an agent's."""
+    username = kube.who_am_i()
+    namespace, _, account = username.removeprefix(AGENT_PREFIX).partition(":")
+    if not username.startswith(AGENT_PREFIX) or not account.startswith("aid-"):
+        raise IdentityRefused(f"{username or 'this credential'} is not an agent's (no aid-<name> ServiceAccount)")
+    return namespace, account.removeprefix("aid-")
+
+
+def retire_own(kube: Kube, *, namespace: str, name: str) -> None:
+    """Sets spec.done on ``namespace/name``: retired now (reason SelfRetired). Raises
+    :class:`IdentityRefused` with the API server's or the webhook's reason when refused."""
+    try:
+        kube.mark_done(namespace, name)
+    except KubeError as error:
+        if error.not_found:
+            raise IdentityRefused(f"AgentIdentity {namespace}/{name} does not exist (already removed)") from None
+        raise IdentityRefused(error.message or str(error)) from None
+
+
+def done(kube: Kube | None = None) -> tuple[str, str]:
+    """From inside an agent's pod (or with any agent credential): the task is over, retire my
+    identity now. The one-line call: ``from agent_identity.sdk.client import done; done()``.
+    Returns (namespace, name) of the identity retired."""
+    kube = kube or Kube(load_client_configuration(), pool_size=1)
+    namespace, name = own_identity(kube)
+    retire_own(kube, namespace=namespace, name=name)
+    return namespace, name
 
 
 def user(name: str) -> dict[str, str]:
@@ -140,6 +195,11 @@ class AgentIdentities:
             return False
         self.kube.delete_identity(self.namespace, name, uid=identity["metadata"]["uid"])
         return True
+
+    def done(self, name: str) -> None:
+        """Sets spec.done on ``name`` with this client's credential: retired now, its delegates
+        with it, and its record kept (unlike :meth:`revoke`) with reason SelfRetired."""
+        retire_own(self.kube, namespace=self.namespace, name=name)
 
     def delegate(self, parent: Credentials, **spec: Any) -> Credentials:
         """Issues a child of ``parent``: its scopes must narrow the parent's, its life end before it."""
