@@ -3,7 +3,10 @@
 # Dockerfile and loaded into it, the Helm chart installed (two replicas with leader election, the
 # webhooks through their Service, the certificates the chart generates) in a namespace enforcing
 # Pod Security `restricted`, then tests/kind against it (pytest -m kind): Pods and probes, leader
-# handover, helm upgrade and rollback under load, a smoke identity and its token.
+# handover, helm upgrade and rollback under load, a smoke identity and its token, a pod flooding the
+# webhooks with crafted reviews. The API server shows admission webhooks a client certificate of an
+# authority made for the cluster ($KIND_E2E_DIR/webhook-client), and every operator, the suite's and
+# the chart's (webhook.clientCA), answers only it.
 #
 # Before the chart, on the fresh cluster: the end-to-end suite of the local control plane
 # (tests/e2e) against kind's API server, with a real kubelet, scheduler and controllers. Its
@@ -174,6 +177,12 @@ if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   rm -rf "$OUT/audit" && mkdir -p "$OUT/audit" "$OUT/audit-policy"
   .venv/bin/python -c 'import sys, yaml; from agent_identity.local.controlplane import AUDIT_POLICY; yaml.safe_dump(AUDIT_POLICY, sys.stdout)' \
     > "$OUT/audit-policy/policy.yaml"
+  # The API server shows every admission webhook a client certificate from an authority of its own
+  # (its AdmissionConfiguration), as the local control plane's does: the suite's operators and the
+  # chart's (webhook.clientCA) then answer it and no pod.
+  rm -rf "$OUT/webhook-client"
+  .venv/bin/python -c 'import sys; from pathlib import Path; from agent_identity.local.controlplane import write_webhook_client; write_webhook_client(Path(sys.argv[1]), mounted_at=Path("/etc/kubernetes/webhook-client"))' \
+    "$OUT/webhook-client" >/dev/null
   cat > "$OUT/kind-config.yaml" <<EOF
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
@@ -182,6 +191,7 @@ nodes:
     extraMounts:
       - {hostPath: "$OUT/audit-policy", containerPath: /etc/kubernetes/audit-policy, readOnly: true}
       - {hostPath: "$OUT/audit", containerPath: /var/log/kubernetes/audit}
+      - {hostPath: "$OUT/webhook-client", containerPath: /etc/kubernetes/webhook-client, readOnly: true}
     kubeadmConfigPatches:
       - |
         kind: ClusterConfiguration
@@ -192,7 +202,9 @@ nodes:
             audit-log-format: json
             audit-log-maxsize: "100"
             audit-log-maxbackup: "1"
+            admission-control-config-file: /etc/kubernetes/webhook-client/admission.yaml
           extraVolumes:
+            - {name: webhook-client, hostPath: /etc/kubernetes/webhook-client, mountPath: /etc/kubernetes/webhook-client, readOnly: true, pathType: Directory}
             - {name: audit-policy, hostPath: /etc/kubernetes/audit-policy, mountPath: /etc/kubernetes/audit-policy, readOnly: true, pathType: Directory}
             - {name: audit-log, hostPath: /var/log/kubernetes/audit, mountPath: /var/log/kubernetes/audit, pathType: DirectoryOrCreate}
 EOF
@@ -200,6 +212,15 @@ EOF
     --kubeconfig "$KUBECONFIG" >&2 || die "kind create cluster failed"
 fi
 "$KIND" get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
+# The authority of the API server's webhook client certificate, unless a reused cluster was created
+# without one (by an earlier version of this script): its webhooks then answer any client.
+WEBHOOK_CLIENT_CA=""
+if docker exec "$CLUSTER-control-plane" test -s /etc/kubernetes/webhook-client/ca.crt 2>/dev/null \
+   && cmp -s <(docker exec "$CLUSTER-control-plane" cat /etc/kubernetes/webhook-client/ca.crt) "$OUT/webhook-client/ca.crt"; then
+  WEBHOOK_CLIENT_CA="$OUT/webhook-client/ca.crt"
+else
+  log "warning: this cluster's API server shows webhooks no client certificate of $OUT/webhook-client (KIND_FRESH=1 re-creates it): the webhooks answer any client"
+fi
 # kind's --wait covers the node only: the operator needs cluster DNS and the Service routes too.
 "$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=120s >&2
 "$KUBECTL" -n kube-system rollout status daemonset/kube-proxy --timeout=120s >&2
@@ -238,6 +259,7 @@ if [[ "${KIND_E2E_SUITE:-1}" != 0 ]]; then
   [[ -s "$OUT/audit/audit.log" ]] && audit="$OUT/audit/audit.log"
   # shellcheck disable=SC2086  # KIND_E2E_SUITE_ARGS is a list of words on purpose
   AGENT_IDENTITY_KUBECONFIG="$KUBECONFIG" AGENT_IDENTITY_WEBHOOK_HOST="$WEBHOOK_HOST" AGENT_IDENTITY_AUDIT_LOG="$audit" \
+  AGENT_IDENTITY_WEBHOOK_CLIENT_CA="$WEBHOOK_CLIENT_CA" \
     .venv/bin/pytest tests/e2e -q -rs --durations=10 -p no:cacheprovider ${KIND_E2E_SUITE_ARGS:-} 2>&1 | tee "$OUT/e2e.log"
   rc=${PIPESTATUS[0]}
   set -e
@@ -257,11 +279,17 @@ phase "helm install"
 "$KUBECTL" label namespace "$RELEASE_NS" --overwrite \
   pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted >&2
 "$KUBECTL" create namespace "$SERVED_NS" --dry-run=client -o yaml | "$KUBECTL" apply -f - >&2
+client_ca=()
+if [[ -n "$WEBHOOK_CLIENT_CA" ]]; then
+  "$KUBECTL" -n "$RELEASE_NS" create configmap webhook-client-ca --from-file=ca.crt="$WEBHOOK_CLIENT_CA" \
+    --dry-run=client -o yaml | "$KUBECTL" apply -f - >&2
+  client_ca=(--set webhook.clientCA.configMap=webhook-client-ca --set webhook.clientCA.key=ca.crt)
+fi
 # Helm installs crds/ only when it installs a release: a reused cluster gets changed CRDs here.
 "$KUBECTL" apply --server-side --force-conflicts -f "$CHART/crds/" >&2
 "$HELM" upgrade --install "$RELEASE" "$CHART" --namespace "$RELEASE_NS" \
   --set image.repository=agent-identity-operator --set "image.tag=$IMAGE_TAG" --set image.pullPolicy=Never \
-  --set "watchNamespaces={$SERVED_NS}" \
+  --set "watchNamespaces={$SERVED_NS}" "${client_ca[@]}" \
   --wait --timeout 300s >&2 || die "helm upgrade --install failed"
 "$KUBECTL" -n "$RELEASE_NS" rollout status "deployment/$RELEASE" --timeout=300s >&2
 "$KUBECTL" -n "$RELEASE_NS" get pods -o wide >&2
@@ -276,5 +304,6 @@ AGENT_IDENTITY_KIND_RELEASE_NAMESPACE="$RELEASE_NS" \
 AGENT_IDENTITY_KIND_NAMESPACE="$SERVED_NS" \
 AGENT_IDENTITY_KIND_FIGURES="$OUT/figures.json" \
 AGENT_IDENTITY_KIND_AGENT_IMAGE="$AGENT_IMAGE" \
+AGENT_IDENTITY_KIND_CLIENT_AUTH="$([[ -n "$WEBHOOK_CLIENT_CA" ]] && echo 1 || echo 0)" \
   .venv/bin/pytest tests/kind -v -s -p no:cacheprovider ${PYTEST_ARGS:-}
 phase_done

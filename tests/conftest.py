@@ -51,6 +51,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     given = request.config.getoption("--kubeconfig")
     if given:
         cluster = Cluster(kubeconfig=Path(given))
+        # What that API server shows webhooks, when its AdmissionConfiguration gives it a client
+        # certificate (scripts/kind-e2e.sh): every operator a test starts then answers only it.
+        client_ca = os.environ.get("AGENT_IDENTITY_WEBHOOK_CLIENT_CA")
+        operator_process.WEBHOOK_CLIENT_CA = Path(client_ca) if client_ca else None
         cluster.install_crds()
         cluster.ensure_namespace(OPERATOR_NAMESPACE)
         yield cluster

@@ -15,8 +15,8 @@ from agent_identity.local.controlplane import terminate
 REPO = Path(__file__).resolve().parents[2]
 
 
-# The CA of the certificate the local control plane's API server shows webhooks (set by the
-# cluster fixture; None on any other cluster, whose API server shows none).
+# The CA of the certificate the API server shows webhooks (set by the cluster fixture: the local
+# control plane's, or AGENT_IDENTITY_WEBHOOK_CLIENT_CA on a given cluster; None: it shows none).
 WEBHOOK_CLIENT_CA: Path | None = None
 
 

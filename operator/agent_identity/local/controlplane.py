@@ -84,10 +84,6 @@ def write_pki(directory: Path) -> dict[str, Path]:
     # The controller manager as kubeadm runs it: its own user, and one ServiceAccount per controller
     # (--use-service-account-credentials), so its requests carry the users a real cluster's do.
     controller_manager = certs.issue(ca, common_name="system:kube-controller-manager")
-    # What the API server shows the admission webhooks (its AdmissionConfiguration): from an
-    # authority of its own, so a webhook that trusts it answers the API server and nobody else.
-    webhook_ca = certs.new_authority("agent-identity-local-webhook-client-ca")
-    webhook_client = certs.issue(webhook_ca, common_name="kube-apiserver-webhook-client")
     files = {
         "ca.crt": ca.cert_pem,
         "ca.key": ca.key_pem,
@@ -101,11 +97,50 @@ def write_pki(directory: Path) -> dict[str, Path]:
         "admin.key": admin.key_pem,
         "controller-manager.crt": controller_manager.cert_pem,
         "controller-manager.key": controller_manager.key_pem,
-        "webhook-client-ca.crt": webhook_ca.cert_pem,
-        "webhook-client.crt": webhook_client.cert_pem,
-        "webhook-client.key": webhook_client.key_pem,
     }
     return {name: certs.write_private(directory / name, content) for name, content in files.items()}
+
+
+WEBHOOK_CLIENT_CA = "ca.crt"  # in write_webhook_client's directory
+WEBHOOK_ADMISSION_CONFIGURATION = "admission.yaml"
+
+
+def write_webhook_client(directory: Path, *, mounted_at: Path | None = None) -> Path:
+    """What an API server shows admission webhooks: a client certificate from an authority of its
+    own (so a webhook trusting that authority answers this API server and nobody else), and the
+    AdmissionConfiguration (``--admission-control-config-file``) that presents it to every webhook.
+
+    Writes ``ca.crt``, ``client.crt``, ``client.key``, ``kubeconfig.yaml`` and ``admission.yaml``
+    into ``directory``; the files name each other by ``mounted_at`` (default: ``directory``), where
+    the API server finds them (a kind node's mount, for one). Returns the CA's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    at = mounted_at or directory
+    authority = certs.new_authority("agent-identity-webhook-client-ca")
+    client = certs.issue(authority, common_name="kube-apiserver-webhook-client")
+    user = {"client-certificate": str(at / "client.crt"), "client-key": str(at / "client.key")}
+    kubeconfig = {"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]}
+    webhooks = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "WebhookAdmissionConfiguration",
+        "kubeConfigFile": str(at / "kubeconfig.yaml"),
+    }
+    configuration = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [
+            {"name": plugin, "configuration": webhooks} for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+        ],
+    }
+    files = {
+        WEBHOOK_CLIENT_CA: authority.cert_pem,
+        "client.crt": client.cert_pem,
+        "client.key": client.key_pem,
+        "kubeconfig.yaml": yaml.safe_dump(kubeconfig).encode(),
+        WEBHOOK_ADMISSION_CONFIGURATION: yaml.safe_dump(configuration).encode(),
+    }
+    for name, content in files.items():
+        certs.write_private(directory / name, content)
+    return directory / WEBHOOK_CLIENT_CA
 
 
 def client_kubeconfig(*, server: str, pki: dict[str, Path], user: str = "admin") -> dict[str, object]:
@@ -208,8 +243,8 @@ class LocalControlPlane:
         assert self.log_dir is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pki = write_pki(self.work_dir / "pki")
-        self.webhook_client_ca = pki["webhook-client-ca.crt"]
-        admission = self._admission_configuration(pki)
+        self.webhook_client_ca = write_webhook_client(self.work_dir / "webhook-client")
+        admission = self.work_dir / "webhook-client" / WEBHOOK_ADMISSION_CONFIGURATION
         etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.server = f"https://127.0.0.1:{api_port}"
@@ -285,28 +320,6 @@ class LocalControlPlane:
             ],
         )
         self._wait_controllers()
-
-    def _admission_configuration(self, pki: dict[str, Path]) -> Path:
-        """The API server shows its webhook client certificate to every admission webhook."""
-        kubeconfig = self.work_dir / "webhook-client.kubeconfig"
-        user = {"client-certificate": str(pki["webhook-client.crt"]), "client-key": str(pki["webhook-client.key"])}
-        kubeconfig.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]}))
-        webhooks = {
-            "apiVersion": "apiserver.config.k8s.io/v1",
-            "kind": "WebhookAdmissionConfiguration",
-            "kubeConfigFile": str(kubeconfig),
-        }
-        configuration = {
-            "apiVersion": "apiserver.config.k8s.io/v1",
-            "kind": "AdmissionConfiguration",
-            "plugins": [
-                {"name": plugin, "configuration": webhooks}
-                for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
-            ],
-        }
-        path = self.work_dir / "admission.yaml"
-        path.write_text(yaml.safe_dump(configuration))
-        return path
 
     def _spawn(self, binary: str, args: list[str]) -> None:
         assert self.log_dir is not None
