@@ -17,6 +17,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from kubernetes import client
 
 from kind.release import Release
 from support.cluster import GROUP, PLURAL, VERSION, wait_for
+from support.tools import CHART
 
 COUNT = int(os.environ.get("KIND_FLOOD_COUNT", "100"))  # genuine creates per phase
 FLOOD_THREADS = 8
@@ -148,13 +150,32 @@ def pod_name(release: Release) -> Iterator[str]:
     release.cluster.core.delete_namespaced_pod(name, release.served, grace_period_seconds=0)
 
 
-def test_a_pod_flooding_the_webhooks_is_never_answered_and_admissions_keep_their_latency(
-    release: Release, settled: list[str], image: str, pod_name: str
-) -> None:
+@dataclass(frozen=True)
+class Flood:
+    unflooded: list[float]  # genuine creates' round trips, seconds
+    flooded: list[float]
+    outcomes: dict[str, int]  # what happened to the flood's requests: HTTP status or error
+
+    @property
+    def answered(self) -> dict[str, int]:
+        return {outcome: n for outcome, n in self.outcomes.items() if outcome.isdigit()}
+
+    def figures(self, client_auth: bool) -> dict[str, Any]:
+        return {
+            "client_auth": client_auth,
+            "flood_threads": FLOOD_THREADS,
+            "unflooded": figures_of(self.unflooded),
+            "flooded": figures_of(self.flooded),
+            "flooded_creates": len(self.flooded),
+            "flood_outcomes": self.outcomes,
+        }
+
+
+def flood(release: Release, image: str, pod_name: str) -> Flood:
+    """Genuine creates unflooded, then while a pod floods the webhook Service."""
     core = release.cluster.core
     timed_creates(release)  # warm: connections, caches, the profile read
     unflooded = timed_creates(release)
-
     crafted = release.identity("crafted", scopes=read_only_ceiling())
     core.create_namespaced_pod(release.served, flood_pod(pod_name, image, release, crafted))
 
@@ -167,26 +188,40 @@ def test_a_pod_flooding_the_webhooks_is_never_answered_and_admissions_keep_their
     wait_for("the flood pod to start flooding", lambda: "flooding" in (logged() or "") or None, timeout=120)
     flood_ends = time.monotonic() + FLOOD_SECONDS - 5  # measured only while the flood surely runs
     flooded = timed_creates(release, until=flood_ends)
-    log = wait_for(
-        "the flood pod's summary",
-        lambda: summary(logged()),
-        timeout=FLOOD_SECONDS + 60,
-    )
-    outcomes: dict[str, int] = json.loads(log)
-    answered = {outcome: n for outcome, n in outcomes.items() if outcome.isdigit()}
-
-    release.record(
-        "webhook_flood",
-        {
-            "client_auth": CLIENT_AUTH,
-            "flood_threads": FLOOD_THREADS,
-            "unflooded": figures_of(unflooded),
-            "flooded": figures_of(flooded),
-            "flooded_creates": len(flooded),
-            "flood_outcomes": outcomes,
-        },
-    )
+    log = wait_for("the flood pod's summary", lambda: summary(logged()), timeout=FLOOD_SECONDS + 60)
+    result = Flood(unflooded=unflooded, flooded=flooded, outcomes=json.loads(log))
     assert len(flooded) >= COUNT // 4, f"only {len(flooded)} creates ran while the flood lasted"
-    assert sum(outcomes.values()) > FLOOD_THREADS, f"the flood hardly ran: {outcomes}"
-    if CLIENT_AUTH:
-        assert not answered, f"the webhooks answered a pod's crafted reviews: {outcomes}"
+    assert sum(result.outcomes.values()) > FLOOD_THREADS, f"the flood hardly ran: {result.outcomes}"
+    return result
+
+
+@pytest.fixture
+def answering_any_client(release: Release, settled: list[str]) -> Iterator[None]:
+    """The release upgraded to answer any client (webhook.clientCA unset, as on a managed control
+    plane), rolled back afterwards."""
+    release.helm("upgrade", release.name, str(CHART), "--reuse-values", "--set", "webhook.clientCA.configMap=", "--wait")
+    release.wait_available()
+    yield
+    release.helm("rollback", release.name, "--wait", "--timeout", "300s")
+    release.wait_available()
+
+
+@pytest.mark.skipif(not CLIENT_AUTH, reason="the chart was installed without webhook.clientCA (KIND_CLIENT_AUTH=0)")
+def test_a_pod_flooding_the_webhooks_is_never_answered_and_admissions_keep_their_latency(
+    release: Release, settled: list[str], image: str, pod_name: str
+) -> None:
+    result = flood(release, image, pod_name)
+    release.record("webhook_flood", result.figures(client_auth=True))
+    assert not result.answered, f"the webhooks answered a pod's crafted reviews: {result.outcomes}"
+
+
+def test_where_the_webhooks_answer_any_client_a_flooding_pod_takes_turns_and_no_admission_fails(
+    release: Release, answering_any_client: None, image: str, pod_name: str
+) -> None:
+    """Without client certificates (managed control planes) the crafted reviews are answered, but
+    in turns by peer: every genuine create is still admitted, none fails for a webhook timeout."""
+    errors_before = release.webhook_call_errors()
+    result = flood(release, image, pod_name)  # raises if a genuine create is refused
+    release.record("webhook_flood_any_client", result.figures(client_auth=False))
+    assert result.answered, f"no crafted review was answered: is the chart still requiring client certificates? {result.outcomes}"
+    assert release.webhook_call_errors() == errors_before, "a genuine admission failed calling the webhooks during the flood"
