@@ -56,6 +56,9 @@ HELM = $$(HELM_VERSION=$(HELM_VERSION) bash scripts/install-helm.sh | tail -n 1)
 helm: ## Build (or reuse the cached) pinned Helm from the Go module proxy; prints its path
 	@HELM_VERSION=$(HELM_VERSION) bash scripts/install-helm.sh
 
+docs: $(STAMP) ## Regenerate docs/reference/ (CRD fields, flags, metrics) from the code
+	$(BIN)/python scripts/docs_reference.py
+
 chart-crds: crds ## Refresh the Helm chart's crds/ from the generated crds/
 	rm -f $(CHART)/crds/*.yaml
 	cp crds/*.yaml $(CHART)/crds/
