@@ -99,7 +99,7 @@ def test_what_start_up_built_is_frozen_out_of_every_collection_and_young_ones_ar
 def test_the_operator_tunes_the_collector_before_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The entry point itself applies the settings, before kopf runs anything."""
     seen: list[tuple[int, int, int]] = []
-    monkeypatch.setattr(entry, "_configure_logging", lambda: None)
+    monkeypatch.setattr(entry, "_configure_logging", lambda config: None)
     monkeypatch.setattr(entry.handlers, "run", lambda config: seen.append(gc.get_threshold()))
     gc.set_threshold(700, 10, 10)
     entry.main(["--webhook-port", "9443"])

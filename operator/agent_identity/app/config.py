@@ -47,6 +47,16 @@ class OperatorConfig:
     http_listen: str = "0.0.0.0"  # noqa: S104 - a Service fronts it in a cluster
     pod_security_default: Level = Level.PRIVILEGED  # what the API server enforces on unlabelled namespaces
     pod_security_check_period: timedelta = timedelta(minutes=1)  # served namespaces' Pod Security read again
+    audit_file: str | None = None  # audit records go here (rotated) instead of stdout
+    audit_file_max_mb: int = 100
+    audit_file_backups: int = 10
+    audit_shard: str | None = None  # the chain's name; None: the lease name
+    audit_checkpoint_interval: timedelta = timedelta(seconds=10)
+    unchained_audit: bool = False  # records written without the hash chain (to measure its cost)
+
+    @property
+    def shard(self) -> str:
+        return self.audit_shard or self.lease_name
 
     @property
     def webhooks(self) -> bool:
@@ -190,6 +200,24 @@ FLAGS = (
         timedelta,
         "1m",
     ),
+    Flag("--audit-file", "audit_file", "write audit records to this file, rotated by size, instead of stdout"),
+    Flag("--audit-file-max-size", "audit_file_max_mb", "rotate --audit-file at this many MiB (default 100)", int, "100"),
+    Flag(
+        "--audit-file-backups",
+        "audit_file_backups",
+        "rotated --audit-file files kept: FILE.1 (newest) .. FILE.N (default 10)",
+        int,
+        "10",
+    ),
+    Flag("--audit-shard", "audit_shard", "the audit chain this replica writes, one per shard (default: --lease-name)"),
+    Flag(
+        "--audit-checkpoint-interval",
+        "audit_checkpoint_interval",
+        "sign and store the audit chain's head this often when records came, and at shutdown (default 10s)",
+        timedelta,
+        "10s",
+    ),
+    Flag("--unchained-audit", "unchained_audit", "write audit records without the hash chain (to measure its cost)", bool),
 )
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import logging.handlers
 import sys
 
 from agent_identity.app import handlers
-from agent_identity.app.config import parse_args
+from agent_identity.app.config import OperatorConfig, parse_args
 from agent_identity.ops import audit
 
 log = logging.getLogger("agent_identity")
@@ -18,10 +19,20 @@ log = logging.getLogger("agent_identity")
 FULL_COLLECTION_AFTER = 1000
 
 
-def _configure_logging() -> None:
-    """Audit lines go to stdout as bare JSON, one per line, whatever kopf does to other loggers."""
+def _configure_logging(config: OperatorConfig) -> None:
+    """Audit lines go to stdout (or ``--audit-file``, rotated by size) as bare JSON, one per line,
+    whatever kopf does to other loggers."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler = logging.StreamHandler(sys.stdout)
+    handler: logging.Handler = (
+        logging.handlers.RotatingFileHandler(
+            config.audit_file,
+            maxBytes=config.audit_file_max_mb * 1024 * 1024,
+            backupCount=config.audit_file_backups,
+            encoding="utf-8",
+        )
+        if config.audit_file
+        else logging.StreamHandler(sys.stdout)
+    )
     handler.setFormatter(logging.Formatter("%(message)s"))
     audit_logger = logging.getLogger(audit.LOGGER_NAME)
     audit_logger.handlers[:] = [handler]
@@ -54,7 +65,7 @@ def _tune_collector() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
-    _configure_logging()
+    _configure_logging(config)
     _tune_collector()
     if not config.webhooks:
         log.warning(

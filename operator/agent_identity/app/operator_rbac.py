@@ -19,6 +19,7 @@ from typing import Any
 
 from agent_identity import GROUP, PLURAL
 from agent_identity.api.v1alpha1 import PolicyRule
+from agent_identity.engine.trail import CONFIGMAP_NAME as AUDIT_CONFIGMAP
 from agent_identity.keys.keystore import CONFIGMAP_NAME as JWKS_CONFIGMAP
 from agent_identity.keys.keystore import SEAL_SECRET_NAME as SEAL_SECRET
 from agent_identity.keys.keystore import SECRET_NAME as SIGNING_SECRET
@@ -57,12 +58,18 @@ NAMESPACE_RULES = [
 ]
 
 
-# In the operator's own namespace: its key Secrets (signing keys, creator-seal keys) and the JWKS
-# ConfigMap, by name, its leader-election Lease and its seal ledger. RBAC cannot limit create by name: the chart's fence (a
-# ValidatingAdmissionPolicy) refuses any other Secret or ConfigMap the operator would create there.
+# In the operator's own namespace: its key Secrets (signing keys, creator-seal keys), the JWKS
+# ConfigMap and the audit chain's heads, by name, its leader-election Lease and its seal ledger.
+# RBAC cannot limit create by name: the chart's fence (a ValidatingAdmissionPolicy) refuses any
+# other Secret or ConfigMap the operator would create there.
 OWN_NAMESPACE_RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET, SEAL_SECRET]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"], "resourceNames": [JWKS_CONFIGMAP]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "update"],
+        "resourceNames": [JWKS_CONFIGMAP, AUDIT_CONFIGMAP],
+    },
     _rule([""], ["secrets", "configmaps"], ["create"]),
     # The leader-election Lease (--leader-election-namespace is the operator's namespace), watched
     # so that a standby takes a released lease at once; and the seal ledger's Leases, created once

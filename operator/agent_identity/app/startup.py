@@ -31,6 +31,7 @@ from agent_identity.engine.pod_security import PodSecurityCheck
 from agent_identity.engine.reconciler import Reconciler, Settings
 from agent_identity.engine.seal_ledger import SealLedger
 from agent_identity.engine.supervisor import Supervised, dead
+from agent_identity.engine.trail import TrailWriter
 from agent_identity.engine.watch import Watch
 from agent_identity.keys.keystore import KeyStore, SealKeys, Signer, StoredKeyRing, discovery_document
 from agent_identity.kube.client import Kube, load_client_configuration
@@ -58,6 +59,7 @@ class Operator:
     metrics: Metrics
     admission: Admission | None = None
     keystore: KeyStore | None = None
+    trail: TrailWriter | None = None
     elector: LeaderElector | None = None
     http: ThreadingHTTPServer | None = None
     loops: list[Supervised] = field(default_factory=list)
@@ -70,6 +72,8 @@ class Operator:
         self.controller.stop()
         for loop in self.loops:
             loop.stop()
+        if self.trail is not None:
+            _final_checkpoint(self.trail)
         if self.elector is not None:
             self.elector.stop()
         if self.http is not None:
@@ -135,8 +139,11 @@ def start(config: OperatorConfig) -> Operator:
             controller.live_identities, queue_depth=lambda: len(controller.queue), cache_complete=controller.warm.is_set
         )
         audit.subscribe(metrics.on_audit)
+        writer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        if not config.unchained_audit:
+            operator.trail = _chain_audit(operator, writer)
         if config.leader_election:
-            operator.elector = _elect(kube, controller, config)
+            operator.elector = _elect(kube, controller, config, identity=writer, trail=operator.trail)
             _supervise_watch(operator, LeaseWatch(kube, operator.elector))
         controller.start()
         if config.http_port:  # first: probes answer while the identities are listed
@@ -162,18 +169,54 @@ def wait_for_crds(kube: Kube, timeout: float = 120.0) -> None:
         time.sleep(1)
 
 
-def _elect(kube: Kube, controller: Controller, config: OperatorConfig) -> LeaderElector:
-    """A standby until it holds the lease: watching, caching, not acting."""
+def _chain_audit(operator: Operator, writer: str) -> TrailWriter:
+    """Every audit record into this shard's hash chain, signed every checkpoint interval."""
+    config = operator.config
+    trail = TrailWriter(
+        operator.kube,
+        namespace=config.operator_namespace,
+        shard=config.shard,
+        writer=writer,
+        keystore=operator.keystore,
+        clock=utc_now,
+        write=audit.write,
+    )
+    audit.chain_into(trail.append)
+    every = config.audit_checkpoint_interval.total_seconds()
+    operator.supervise(Supervised("audit-checkpoint", trail.checkpoint, every=every, stale_after=every + 120, first_after=every))
+    return trail
+
+
+def _final_checkpoint(trail: TrailWriter) -> None:
+    """At shutdown the head is signed, so the next writer resumes from exactly here."""
+    audit.chain_into(None)
+    try:
+        trail.checkpoint()
+    except Exception:
+        log.exception("audit trail: no checkpoint at shutdown")
+
+
+def _elect(
+    kube: Kube, controller: Controller, config: OperatorConfig, *, identity: str, trail: TrailWriter | None
+) -> LeaderElector:
+    """A standby until it holds the lease: watching, caching, not acting. Taking the lease, it
+    claims the audit trail afresh (the former leader may have written since this one last did)."""
     controller.queue.pause()
+
+    def started_leading() -> None:
+        if trail is not None:
+            trail.release()
+        controller.lead()
+
     elector = LeaderElector(
         kube,
         namespace=config.leader_election_namespace,
         name=config.lease_name,
-        identity=f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}",
+        identity=identity,
         wall_clock=utc_now,
         warm=controller.warm.is_set,
         lease_duration=config.lease_duration,
-        on_started_leading=controller.lead,
+        on_started_leading=started_leading,
         on_stopped_leading=controller.queue.pause,  # and then the process exits (leader.py)
     )
     controller.queue.may_process = elector.holds  # no key taken past the renew deadline

@@ -178,6 +178,18 @@ def _expectations(issuer: str | None, audience: str | None, *, any_issuer: bool,
         )
 
 
+def jwks_key(kid: object, jwks: dict[str, Any]) -> ec.EllipticCurvePublicKey:
+    """The public key ``kid`` names in ``jwks``; :class:`InvalidAssertion` when it is not there or
+    not a public EC key (a JWKS entry with a private part is not ours)."""
+    matching = [key for key in jwks.get("keys", []) if key.get("kid") == kid]
+    if not matching:
+        raise InvalidAssertion(f"unknown signing key {kid!r}: not in the JWKS (rotated out, or not ours)")
+    public_key = ECAlgorithm.from_jwk(json.dumps(matching[0]))
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise InvalidAssertion(f"signing key {kid!r} in the JWKS is not a public EC key")
+    return public_key
+
+
 def verify(
     token: str,
     *,
@@ -202,13 +214,7 @@ def verify(
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError as error:
         raise InvalidAssertion(f"not a JWT: {error}") from None
-    kid = header.get("kid")
-    matching = [key for key in jwks.get("keys", []) if key.get("kid") == kid]
-    if not matching:
-        raise InvalidAssertion(f"unknown signing key {kid!r}: not in the JWKS (rotated out, or not ours)")
-    public_key = ECAlgorithm.from_jwk(json.dumps(matching[0]))
-    if not isinstance(public_key, ec.EllipticCurvePublicKey):  # a JWKS entry with a private part is not ours
-        raise InvalidAssertion(f"signing key {kid!r} in the JWKS is not a public EC key")
+    public_key = jwks_key(header.get("kid"), jwks)
     options: Options = {
         "require": list(REQUIRED_CLAIMS),
         "verify_iss": not insecure_any_issuer,

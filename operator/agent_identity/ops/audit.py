@@ -73,7 +73,23 @@ def subscribe(listener: Callable[[dict[str, Any]], None]) -> None:
     _listeners.append(listener)
 
 
-def emit(record: dict[str, Any]) -> None:
+def write(record: dict[str, Any]) -> None:
+    """One line on the audit logger (stdout, or the ``--audit-file`` sink)."""
     _logger.info(json.dumps(record, sort_keys=False, separators=(",", ":")))
+
+
+_append: Callable[[dict[str, Any]], None] = write
+
+
+def chain_into(append: Callable[[dict[str, Any]], None] | None) -> None:
+    """Every record from now on goes through ``append`` (the trail writer, which links it into the
+    hash chain and writes it); None: written as it is."""
+    global _append
+    _append = append or write
+
+
+def emit(record: dict[str, Any]) -> None:
+    """The one way a record is written: through the chain when the operator runs one."""
+    _append(record)
     for listener in _listeners:
         listener(record)

@@ -19,6 +19,7 @@ import yaml
 
 from agent_identity.api.durations import format_duration, parse_timestamp
 from agent_identity.keys.signing import InsecureVerification, InvalidAssertion, verify
+from agent_identity.keys.trail import Line, verify_trail
 from agent_identity.kube.client import Kube, KubeError, load_client_configuration
 from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused, done
 
@@ -330,6 +331,54 @@ def cmd_audit(args: argparse.Namespace, agents: AgentIdentities) -> None:
     emit(document, args.output, human)
 
 
+def _stored_checkpoints(value: str) -> list[str]:
+    """``--checkpoint``: a checkpoint (JWS), a shard's field of the ConfigMap agent-identity-audit,
+    or that whole ConfigMap as JSON (``kubectl get configmap agent-identity-audit -o json``)."""
+    text = _read_input(value)
+    if not text.startswith("{"):
+        return [text]
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise CommandError(f"--checkpoint {value}: not JSON: {error}") from None
+    fields = [json.loads(field) for field in (document.get("data") or {}).values()] if "data" in document else [document]
+    return [str(field["checkpoint"]) for field in fields if field.get("checkpoint")]
+
+
+def _trail_lines(files: list[str]) -> list[Line]:
+    lines: list[Line] = []
+    for file in files:
+        try:
+            with Path(file).open(encoding="utf-8", errors="replace") as stream:
+                lines += [Line(f"{file}:{number}", text) for number, text in enumerate(stream, 1)]
+        except OSError as error:
+            raise CommandError(f"cannot read {file}: {error}") from None
+    return lines
+
+
+def cmd_audit_verify(args: argparse.Namespace, agents: AgentIdentities | None) -> None:
+    """Exit 1 naming the first break of the trail; the notes (unsigned tail, a writer that took
+    over) are printed either way."""
+    latest = [token for value in args.checkpoint or [] for token in _stored_checkpoints(value)]
+    report = verify_trail(_trail_lines(args.files), jwks=_load_jwks(args.jwks), latest=latest)
+    shards = {shard: {"records": count, "signedUpTo": report.signed.get(shard, 0)} for shard, count in report.records.items()}
+    document = {
+        "verified": report.ok,
+        "shards": shards,
+        "problems": [vars(problem) for problem in report.problems],
+        "notes": [vars(note) for note in report.notes],
+    }
+    summary = [f"shard {shard}: {v['records']} records, signed up to seq {v['signedUpTo']}" for shard, v in shards.items()]
+    notes = [f"note: {note.where}: {note.message}" for note in report.notes]
+    if not report.ok:
+        if args.output:
+            emit(document, args.output, "")
+        problem = report.problems[0]
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise CommandError(f"trail NOT verified: {problem.where}: {problem.message}{more}")
+    emit(document, args.output, "\n".join(["trail verified", *summary, *notes]))
+
+
 def _add_global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """The flags kubectl takes anywhere on the line. The top-level parser holds their defaults;
     each verb's parser accepts them too (``default=SUPPRESS``: absent, they leave the value given
@@ -400,11 +449,35 @@ def build_parser() -> argparse.ArgumentParser:
     audit = verb("audit", "the provenance of one identity")
     audit.add_argument("name")
     audit.set_defaults(run=cmd_audit)
+
+    trail = verb("audit verify", "verify an audit trail offline: hash chain, signed checkpoints")
+    trail.add_argument(
+        "files", nargs="+", metavar="FILE", help="the trail, oldest file first (audit.log.2 audit.log.1 audit.log)"
+    )
+    trail.add_argument("--jwks", required=True, help="URL or file of the operator's JWKS")
+    trail.add_argument(
+        "--checkpoint",
+        action="append",
+        help="the latest checkpoint kept in the cluster (file, - or the value; the ConfigMap agent-identity-audit as JSON"
+        " will do): a tail cut after the trail's last checkpoint shows only against it",
+    )
+    trail.set_defaults(run=cmd_audit_verify, offline=True)
     return parser
 
 
+_AUDIT_VERBS = ("verify",)
+
+
+def _join_audit_verbs(argv: list[str]) -> list[str]:
+    """``audit verify ...`` is one verb (``audit NAME`` stays the provenance of identity NAME)."""
+    for index, word in enumerate(argv[:-1]):
+        if word == "audit" and argv[index + 1] in _AUDIT_VERBS:
+            return [*argv[:index], f"audit {argv[index + 1]}", *argv[index + 2 :]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_audit_verbs(sys.argv[1:] if argv is None else argv))
     try:
         agents = (
             None
