@@ -47,14 +47,8 @@ ShortText = Annotated[str, Field(min_length=1, max_length=253)]
 # resource name; see rbac.atoms), one after another, inside a 5 s webhook timeout. Before these
 # bounds, 32 rules of 16 x 32 x 16 x 64 entries could expand to over 16 million reviews.
 #
-# MAX_PERMISSION_ATOMS = 64: the largest realistic task needs far fewer. The whole `read-only`
-# profile ceiling in examples/profiles.yaml, every verb on every resource it allows, is 39 atoms,
-# and an agent's task asks for a slice of its ceiling (the examples ask for 2 to 6). A review is an
-# in-memory RBAC evaluation plus one round trip to the API server: 64 in a row took 0.09-0.13 s on
-# this project's 2-core local control plane (~1.5 ms each), and would take about 1 s even at a
-# loaded API server's ~15 ms per review, which keeps the webhook's p99 well within its 5 s, with
-# room for its other reads. A task that needs more should be split into several identities (each
-# narrower, and each shorter-lived).
+# A task that needs more than MAX_PERMISSION_ATOMS is split into several identities (why 64:
+# docs/design/0006-permission-atom-cap.md).
 MAX_PERMISSION_ATOMS = 64
 """The most permission atoms one AgentIdentity's spec.scopes may expand to (summed over its rules)."""
 MAX_SCOPES = 16

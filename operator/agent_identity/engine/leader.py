@@ -31,16 +31,7 @@ reconciles.
   with a fresh cache, and nothing written after the loss can come from this process. A standby
   that never led never exits. The elector never dies: any exception is logged and retried.
 
-Why not the ``kubernetes`` client's ``kubernetes.leaderelection`` module: it reads and writes the
-Lease through the client's model layer and the global default configuration (not our Kube facade
-and its kubeconfig), sleeps with ``time.sleep`` (no prompt stop), judges its deadlines on the wall
-clock (``time.time``: no injectable clock, wrong across clock steps), lets any error other than
-``ApiException`` (a urllib3 error during an API server outage) escape and end the election
-thread for good, runs once (a follower that acquired and lost never competes again) and keeps
-no ``leaseTransitions``. Its expiry rule (the observed record plus local observation time) is the
-one we keep.
-
-(kopf's peering pauses watches instead, has no Lease and keeps no warm cache.)
+Why an elector of our own: docs/design/0004-own-leader-election.md.
 """
 
 from __future__ import annotations

@@ -43,10 +43,7 @@ _IDENTITIES = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
 _MERGE_PATCH = "application/merge-patch+json"
 _METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-# Identities per page of a full listing. The API server serves each page from its watch cache, and
-# pays per page as well as per item: listing 100,000 identities took 12.5-14.3 s of its CPU in pages
-# of 500, 11.0-11.6 s in 1,000, 7.2-8.4 s in 2,000 and 8.0-8.5 s in 5,000 (two runs each); a page
-# of 2,000 is a few MB to parse.
+# Identities per page of a full listing (why 2,000: docs/design/0005-listing-page-size.md).
 LIST_PAGE = 2000
 _STORED = {
     "Secret": "/api/v1/namespaces/{namespace}/secrets",
