@@ -1,9 +1,7 @@
 """The operator's own list-and-watch of AgentIdentities, whole objects, into the controller.
 
-Why not kopf's: at a take-over kopf lists every identity and dispatches each through its handler
-machinery before its watch starts, so with 30,000 identities an identity created during the
-take-over waited 45 s. Here the watch starts first, from the collection's version *now* (one
-one-item list), so anything created from that moment on is seen within milliseconds; the full
+Why not kopf's: docs/design/0002-own-informer-for-agentidentities.md. The watch starts first, from
+the collection's version *now* (one one-item list), so anything created from that moment on is seen within milliseconds; the full
 listing (:func:`relist`, in pages, on the resync loop's thread: its first run) then seeds the
 cache behind it, verified in the background lane once it is complete, while new work goes first.
 Ahead of it and while it lasts, listings the API server filters find what cannot wait for it:
@@ -37,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Deadlines this far ahead are looked up before the full listing, and again every half of it
-# while the listing lasts (100,000 identities: 35-70 s on two cores), so each is known 30 s early.
+# while the listing lasts, so each is known 30 s early.
 AHEAD_S = 60.0
 # Before each page the listing waits, this long at most, for the urgent lane to clear: a burst of
 # deadlines (a restart after downtime) gets the API server to itself, and so does the new work
