@@ -32,6 +32,7 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"
     API_ERROR = "APIError"
     TTL_ELAPSED = "TTLElapsed"
+    TASK_COMPLETED = "TaskCompleted"  # the workload of spec.boundTo ended
     SELF_RETIRED = "SelfRetired"  # the agent set spec.done with its own token (or anyone allowed to patch it did)
     DELETED = "Deleted"
     NOT_EXPIRED = "NotExpired"

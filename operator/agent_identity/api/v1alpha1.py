@@ -184,6 +184,34 @@ def _duration_rules(field: str) -> list[JsonValue]:
     ]
 
 
+class BindingKind(StrEnum):
+    """What an identity is bound to: its task ends when that workload does."""
+
+    JOB = "Job"  # the Job named spec.boundTo.name completed or failed (or was deleted)
+    POD = "Pod"  # the pod named spec.boundTo.name terminated (or was deleted)
+    AGENT_PODS = "AgentPods"  # every pod running as the agent terminated or is gone, after at least one ran
+
+
+class WorkloadBinding(_Model):
+    """The workload whose end is the task's end. Counted only if it runs as this agent (a pod of
+    its ServiceAccount, which only a pod admitted for its creator, delegator or itself can be; a
+    Job labelled for it and judged for this identity's uid by the workload webhook)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.kind == 'AgentPods' ? !has(self.name) : has(self.name)",
+                    "boundTo: a Job or Pod binding names its workload; an AgentPods binding names none",
+                ),
+            ]
+        }
+    )
+
+    kind: BindingKind
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_NAME)] | None = None
+
+
 class AgentIdentitySpec(_Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -208,6 +236,11 @@ class AgentIdentitySpec(_Model):
                     "has(self.ttl) == has(oldSelf.ttl) && (!has(self.ttl) || self.ttl == oldSelf.ttl)",
                     "ttl is immutable",
                     fieldPath=".ttl",
+                ),
+                _cel(
+                    "has(self.boundTo) == has(oldSelf.boundTo) && (!has(self.boundTo) || self.boundTo == oldSelf.boundTo)",
+                    "boundTo is immutable",
+                    fieldPath=".boundTo",
                 ),
                 _cel(
                     "!has(oldSelf.done) || !oldSelf.done || (has(self.done) && self.done)",
@@ -261,6 +294,15 @@ class AgentIdentitySpec(_Model):
         },
     )
     token: TokenSpec | None = None
+    bound_to: WorkloadBinding | None = Field(
+        default=None,
+        alias="boundTo",
+        description=(
+            "Retire the identity when this workload ends (reason TaskCompleted), not only at its TTL:"
+            " a Job (complete or failed), a Pod (terminated), or AgentPods (the last pod running as the agent"
+            " terminated, after at least one ran). Sealed at admission; immutable."
+        ),
+    )
     done: bool | None = Field(
         default=None,
         description=(
@@ -304,6 +346,9 @@ class AgentIdentityStatus(_Model):
     # The operator's HMAC binding the creator seal to this object's uid (keys.seal.binding): a copy
     # on another object does not hold for its uid.
     seal_binding: str | None = Field(default=None, alias="sealBinding", max_length=64)
+    # The uid of the bound workload (spec.boundTo) once it was seen: gone or replaced, the task
+    # ended. Believed only to end an identity, never to keep one alive.
+    bound_workload_uid: str | None = Field(default=None, alias="boundWorkloadUID", max_length=64)
     issued_at: str | None = Field(default=None, alias="issuedAt", max_length=64, json_schema_extra={"format": "date-time"})
     expires_at: str | None = Field(default=None, alias="expiresAt", max_length=64, json_schema_extra={"format": "date-time"})
     token_expires_at: str | None = Field(

@@ -51,10 +51,13 @@ NAMESPACE_RULES = [
     # Namespace only, since the API server authorizes GET /api/v1/namespaces/<ns> in <ns>.
     _rule([""], ["namespaces"], ["get"]),
     # Agent pods: deleted with their identity; the workloads that make them read by the pod webhook.
-    _rule([""], ["pods"], ["deletecollection"]),
+    # Agent pods and Jobs are also watched: an identity bound to its workload (spec.boundTo)
+    # retires when that ends.
+    _rule([""], ["pods"], ["get", "list", "watch", "deletecollection"]),
     _rule([""], ["replicationcontrollers"], ["get"]),
     _rule(["apps"], ["deployments", "replicasets", "statefulsets", "daemonsets"], ["get"]),
-    _rule(["batch"], ["jobs", "cronjobs"], ["get"]),
+    _rule(["batch"], ["jobs"], ["get", "list", "watch"]),
+    _rule(["batch"], ["cronjobs"], ["get"]),
 ]
 
 

@@ -375,6 +375,16 @@ class Controller:
         if not self.reconciler.kube.own_writes.is_echo(key, version, lambda: self.queue.add(owner)):
             self.queue.add(owner)
 
+    def workload_changed(self, event_type: str, metadata: dict[str, Any]) -> None:
+        """An agent pod or Job (labelled for an identity) changed or went: an identity bound to
+        its workload (spec.boundTo) is looked at first of all, since its task may have ended. An
+        identity not bound is not disturbed."""
+        key = (str(metadata.get("namespace")), str((metadata.get("labels") or {}).get(LABEL_IDENTITY)))
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is not None and not entry.deleted and b'"boundTo":' in entry.packed:
+            self.queue.add(key, lane=Lane.URGENT)
+
     def reverify_all(self, namespace: str | None = None) -> None:
         """Every live identity (of ``namespace``, or of all) looked at again, behind anything that
         changed (after a watch gap)."""

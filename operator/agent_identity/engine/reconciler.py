@@ -22,7 +22,7 @@ from typing import Any
 
 from agent_identity.api.conditions import READY, Reason
 from agent_identity.api.durations import parse_timestamp
-from agent_identity.api.v1alpha1 import FINAL_PHASES, AgentIdentity, Phase
+from agent_identity.api.v1alpha1 import FINAL_PHASES, AgentIdentity, BindingKind, Phase
 from agent_identity.engine.credentials import Credentials, Signer
 from agent_identity.engine.lifecycle import Lifecycle
 from agent_identity.engine.provisioning import ChildConflictError, Provisioner
@@ -31,8 +31,9 @@ from agent_identity.engine.seal_ledger import SealLedger
 from agent_identity.keys.seal import Sealer
 from agent_identity.kube.client import ClusterAccess, Kube, KubeError
 from agent_identity.ops.audit import Action, audit_record, emit
-from agent_identity.plan.children import ANNOTATION_SEAL
+from agent_identity.plan.children import ANNOTATION_SEAL, child_name
 from agent_identity.plan.decisions import DelegatorView, Deny, Provision, Retire, Wait, decide, parse_identity
+from agent_identity.plan.workload import task_end
 from agent_identity.policy.facts import (
     IdentityLookup,
     PolicySettings,
@@ -101,8 +102,9 @@ class Reconciler:
         profile = profile_of(identity, self.settings.policy, self.lookup_profile)
         if identity.status.phase in FINAL_PHASES:
             return self.lifecycle.keep_final(identity, profile, now=now)
-        decision = decide(identity, delegator=self._delegator(identity), now=now, profile=profile)
         try:
+            task_ended = self._task_ended(identity)
+            decision = decide(identity, delegator=self._delegator(identity), now=now, profile=profile, task_ended=task_ended)
             if isinstance(decision, Provision):
                 decision = self._judged(identity, decision, now=now)
             match decision:
@@ -124,6 +126,26 @@ class Reconciler:
             self._report_api_error(identity, error, now=now)
             raise  # the work queue retries with backoff
         raise AssertionError(f"unhandled decision {decision!r}")
+
+    def _task_ended(self, identity: AgentIdentity) -> str | None:
+        """Why the workload of spec.boundTo has ended (None: not bound, or still running). The
+        first sighting of it is recorded (status.boundWorkloadUID), so that its deletion or a
+        replacement of the same name later ends the task too."""
+        binding = identity.spec.bound_to
+        if binding is None or identity.status.phase in FINAL_PHASES:
+            return None
+        namespace = identity.metadata.namespace
+        observed: list[dict[str, Any]]
+        if binding.kind is BindingKind.AGENT_PODS:
+            observed = self.kube.pods_of(namespace, service_account=child_name(identity))
+        else:
+            get = self.kube.get_job if binding.kind is BindingKind.JOB else self.kube.get_pod
+            found = get(namespace, str(binding.name))
+            observed = [found] if found else []
+        end = task_end(identity, observed)
+        if end.seen and end.seen != identity.status.bound_workload_uid:
+            self.records.write_status(identity.body, {"boundWorkloadUID": end.seen})
+        return end.ended
 
     def revoke(self, identity: AgentIdentity) -> None:
         """The AgentIdentity is being deleted: its credentials go now."""

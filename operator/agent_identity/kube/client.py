@@ -176,6 +176,14 @@ def load_client_configuration(kubeconfig: str | None = None) -> client.Configura
     return configuration
 
 
+WORKLOAD_RESOURCES = {"pods": "/api/v1", "jobs": "/apis/batch/v1"}
+
+
+def _workload_collection(resource: str, namespace: str | None) -> str:
+    prefix = WORKLOAD_RESOURCES[resource]
+    return f"{prefix}/namespaces/{quote(namespace)}/{resource}" if namespace else f"{prefix}/{resource}"
+
+
 class Kube:
     """Thread-safe: the reconcile workers share one instance and its connection pool."""
 
@@ -449,6 +457,28 @@ class Kube:
             return None
         prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         return self._get_or_none(f"{prefix}/namespaces/{quote(namespace)}/{plural}/{quote(name)}")
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs/{quote(name)}")
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}")
+
+    def pods_of(self, namespace: str, *, service_account: str) -> list[dict[str, Any]]:
+        """The pods that run as ``service_account`` (a field selector the API server serves from its cache)."""
+        query = {"fieldSelector": f"spec.serviceAccountName={service_account}"}
+        return list(self._request("GET", f"/api/v1/namespaces/{quote(namespace)}/pods", query=query).get("items") or [])
+
+    def workloads_version(self, resource: str, namespace: str | None, *, label_selector: str) -> str:
+        return self._version(_workload_collection(resource, namespace), label_selector)
+
+    def watch_workloads(
+        self, resource: str, namespace: str | None, *, label_selector: str, resource_version: str, timeout_s: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events of agent pods or Jobs (``resource``: pods, jobs), metadata only."""
+        path = _workload_collection(resource, namespace)
+        query = {"labelSelector": label_selector}
+        return self._watch(path, query, resource_version=resource_version, timeout_s=timeout_s, accept=_METADATA)
 
     def delete_pods(self, namespace: str, *, service_account: str, grace_seconds: int) -> None:
         """Deletes every pod that runs as ``service_account``, in one request (a field selector the

@@ -157,9 +157,11 @@ def decide(
     delegator: DelegatorView | None,
     now: datetime,
     profile: AgentProfile | None = None,
+    task_ended: str | None = None,
 ) -> Decision:
     """What ``identity`` should be at ``now``. ``delegator`` is given only for AgentIdentity
-    delegators."""
+    delegators; ``task_ended`` says why the workload it is bound to has ended (see
+    :func:`agent_identity.plan.workload.task_end`), if it has."""
     spec = identity.spec
     ttl = effective_ttl(identity, profile)
     if ttl is None:
@@ -169,7 +171,14 @@ def decide(
     namespace = identity.metadata.namespace
     principal = spec.delegator.principal(identity_namespace=namespace) if spec.delegator else NO_DELEGATOR
     chain: tuple[str, ...] = (principal,) if spec.delegator else ()
-    if spec.done:
+    ended = (
+        (Reason.SELF_RETIRED, "spec.done: the task is done; the identity retired itself")
+        if spec.done
+        else (Reason.TASK_COMPLETED, task_ended)
+        if task_ended
+        else None
+    )
+    if ended is not None:
         # The task is over: nothing a delegator or a clock says can keep the identity alive.
         created_at = parse_timestamp(identity.metadata.creation_timestamp)
         provenance = Provenance(
@@ -180,7 +189,7 @@ def decide(
             profile=profile_name,
             risk_level=risk_level,
         )
-        return Retire(Reason.SELF_RETIRED, "spec.done: the task is done; the identity retired itself", provenance)
+        return Retire(ended[0], ended[1], provenance)
     delegator_expires_at: datetime | None = None
     delegator_owner: dict[str, Any] | None = None
     if spec.delegator is not None and spec.delegator.kind == "AgentIdentity":
