@@ -30,7 +30,7 @@ from agent_identity.api.v1alpha1 import AgentProfile, PolicyRule
 from agent_identity.app import operator_rbac
 from agent_identity.app.config import parse_args
 from agent_identity.engine import trail
-from agent_identity.keys import keystore
+from agent_identity.keys import keystore, subjects
 from agent_identity.keys.certs import ensure_serving_certificate
 from agent_identity.plan.children import LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE, child_name, token_secret_name
 from support.tools import helm_binary
@@ -713,7 +713,13 @@ def test_profiles_are_required_by_default(
 
 def test_the_keys_role_names_every_secret_the_operator_keeps_at_home() -> None:
     named = {name for rule in operator_rbac.OWN_NAMESPACE_RULES for name in rule.get("resourceNames", [])}
-    assert named == {keystore.SECRET_NAME, keystore.SEAL_SECRET_NAME, keystore.CONFIGMAP_NAME, trail.CONFIGMAP_NAME}
+    assert named == {
+        keystore.SECRET_NAME,
+        keystore.SEAL_SECRET_NAME,
+        subjects.SECRET_NAME,
+        keystore.CONFIGMAP_NAME,
+        trail.CONFIGMAP_NAME,
+    }
 
 
 # --- the fence: a ValidatingAdmissionPolicy on the operator's own ServiceAccount --------------------------
@@ -774,7 +780,7 @@ def test_the_fence_is_built_from_the_operators_own_names(default_objects: list[d
     assert f"'{SECRET_TYPE}'" in text
     assert token_secret_name(identity(name="x")) == "aid-x-token" and "variables.name + '-token'" in text
     # At home, exactly what the keys Role lets it update: the fence and RBAC agree.
-    assert f"['{keystore.SECRET_NAME}', '{keystore.SEAL_SECRET_NAME}']" in text
+    assert f"['{keystore.SECRET_NAME}', '{keystore.SEAL_SECRET_NAME}', '{subjects.SECRET_NAME}']" in text
     assert f"variables.name in ['{keystore.CONFIGMAP_NAME}', '{trail.CONFIGMAP_NAME}']" in text
     assert f"<= {int(MAX_TTL.total_seconds())}" in text  # no agent token outlives the longest identity
 

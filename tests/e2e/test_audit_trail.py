@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from support.cluster import Cluster, make_identity, wait_for
+from kubernetes import client
+
+from agent_identity.keys.subjects import SECRET_NAME as SUBJECTS_SECRET
+from support.cluster import OPERATOR_NAMESPACE, Cluster, impersonated, make_identity, wait_for
 from support.leases import holder, holding
 from support.operator_process import OperatorProcess
-from support.trail import audit_verify, evidence, records, stored_head, trail_args
+from support.trail import audit_verify, evidence, kubectl_agent, records, stored_head, trail_args
 
 
 def provision(cluster: Cluster, namespace: str, *names: str) -> None:
@@ -119,3 +122,66 @@ def test_a_new_leader_resumes_the_chain_from_the_stored_head(cluster: Cluster, n
     assert {r["name"] for r in [*first, *second] if r.get("name")} >= {"before", "after"}
     result = audit_verify(str(second_file), str(first_file), "--jwks", str(jwks))  # in the wrong order
     assert result.returncode == 1
+
+
+def test_a_person_forgotten_is_unreadable_in_every_record_and_the_chain_still_verifies(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Alice's and Bob's names never reach the trail; ``audit forget user:alice`` destroys her key:
+    the same file still verifies, her records no longer reveal her, Bob's still do. A user who
+    holds ``edit`` in the served namespace can neither read the people's keys nor forget anyone."""
+    alice, bob = f"alice-{namespace}", f"bob-{namespace}"  # names the shared key Secret has not seen
+    audit_file = tmp_path / "audit.log"
+    operator = OperatorProcess(
+        kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path, extra_args=trail_args(namespace, audit_file)
+    )
+    operator.start()
+    try:
+        cluster.create_identity(make_identity("for-alice", namespace, delegator={"kind": "User", "name": alice}))
+        cluster.create_identity(make_identity("for-bob", namespace, delegator={"kind": "User", "name": bob}))
+        for name in ("for-alice", "for-bob"):
+            cluster.wait_phase(namespace, name, "Ready")
+    finally:
+        operator.stop()
+    written = audit_file.read_text()
+    assert alice not in written and bob not in written
+    mine = [r for r in records(audit_file) if r.get("name") == "for-alice"]
+    assert mine and all(r["delegator"].startswith("subject:") for r in mine)
+
+    revealed = kubectl_agent(cluster, "audit", "reveal", str(audit_file))
+    assert revealed.returncode == 0, revealed.stderr
+    shown = {json.loads(line)["name"]: json.loads(line) for line in revealed.stdout.splitlines() if '"name"' in line}
+    assert shown["for-alice"]["delegator"] == f"user:{alice}" and shown["for-bob"]["delegationChain"] == [f"user:{bob}"]
+
+    # The attacker: edit in the served namespace, nothing in the operator's.
+    cluster.bind_cluster_role(namespace, "mallory", "edit")
+    assert (
+        cluster.call_status(
+            lambda: client.CoreV1Api(impersonated(cluster, "mallory")).read_namespaced_secret(SUBJECTS_SECRET, OPERATOR_NAMESPACE)
+        )
+        == 403
+    )
+    assert (
+        cluster.call_status(
+            lambda: client.CoreV1Api(impersonated(cluster, "mallory")).delete_namespaced_secret(
+                SUBJECTS_SECRET, OPERATOR_NAMESPACE
+            )
+        )
+        == 403
+    )
+
+    forgot = kubectl_agent(cluster, "audit", "forget", f"user:{alice}", "-o", "json")
+    assert forgot.returncode == 0, forgot.stderr
+    subject = json.loads(forgot.stdout)["subject"]
+    assert all(r["delegator"] == subject for r in mine)
+    again = kubectl_agent(cluster, "audit", "forget", f"user:{alice}")
+    assert again.returncode == 1 and "has no key" in again.stderr
+
+    revealed = kubectl_agent(cluster, "audit", "reveal", str(audit_file))
+    assert alice not in revealed.stdout and f"user:{bob}" in revealed.stdout
+    assert f"{subject} (forgotten)" in revealed.stdout
+    jwks, stored = evidence(cluster, namespace, tmp_path)
+    result = audit_verify(str(audit_file), "--jwks", str(jwks), "--checkpoint", str(stored))
+    assert result.returncode == 0, result.stderr  # the file was never touched: the chain holds
+    secret = cluster.core.read_namespaced_secret(SUBJECTS_SECRET, OPERATOR_NAMESPACE)
+    assert not any(alice in field or bob in field for field in secret.data)

@@ -85,6 +85,6 @@ class OperatorProcess:
     def audit_lines(self) -> list[dict[str, Any]]:
         lines = []
         for line in self.output().splitlines():
-            if line.startswith('{"audit"'):
+            if line.startswith('{"audit"') and '"action":"checkpoint"' not in line:  # records, not checkpoints
                 lines.append(json.loads(line))
         return lines

@@ -47,3 +47,14 @@ def audit_verify(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
     )
+
+
+def kubectl_agent(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl agent ARGS`` with the admin's kubeconfig."""
+    return subprocess.run(  # noqa: PLW1510 - the tests read returncode themselves
+        [sys.executable, "-m", "agent_identity.sdk.cli", "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
+    )

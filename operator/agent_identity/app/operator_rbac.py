@@ -23,6 +23,7 @@ from agent_identity.engine.trail import CONFIGMAP_NAME as AUDIT_CONFIGMAP
 from agent_identity.keys.keystore import CONFIGMAP_NAME as JWKS_CONFIGMAP
 from agent_identity.keys.keystore import SEAL_SECRET_NAME as SEAL_SECRET
 from agent_identity.keys.keystore import SECRET_NAME as SIGNING_SECRET
+from agent_identity.keys.subjects import SECRET_NAME as SUBJECTS_SECRET
 from agent_identity.kube.client import CLUSTER_EVENTS_NAMESPACE
 
 NAME = "agent-identity-operator"
@@ -61,12 +62,18 @@ NAMESPACE_RULES = [
 ]
 
 
-# In the operator's own namespace: its key Secrets (signing keys, creator-seal keys), the JWKS
+# In the operator's own namespace: its key Secrets (signing keys, creator-seal keys, the audit
+# trail's people's keys), the JWKS
 # ConfigMap and the audit chain's heads, by name, its leader-election Lease and its seal ledger.
 # RBAC cannot limit create by name: the chart's fence (a ValidatingAdmissionPolicy) refuses any
 # other Secret or ConfigMap the operator would create there.
 OWN_NAMESPACE_RULES = [
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [SIGNING_SECRET, SEAL_SECRET]},
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get", "update"],
+        "resourceNames": [SIGNING_SECRET, SEAL_SECRET, SUBJECTS_SECRET],
+    },
     {
         "apiGroups": [""],
         "resources": ["configmaps"],

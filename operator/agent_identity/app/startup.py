@@ -30,11 +30,13 @@ from agent_identity.engine.leader import LeaderElector, LeaseWatch
 from agent_identity.engine.pod_security import PodSecurityCheck
 from agent_identity.engine.reconciler import Reconciler, Settings
 from agent_identity.engine.seal_ledger import SealLedger
+from agent_identity.engine.subjects import SubjectKeys
 from agent_identity.engine.supervisor import Supervised, dead
 from agent_identity.engine.trail import TrailWriter
 from agent_identity.engine.watch import Watch
 from agent_identity.engine.workloadwatch import WorkloadWatch
 from agent_identity.keys.keystore import KeyStore, SealKeys, Signer, StoredKeyRing, discovery_document
+from agent_identity.keys.subjects import pseudonymise
 from agent_identity.kube.client import WORKLOAD_RESOURCES, Kube, load_client_configuration
 from agent_identity.ops import audit, http
 from agent_identity.ops.metrics import Metrics
@@ -141,8 +143,7 @@ def start(config: OperatorConfig) -> Operator:
         )
         audit.subscribe(metrics.on_audit)
         writer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-        if not config.unchained_audit:
-            operator.trail = _chain_audit(operator, writer)
+        _audit_into(operator, writer)
         if config.leader_election:
             operator.elector = _elect(kube, controller, config, identity=writer, trail=operator.trail)
             _supervise_watch(operator, LeaseWatch(kube, operator.elector))
@@ -170,8 +171,19 @@ def wait_for_crds(kube: Kube, timeout: float = 120.0) -> None:
         time.sleep(1)
 
 
+def _audit_into(operator: Operator, writer: str) -> None:
+    """Every audit record with its people pseudonymised, into this shard's hash chain (signed every
+    checkpoint interval) unless --unchained-audit."""
+    subjects = SubjectKeys(operator.kube, namespace=operator.config.operator_namespace)
+    append = audit.write
+    if not operator.config.unchained_audit:
+        operator.trail = _chain_audit(operator, writer)
+        append = operator.trail.append
+    audit.chain_into(lambda record: append(pseudonymise(record, subjects)))
+
+
 def _chain_audit(operator: Operator, writer: str) -> TrailWriter:
-    """Every audit record into this shard's hash chain, signed every checkpoint interval."""
+    """This shard's hash chain, its head signed every checkpoint interval."""
     config = operator.config
     trail = TrailWriter(
         operator.kube,
@@ -182,7 +194,6 @@ def _chain_audit(operator: Operator, writer: str) -> TrailWriter:
         clock=utc_now,
         write=audit.write,
     )
-    audit.chain_into(trail.append)
     every = config.audit_checkpoint_interval.total_seconds()
     operator.supervise(Supervised("audit-checkpoint", trail.checkpoint, every=every, stale_after=every + 120, first_after=every))
     return trail

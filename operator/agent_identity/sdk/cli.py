@@ -7,6 +7,7 @@ after the verb, as kubectl's do. Errors go to stderr with exit code 1.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -19,7 +20,9 @@ import yaml
 
 from agent_identity.api.durations import format_duration, parse_timestamp
 from agent_identity.keys.signing import InsecureVerification, InvalidAssertion, verify
-from agent_identity.keys.trail import Line, verify_trail
+from agent_identity.keys.subjects import SECRET_NAME as SUBJECTS_SECRET
+from agent_identity.keys.subjects import SubjectKey, is_person, key_field, reveal
+from agent_identity.keys.trail import Line, parse_lines, verify_trail
 from agent_identity.kube.client import Kube, KubeError, load_client_configuration
 from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused, done
 
@@ -379,6 +382,50 @@ def cmd_audit_verify(args: argparse.Namespace, agents: AgentIdentities | None) -
     emit(document, args.output, "\n".join(["trail verified", *summary, *notes]))
 
 
+def _subjects_secret(agents: AgentIdentities | None, namespace: str) -> dict[str, Any]:
+    assert agents is not None
+    secret = agents.kube.get_stored("Secret", namespace, SUBJECTS_SECRET)
+    if secret is None:
+        raise CommandError(f"no Secret {namespace}/{SUBJECTS_SECRET}: no person was recorded (or --operator-namespace is wrong)")
+    return secret
+
+
+def cmd_audit_forget(args: argparse.Namespace, agents: AgentIdentities | None) -> None:
+    """Destroys the person's key: their records stay as written (the chain verifies), unreadable."""
+    if not is_person(args.principal):
+        raise CommandError(f"{args.principal!r}: only people (user:NAME) are pseudonymised and can be forgotten")
+    assert agents is not None
+    field = key_field(args.principal)
+    for _ in range(5):
+        secret = _subjects_secret(agents, args.operator_namespace)
+        data = secret.get("data") or {}
+        if field not in data:
+            raise CommandError(f"{args.principal} has no key (never recorded, or forgotten already)")
+        subject = SubjectKey.from_json(base64.b64decode(data[field]).decode())
+        secret["data"] = {name: value for name, value in data.items() if name != field}
+        try:
+            agents.kube.store(secret)  # at the resourceVersion read: a 409 reads again
+        except KubeError as error:
+            if error.conflict:
+                continue
+            raise
+        document = {"forgotten": args.principal, "subject": f"subject:{subject.id}"}
+        emit(document, args.output, f"{args.principal} forgotten: the key of subject:{subject.id} is destroyed")
+        return
+    raise CommandError(f"the Secret {SUBJECTS_SECRET} keeps changing: try again")
+
+
+def cmd_audit_reveal(args: argparse.Namespace, agents: AgentIdentities | None) -> None:
+    """The records of a trail with each person whose key is kept written out (needs read access to
+    the operator's Secret agent-identity-audit-subjects); forgotten ones stay unreadable."""
+    data = _subjects_secret(agents, args.operator_namespace).get("data") or {}
+    kept = [SubjectKey.from_json(base64.b64decode(value).decode()) for value in data.values()]
+    keys = {subject.id: subject for subject in kept}
+    records, _ = parse_lines(_trail_lines(args.files))
+    for _, record in records:
+        print(json.dumps(reveal(record, keys), separators=(",", ":")))
+
+
 def _add_global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """The flags kubectl takes anywhere on the line. The top-level parser holds their defaults;
     each verb's parser accepts them too (``default=SUPPRESS``: absent, they leave the value given
@@ -390,6 +437,41 @@ def _add_global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> Non
     parser.add_argument("--kubeconfig", default=default(None), help="kubeconfig (default: $KUBECONFIG, then ~/.kube/config)")
     parser.add_argument("-n", "--namespace", default=default("default"), help="the namespace (default: default)")
     parser.add_argument("-o", "--output", default=default(None), choices=["json", "yaml", "env"], help="machine-readable output")
+
+
+def _add_audit_verbs(commands: Any, global_flags: argparse.ArgumentParser) -> None:
+    """``audit verify``, ``audit forget`` and ``audit reveal``: the trail's verbs."""
+    trail = commands.add_parser(
+        "audit verify", help="verify an audit trail offline: hash chain, signed checkpoints", parents=[global_flags]
+    )
+    trail.add_argument(
+        "files", nargs="+", metavar="FILE", help="the trail, oldest file first (audit.log.2 audit.log.1 audit.log)"
+    )
+    trail.add_argument("--jwks", required=True, help="URL or file of the operator's JWKS")
+    trail.add_argument(
+        "--checkpoint",
+        action="append",
+        help="the latest checkpoint kept in the cluster (file, - or the value; the ConfigMap agent-identity-audit as JSON"
+        " will do): a tail cut after the trail's last checkpoint shows only against it",
+    )
+    trail.set_defaults(run=cmd_audit_verify, offline=True)
+
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument(
+        "--operator-namespace",
+        default="agent-identity-system",
+        help="where the operator keeps its keys (default agent-identity-system)",
+    )
+    forget = commands.add_parser(
+        "audit forget", help="crypto-shred a person: destroy their audit key (GDPR Art. 17)", parents=[global_flags, home]
+    )
+    forget.add_argument("principal", help="user:NAME")
+    forget.set_defaults(run=cmd_audit_forget)
+    shown = commands.add_parser(
+        "audit reveal", help="print a trail's records with the people whose keys are kept", parents=[global_flags, home]
+    )
+    shown.add_argument("files", nargs="+", metavar="FILE")
+    shown.set_defaults(run=cmd_audit_reveal)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,22 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("name")
     audit.set_defaults(run=cmd_audit)
 
-    trail = verb("audit verify", "verify an audit trail offline: hash chain, signed checkpoints")
-    trail.add_argument(
-        "files", nargs="+", metavar="FILE", help="the trail, oldest file first (audit.log.2 audit.log.1 audit.log)"
-    )
-    trail.add_argument("--jwks", required=True, help="URL or file of the operator's JWKS")
-    trail.add_argument(
-        "--checkpoint",
-        action="append",
-        help="the latest checkpoint kept in the cluster (file, - or the value; the ConfigMap agent-identity-audit as JSON"
-        " will do): a tail cut after the trail's last checkpoint shows only against it",
-    )
-    trail.set_defaults(run=cmd_audit_verify, offline=True)
+    _add_audit_verbs(commands, global_flags)
     return parser
 
 
-_AUDIT_VERBS = ("verify",)
+_AUDIT_VERBS = ("verify", "forget", "reveal")
 
 
 def _join_audit_verbs(argv: list[str]) -> list[str]:
