@@ -86,7 +86,7 @@ kind-e2e: $(STAMP) ## tests/e2e on a fresh kind cluster, then the chart-installe
 image: ## Build the operator image agent-identity-operator:<version> (local Debian base when no registry answers; PYTHON_IMAGE, IMAGE)
 	bash scripts/build-image.sh
 
-.PHONY: help venv control-plane crds lint test-unit test-chart test-e2e test demo bench bench-admission helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
+.PHONY: help venv control-plane crds lint test-unit test-chart test-e2e test demo bench bench-retire bench-admission helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
 
 prometheus: ## Install (or reuse) Prometheus and promtool (Debian's package) for the monitoring tests; prints their paths
 	@bash scripts/install-prometheus.sh
@@ -103,6 +103,9 @@ chaos: $(STAMP) control-plane ## The full chaos scenarios (make test runs the sh
 bench: $(STAMP) control-plane ## Benchmarks against the local control plane (figures, no assertions; sizes via BENCH_* env)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_admission.py
+
+bench-retire: $(STAMP) control-plane ## Retirement lag p50/p99 per cause: ttl (BENCH_EXPIRING), self, task_completed, revoked, delegator (BENCH_CAUSES each)
+	BENCH_PARTS=expiry,causes $(BIN)/python scripts/bench.py
 
 bench-listing: $(STAMP) control-plane ## A full listing of BENCH_LISTING_COUNT identities by page size: wall and API server CPU
 	$(BIN)/python scripts/bench_listing.py

@@ -42,6 +42,7 @@ import base64
 import contextlib
 import math
 import os
+import random
 import signal
 import socket
 import statistics
@@ -262,6 +263,8 @@ def main() -> None:
                 steady(custom, watcher)
             if "expiry" in PARTS:
                 retirement_lag(api, custom, watcher)
+            if "causes" in PARTS:
+                retirement_causes(api, custom, watcher)
             for run in range(RESTARTS if "restart" in PARTS else 0):
                 operator = restart(api, operator, plane.kubeconfig_path, watcher, run)
             if "failover" in PARTS:
@@ -392,7 +395,9 @@ TAMPERED = int(os.environ.get("BENCH_TAMPERED", "20"))
 TAMPER_AFTER_S = float(os.environ.get("BENCH_TAMPER_AFTER", "8"))
 RESTARTS = int(os.environ.get("BENCH_RESTARTS", "1"))  # restarts, each after the same fill
 LEASE_DURATION = os.environ.get("BENCH_LEASE_DURATION", "8s")  # the chart's leaderElection.leaseDuration
-PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,restart,failover").split(","))
+PARTS = set(os.environ.get("BENCH_PARTS", "bursts,steady,expiry,causes,restart,failover").split(","))
+CAUSES = int(os.environ.get("BENCH_CAUSES", "200"))  # identities per cause of retirement (#33)
+CAUSE_RATE = float(os.environ.get("BENCH_CAUSE_RATE", "20"))  # ends per second, causes interleaved
 EXPIRE_OVER = int(os.environ.get("BENCH_EXPIRE_OVER", "60"))
 TOKEN_SAMPLE = int(os.environ.get("BENCH_TOKEN_SAMPLE", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "")
@@ -831,6 +836,83 @@ def retirement_lag(api: client.ApiClient, custom: client.CustomObjectsApi, watch
             f"max {max(refusals, default=float('nan')):.2f}s after expiresAt"
         )
     print("  (expiresAt has second precision; a lag of -0.99..0 s means retired within the due second)")
+
+
+def retirement_causes(api: client.ApiClient, custom: client.CustomObjectsApi, watcher: ReadyWatcher) -> None:
+    """BENCH_CAUSES identities per cause of #33, each ended by the bench at BENCH_CAUSE_RATE per
+    second: from the moment the bench's call that ended the credential's use returned (the agent's
+    spec.done patch; the bound pod's status written Succeeded, as its kubelet would; the identity's
+    deletion; for a delegate, its delegator's spec.done) to its ServiceAccount's deletion seen by
+    a watch. p50/p99 per cause; the TTL path is the expiry part's."""
+    core = client.CoreV1Api(api)
+    deleted = watch_deletions(core)
+    causes = ("self", "task_completed", "revoked", "delegator")
+    names = {cause: [f"{cause.replace('_', '-')}-{i}" for i in range(CAUSES)] for cause in causes}
+    parents = {name: f"parent-{i}" for i, name in enumerate(names["delegator"])}
+
+    def create(name: str, **spec: Any) -> None:
+        body = identity(name, "bench", "10m")
+        body["spec"].update(spec)
+        custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, body)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(create, [*names["self"], *names["revoked"], *parents.values()]))
+        list(pool.map(lambda n: create(n, boundTo={"kind": "Pod", "name": n}), names["task_completed"]))
+    watcher.wait([*names["self"], *names["revoked"], *parents.values(), *names["task_completed"]], timeout=120)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: create(n, delegator={"kind": "AgentIdentity", "name": parents[n]}), names["delegator"]))
+    watcher.wait(names["delegator"], timeout=120)
+    for name in names["task_completed"]:  # no webhooks in the bench: the pod names the agent's account itself
+        pod = {
+            "metadata": {"name": name},
+            "spec": {"serviceAccountName": f"aid-{name}", "containers": [{"name": "a", "image": "a"}]},
+        }
+        core.create_namespaced_pod("bench", pod)
+    time.sleep(3)  # every bound pod seen (status.boundWorkloadUID) before any ends
+
+    def done(name: str) -> None:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, name, {"spec": {"done": True}})
+
+    end: dict[str, Callable[[str], object]] = {
+        "self": done,
+        "task_completed": lambda n: core.patch_namespaced_pod_status(n, "bench", {"status": {"phase": "Succeeded"}}),
+        "revoked": lambda n: custom.delete_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, n),
+        "delegator": lambda n: done(parents[n]),
+    }
+    ended: dict[str, float] = {}
+    order = [(cause, name) for i in range(CAUSES) for cause, name in ((c, names[c][i]) for c in causes)]
+    for cause, name in order:
+        started = time.monotonic()
+        end[cause](name)
+        ended[name] = time.time()
+        time.sleep(max(0.0, 1 / CAUSE_RATE - (time.monotonic() - started)))
+    wait_deadline = time.monotonic() + 60
+    while time.monotonic() < wait_deadline and not all(n in deleted for group in names.values() for n in group):
+        time.sleep(0.5)
+    for cause in causes:
+        lags = [deleted[n] - ended[n] for n in names[cause] if n in deleted]
+        if not lags:
+            print(f"retirement lag, cause {cause}: nothing retired")
+            continue
+        print(
+            f"retirement lag, cause {cause} ({len(lags)}/{CAUSES}): p50 {percentile(lags, 0.5):.3f}s, "
+            f"p99 {percentile(lags, 0.99):.3f}s, max {max(lags):.3f}s (the end's call returned to ServiceAccount deleted)"
+        )
+        if cause == "task_completed":
+            credential_seconds(lags)
+
+
+def credential_seconds(lags: list[float], tasks: int = 1000, ttl_s: float = 600.0) -> None:
+    """The README's figure: ``tasks`` Jobs of 5-30 s (uniform, a fixed seed), each with a TTL of
+    ``ttl_s`` from its start. Unbound, a credential lives its whole TTL; bound to its Job, it lives
+    the Job's run plus a retirement lag drawn from the measured task_completed lags."""
+    chooser = random.Random(33)  # noqa: S311 - a simulation, not a secret
+    runs = [chooser.uniform(5.0, 30.0) for _ in range(tasks)]
+    bound = sum(min(ttl_s, run + chooser.choice(lags)) for run in runs)
+    print(
+        f"credential-seconds alive, {tasks} Jobs of 5-30 s with {ttl_s / 60:.0f}-minute TTLs: "
+        f"{tasks * ttl_s:,.0f} unbound, {bound:,.0f} bound to their Jobs ({tasks * ttl_s / bound:.0f}x fewer)"
+    )
 
 
 def watch_deletions(core: client.CoreV1Api) -> dict[str, float]:

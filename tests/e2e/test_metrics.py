@@ -53,8 +53,8 @@ def test_metrics_match_a_scripted_scenario(cluster: Cluster, namespace: str, tmp
         assert value(samples, "agentidentity_delegation_depth", depth="1") == 1  # helper, under lead
         assert value(samples, "agentidentity_ready_latency_seconds_count") == 4
         assert value(samples, "agentidentity_ready_latency_seconds_bucket", le="5.0") == 4
-        assert value(samples, "agentidentity_retirement_lag_seconds_count") == 1
-        assert value(samples, "agentidentity_retirement_lag_seconds_bucket", le="2.0") == 1
+        assert value(samples, "agentidentity_retirement_lag_seconds_count", cause="ttl") == 1
+        assert value(samples, "agentidentity_retirement_lag_seconds_bucket", cause="ttl", le="2.0") == 1
         assert value(samples, "agentidentity_webhook_requests_total", webhook="validate", outcome="allowed") >= 5
         assert value(samples, "agentidentity_webhook_requests_total", webhook="mutate", outcome="denied") == 1
         assert value(samples, "agentidentity_webhook_requests_total", webhook="mutate", outcome="mutated") >= 5

@@ -77,7 +77,12 @@ class Lifecycle:
         now = self.clock()
         chain = tuple(identity.status.delegation_chain or ())
         expires_at = parse_timestamp(identity.status.expires_at) if identity.status.expires_at else None
-        emit(audit_record(Action.REVOKED, identity, now=now, chain=chain, expires_at=expires_at, reason=Reason.DELETED))
+        ended = {"endedAt": identity.metadata.deletion_timestamp} if identity.metadata.deletion_timestamp else None
+        emit(
+            audit_record(
+                Action.REVOKED, identity, now=now, chain=chain, expires_at=expires_at, reason=Reason.DELETED, detail=ended
+            )
+        )
         self.recorder.event(identity, "Normal", Reason.DELETED, "AgentIdentity deleted: credentials revoked", now=now)
 
     def delete_children(self, identity: AgentIdentity) -> int:

@@ -108,6 +108,22 @@ class _PodSecurity(Collector):
         )
 
 
+# The cause label of agentidentity_retirement_lag_seconds, by the audit record's reason, and the
+# moment each lag is measured from: the deadline (ttl; expiresAt), the reconcile that saw the task,
+# the agent or its delegator end it (task_completed, self, heartbeat, delegator: the retiring
+# record's expiresAt, which is that moment), the deletion (revoked: endedAt, its deletionTimestamp,
+# when the deleted object carried one). The bench measures from the client's end of each cause.
+RETIREMENT_CAUSES = {
+    "TTLElapsed": "ttl",
+    "TaskCompleted": "task_completed",
+    "SelfRetired": "self",
+    "HeartbeatLost": "heartbeat",
+    "Deleted": "revoked",
+    "DelegatorRetired": "delegator",
+    "DelegatorGone": "delegator",
+}
+
+
 class Metrics:
     def __init__(
         self, *, registry: CollectorRegistry | None = None, first_seen: Callable[[str, str], float | None] | None = None
@@ -131,7 +147,11 @@ class Metrics:
             "agentidentity_ready_latency_seconds", "First seen by the operator to Ready", buckets=LATENCY_BUCKETS, registry=r
         )
         self.retirement_lag = Histogram(
-            "agentidentity_retirement_lag_seconds", "Credentials deleted minus expiresAt", buckets=LAG_BUCKETS, registry=r
+            "agentidentity_retirement_lag_seconds",
+            "Credentials deleted minus the moment the operator knew them unneeded, by cause (see RETIREMENT_CAUSES)",
+            ["cause"],
+            buckets=LAG_BUCKETS,
+            registry=r,
         )
 
     def watch(
@@ -162,12 +182,13 @@ class Metrics:
             seen = self.first_seen(namespace, record["name"])
             if seen is not None:
                 self.ready_latency.observe(max(0.0, now - seen))
-        elif action == "expired":
-            self.expired.labels(namespace).inc()
-            if record.get("expiresAt") and record.get("reason") == "TTLElapsed":
-                self.retirement_lag.observe(max(0.0, now - parse_timestamp(record["expiresAt"]).timestamp()))
-        elif action == "revoked":
-            self.revoked.labels(namespace).inc()
+        elif action in ("expired", "revoked"):
+            (self.expired if action == "expired" else self.revoked).labels(namespace).inc()
+            cause = RETIREMENT_CAUSES.get(record.get("reason", ""))
+            # A deletion is measured from its deletionTimestamp only: without one, nothing is known.
+            moment = record.get("endedAt") if cause == "revoked" else record.get("expiresAt")
+            if cause and moment:
+                self.retirement_lag.labels(cause).observe(max(0.0, now - parse_timestamp(moment).timestamp()))
         elif action == "denied":
             self.denied.labels(namespace, record.get("reason", "")).inc()
         elif action == "token_issued":
