@@ -52,13 +52,16 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 READY_TIMEOUT_S = 90.0
 # Who wrote what, from the API server's own records (the tests count each replica's writes): one
 # line per write request at Metadata level (user, verb, object, response code; no bodies), none
-# for reads, which are most requests.
+# for other reads, which are most requests. Every request of a ServiceAccount outside kube-system
+# (an agent's, with its uid and credential-id: kubectl agent trail) at Metadata level too.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
         {"level": "None"},
     ],
 }

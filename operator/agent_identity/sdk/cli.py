@@ -24,6 +24,7 @@ from agent_identity.keys.subjects import SECRET_NAME as SUBJECTS_SECRET
 from agent_identity.keys.subjects import SubjectKey, is_person, key_field, reveal
 from agent_identity.keys.trail import Line, parse_lines, verify_trail
 from agent_identity.kube.client import Kube, KubeError, load_client_configuration
+from agent_identity.sdk.actions import read_events, trail_of
 from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused, done
 
 
@@ -426,6 +427,30 @@ def cmd_audit_reveal(args: argparse.Namespace, agents: AgentIdentities | None) -
         print(json.dumps(reveal(record, keys), separators=(",", ":")))
 
 
+def cmd_trail(args: argparse.Namespace, agents: AgentIdentities | None) -> None:
+    """What the agent did, from the API server's audit log: 403s and requests after retirement marked."""
+    assert agents is not None
+    identity = agents.kube.get_identity(args.namespace, args.name)
+    if identity is None:
+        raise CommandError(f"AgentIdentity {args.namespace}/{args.name} not found (retired and no longer retained?)")
+    try:
+        trail = trail_of(identity, read_events(Path(file) for file in args.audit_log))
+    except (ValueError, OSError) as error:
+        raise CommandError(str(error)) from None
+    lines = [
+        f"identity:  {trail.namespace}/{trail.name} (ServiceAccount uid {trail.service_account_uid})",
+        f"task:      {trail.task}",
+        f"chain:     {' -> '.join(trail.delegation_chain) or '-'}",
+        f"retired:   {trail.retired_at or '-'}",
+        f"requests:  {len(trail.requests)}, {trail.forbidden} refused (403), {trail.after_retirement} after retirement",
+    ]
+    for request in trail.requests:
+        marks = [mark for mark, on in (("REFUSED", request.forbidden), ("AFTER RETIREMENT", request.after_retirement)) if on]
+        flag = f"  <-- {', '.join(marks)}" if marks else ""
+        lines.append(f"{request.time}  {request.code}  {request.verb:<7} {request.target}{flag}")
+    emit(trail.to_json(), args.output, "\n".join(lines))
+
+
 def _add_global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """The flags kubectl takes anywhere on the line. The top-level parser holds their defaults;
     each verb's parser accepts them too (``default=SUPPRESS``: absent, they leave the value given
@@ -533,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(run=cmd_audit)
 
     _add_audit_verbs(commands, global_flags)
+
+    trail = verb("trail", "every request an identity's agent made, from the API server's audit log")
+    trail.add_argument("name")
+    trail.add_argument("--audit-log", action="append", required=True, help="the API server's audit log (JSON lines), repeatable")
+    trail.set_defaults(run=cmd_trail)
     return parser
 
 
