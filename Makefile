@@ -86,7 +86,7 @@ kind-e2e: $(STAMP) ## tests/e2e on a fresh kind cluster, then the chart-installe
 image: ## Build the operator image agent-identity-operator:<version> (local Debian base when no registry answers; PYTHON_IMAGE, IMAGE)
 	bash scripts/build-image.sh
 
-.PHONY: help venv control-plane crds lint test-unit test-chart test-e2e test demo bench bench-retire bench-admission helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
+.PHONY: help venv control-plane crds lint test-unit test-chart test-e2e test demo bench bench-retire bench-admission bench-audit-verify helm chart-crds chart-lint image kind-e2e chaos prometheus test-monitoring rules-check
 
 prometheus: ## Install (or reuse) Prometheus and promtool (Debian's package) for the monitoring tests; prints their paths
 	@bash scripts/install-prometheus.sh
@@ -109,6 +109,9 @@ bench-retire: $(STAMP) control-plane ## Retirement lag p50/p99 per cause: ttl (B
 
 bench-listing: $(STAMP) control-plane ## A full listing of BENCH_LISTING_COUNT identities by page size: wall and API server CPU
 	$(BIN)/python scripts/bench_listing.py
+
+bench-audit-verify: $(STAMP) ## Audit trail: write and offline-verify speed for BENCH_AUDIT_RECORDS (1,000,000) records
+	$(BIN)/python scripts/bench_audit_verify.py
 
 bench-admission: $(STAMP) control-plane ## Admission webhook latency for the largest allowed spec (BENCH_ADMISSION_COUNT creates)
 	$(BIN)/python scripts/bench_admission.py
