@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -150,6 +150,7 @@ class _Shard:
     checkpoint_seq: int = 0
     signed_upto: int = 0
     broken: bool = False
+    gap: tuple[int, int, int, int] | None = None  # missing seqs first..last, the seq after them, its problem
 
 
 def _describe(record: Mapping[str, Any]) -> str:
@@ -157,8 +158,8 @@ def _describe(record: Mapping[str, Any]) -> str:
 
 
 class _Verifier:
-    def __init__(self, lines: list[tuple[Line, dict[str, Any]]], *, jwks: dict[str, Any]) -> None:
-        self.lines, self.jwks = lines, jwks
+    def __init__(self, *, jwks: dict[str, Any]) -> None:
+        self.jwks = jwks
         self.report = Report()
         self.shards: dict[str, _Shard] = {}
 
@@ -173,30 +174,22 @@ class _Verifier:
     def shard(self, name: str) -> _Shard:
         return self.shards.setdefault(name, _Shard(name))
 
-    def seqs_after(self, index: int, shard: str) -> dict[int, str]:
-        """seq -> where, of the records of ``shard`` after line ``index``."""
-        found: dict[int, str] = {}
-        for line, record in self.lines[index + 1 :]:
-            chain = record.get("chain")
-            if isinstance(chain, dict) and chain.get("shard") == shard and isinstance(chain.get("seq"), int):
-                found.setdefault(chain["seq"], line.where)
-        return found
-
-    def run(self) -> Report:
-        for index, (line, record) in enumerate(self.lines):
+    def run(self, lines: Iterable[tuple[Line, dict[str, Any]]]) -> Report:
+        for line, record in lines:
             if "checkpoint" in record:
                 self.on_checkpoint(line, record)
             else:
-                self.on_record(index, line, record)
+                self.on_record(line, record)
         return self.report
 
-    def on_record(self, index: int, line: Line, record: dict[str, Any]) -> None:
+    def on_record(self, line: Line, record: dict[str, Any]) -> None:
         chain = record.get("chain")
         if not isinstance(chain, dict) or not isinstance(chain.get("seq"), int) or not isinstance(chain.get("shard"), str):
             self.problem(None, line.where, "unchained", f"{_describe(record)} carries no chain fields: forged, or not ours")
             return
         shard = self.shard(chain["shard"])
         if shard.broken:
+            self.moved(shard, line, chain["seq"])
             return
         seq, prev = chain["seq"], chain.get("prev")
         if record.get("hash") != record_hash(record):
@@ -221,28 +214,29 @@ class _Verifier:
                 )
                 return
         elif seq > last + 1:
-            later = self.seqs_after(index, shard.name)
-            missing = [n for n in range(last + 1, seq) if n in later]
-            if missing:
-                self.problem(
-                    shard,
-                    line.where,
-                    "reordered",
-                    f"record seq {seq} comes before seq {missing[0]} (at {later[missing[0]]}): reordered",
-                )
-            else:
-                self.problem(
-                    shard,
-                    line.where,
-                    "removed",
-                    f"records seq {last + 1}..{seq - 1} were removed (between {shard.last_where} and {line.where})",
-                )
+            self.problem(
+                shard,
+                line.where,
+                "removed",
+                f"records seq {last + 1}..{seq - 1} were removed (between {shard.last_where} and {line.where})",
+            )
+            shard.gap = (last + 1, seq - 1, seq, len(self.report.problems) - 1)  # unless one of them comes later
             return
         elif not self.resumed(shard, line, seq=seq, prev=prev, writer=str(chain.get("writer"))):
             return
         shard.hashes[seq], shard.writers[seq] = record["hash"], str(chain.get("writer"))
         shard.last_seq, shard.last_where = seq, line.where
         self.report.records[shard.name] = self.report.records.get(shard.name, 0) + 1
+
+    def moved(self, shard: _Shard, line: Line, seq: object) -> None:
+        """A record of a missing seq found after the gap: they were reordered, not removed."""
+        if shard.gap is None or not isinstance(seq, int) or not shard.gap[0] <= seq <= shard.gap[1]:
+            return
+        _, _, after, index = shard.gap
+        gap = self.report.problems[index]
+        message = f"record seq {after} comes before seq {seq} (at {line.where}): reordered"
+        self.report.problems[index] = Finding(gap.where, gap.shard, "reordered", message)
+        shard.gap = None
 
     def resumed(self, shard: _Shard, line: Line, *, seq: int, prev: object, writer: str) -> bool:
         """A record whose seq was seen already: a new writer resuming from the checkpoint before
@@ -380,29 +374,24 @@ class _Verifier:
             shard.signed_upto = max(shard.signed_upto, seq)
 
 
-def parse_lines(lines: Iterable[Line]) -> tuple[list[tuple[Line, dict[str, Any]]], int]:
-    """The audit lines among ``lines`` (a log pipeline's file holds other lines too), and how many
-    others were skipped. A line may carry a prefix before its JSON (a timestamp)."""
-    audit: list[tuple[Line, dict[str, Any]]] = []
-    skipped = 0
+def parse_lines(lines: Iterable[Line]) -> Iterator[tuple[Line, dict[str, Any]]]:
+    """The audit lines among ``lines`` (a log pipeline's file holds other lines too), one at a
+    time. A line may carry a prefix before its JSON (a timestamp)."""
     for line in lines:
         start = line.text.find('{"audit"')
         try:
             record = json.loads(line.text[start:]) if start >= 0 else None
         except ValueError:
-            record = None
+            continue
         if isinstance(record, dict) and record.get("audit") == AUDIT_VERSION:
-            audit.append((line, record))
-        else:
-            skipped += 1
-    return audit, skipped
+            yield line, record
 
 
 def verify_trail(lines: Iterable[Line], *, jwks: dict[str, Any], latest: Iterable[str] = ()) -> Report:
-    """Verify a trail read in order (files oldest first). The report's first problem is the first
-    break: a record edited, removed, reordered or forged, a checkpoint forged or replayed, or (given
-    the ``latest`` checkpoint kept in the cluster) a tail cut."""
-    parsed, _ = parse_lines(lines)
-    verifier = _Verifier(parsed, jwks=jwks)
-    verifier.run()
+    """Verify a trail read in order (files oldest first), streaming: what it keeps is the records
+    since each shard's last checkpoint. The report's first problem is the first break: a record
+    edited, removed, reordered or forged, a checkpoint forged or replayed, or (given the
+    ``latest`` checkpoint kept in the cluster) a tail cut."""
+    verifier = _Verifier(jwks=jwks)
+    verifier.run(parse_lines(lines))
     return verifier.finish(latest)

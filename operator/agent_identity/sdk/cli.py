@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from agent_identity.keys.subjects import SubjectKey, is_person, key_field, revea
 from agent_identity.keys.trail import Line, parse_lines, verify_trail
 from agent_identity.kube.client import Kube, KubeError, load_client_configuration
 from agent_identity.sdk.actions import read_events, trail_of
-from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused, done
+from agent_identity.sdk.client import AgentIdentities, Credentials, IdentityRefused, done, heartbeat
 
 
 class CommandError(Exception):
@@ -195,6 +196,15 @@ def cmd_done(args: argparse.Namespace, agents: AgentIdentities) -> None:
     )
 
 
+def cmd_heartbeat(args: argparse.Namespace, agents: AgentIdentities) -> None:
+    """The identity of the credential in use (inside an agent's pod, its own) is alive."""
+    try:
+        namespace, name = heartbeat(agents.kube)
+    except IdentityRefused as error:
+        raise CommandError(str(error)) from None
+    emit({"renewed": f"{namespace}/{name}"}, args.output, f"{namespace}/{name}: heartbeat renewed")
+
+
 def _read_input(value: str) -> str:
     """``-`` is stdin, an existing file is read, anything else is the value itself."""
     if value == "-":
@@ -349,15 +359,14 @@ def _stored_checkpoints(value: str) -> list[str]:
     return [str(field["checkpoint"]) for field in fields if field.get("checkpoint")]
 
 
-def _trail_lines(files: list[str]) -> list[Line]:
-    lines: list[Line] = []
+def _trail_lines(files: list[str]) -> Iterator[Line]:
+    """The files' lines, one at a time (a trail may be larger than memory)."""
     for file in files:
         try:
             with Path(file).open(encoding="utf-8", errors="replace") as stream:
-                lines += [Line(f"{file}:{number}", text) for number, text in enumerate(stream, 1)]
+                yield from (Line(f"{file}:{number}", text) for number, text in enumerate(stream, 1))
         except OSError as error:
             raise CommandError(f"cannot read {file}: {error}") from None
-    return lines
 
 
 def cmd_audit_verify(args: argparse.Namespace, agents: AgentIdentities | None) -> None:
@@ -422,8 +431,7 @@ def cmd_audit_reveal(args: argparse.Namespace, agents: AgentIdentities | None) -
     data = _subjects_secret(agents, args.operator_namespace).get("data") or {}
     kept = [SubjectKey.from_json(base64.b64decode(value).decode()) for value in data.values()]
     keys = {subject.id: subject for subject in kept}
-    records, _ = parse_lines(_trail_lines(args.files))
-    for _, record in records:
+    for _, record in parse_lines(_trail_lines(args.files)):
         print(json.dumps(reveal(record, keys), separators=(",", ":")))
 
 
@@ -532,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     finished = verb("done", "the task is over: retire my identity now (inside an agent's pod: its own, with its token)")
     finished.add_argument("name", nargs="?", help="default: the identity of the credential in use")
     finished.set_defaults(run=cmd_done)
+
+    alive = verb("heartbeat", "renew my identity's heartbeat Lease (spec.heartbeat), with the credential in use")
+    alive.set_defaults(run=cmd_heartbeat)
 
     check = verb("verify", "verify a delegation assertion against a JWKS, offline")
     check.add_argument("assertion", help="the JWT, a file holding it, or - for stdin")
