@@ -185,3 +185,32 @@ def test_a_person_forgotten_is_unreadable_in_every_record_and_the_chain_still_ve
     assert result.returncode == 0, result.stderr  # the file was never touched: the chain holds
     secret = cluster.core.read_namespaced_secret(SUBJECTS_SECRET, OPERATOR_NAMESPACE)
     assert not any(alice in field or bob in field for field in secret.data)
+
+
+def test_records_the_operator_cannot_link_yet_wait_and_are_linked_in_order(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The operator's namespace (where the head and the people's keys live) does not exist yet:
+    provisioning goes on, the records wait, and once it exists they are linked, in the order they
+    were emitted, by the next checkpoint."""
+    home = f"{namespace}-home"
+    audit_file = tmp_path / "audit.log"
+    args = [*trail_args(namespace, audit_file), "--operator-namespace", home]
+    operator = OperatorProcess(kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path, extra_args=args)
+    operator.start()
+    try:
+        provision(cluster, namespace, "first", "second")  # reconciles do not fail for the trail
+        assert records(audit_file) == []
+        wait_for("the wait logged", lambda: "records wait" in operator.output(), timeout=15)
+        cluster.ensure_namespace(home)
+        wait_for("the records linked", lambda: len(records(audit_file)) >= 4, timeout=30)
+    finally:
+        operator.stop()
+        cluster.delete_namespace(home)
+    linked = [r for r in records(audit_file) if "chain" in r]
+    assert [r["chain"]["seq"] for r in linked] == list(range(1, len(linked) + 1))
+    assert {(r["name"], r["action"]) for r in linked} >= {("first", "provisioned"), ("second", "provisioned")}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(cluster.core.read_namespaced_config_map("agent-identity-jwks", namespace).data["jwks.json"])
+    result = audit_verify(str(audit_file), "--jwks", str(jwks))
+    assert result.returncode == 0, result.stderr

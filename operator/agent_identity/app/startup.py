@@ -14,10 +14,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from http.server import ThreadingHTTPServer
+from typing import Any
 
 from agent_identity import GROUP, PLURAL, VERSION
 from agent_identity.admission.identity import Admission
@@ -175,14 +177,18 @@ def _audit_into(operator: Operator, writer: str) -> None:
     """Every audit record with its people pseudonymised, into this shard's hash chain (signed every
     checkpoint interval) unless --unchained-audit."""
     subjects = SubjectKeys(operator.kube, namespace=operator.config.operator_namespace)
-    append = audit.write
-    if not operator.config.unchained_audit:
-        operator.trail = _chain_audit(operator, writer)
-        append = operator.trail.append
-    audit.chain_into(lambda record: append(pseudonymise(record, subjects)))
+
+    def prepare(record: dict[str, Any]) -> dict[str, Any]:
+        return pseudonymise(record, subjects)
+
+    if operator.config.unchained_audit:
+        audit.chain_into(lambda record: audit.write(prepare(record)))
+    else:
+        operator.trail = _chain_audit(operator, writer, prepare=prepare)
+        audit.chain_into(operator.trail.append)
 
 
-def _chain_audit(operator: Operator, writer: str) -> TrailWriter:
+def _chain_audit(operator: Operator, writer: str, *, prepare: Callable[[dict[str, Any]], dict[str, Any]]) -> TrailWriter:
     """This shard's hash chain, its head signed every checkpoint interval."""
     config = operator.config
     trail = TrailWriter(
@@ -193,6 +199,7 @@ def _chain_audit(operator: Operator, writer: str) -> TrailWriter:
         keystore=operator.keystore,
         clock=utc_now,
         write=audit.write,
+        prepare=prepare,
     )
     every = config.audit_checkpoint_interval.total_seconds()
     operator.supervise(Supervised("audit-checkpoint", trail.checkpoint, every=every, stale_after=every + 120, first_after=every))

@@ -36,7 +36,11 @@ class SubjectKeys:
         field = key_field(principal)
         with self._lock:
             if self._read_at is None or self.clock() - self._read_at >= self.refresh_s:
-                self._load(self.kube.get_stored("Secret", self.namespace, SECRET_NAME))
+                try:
+                    self._load(self.kube.get_stored("Secret", self.namespace, SECRET_NAME))
+                except KubeError:
+                    if field not in self._keys:  # a known person is sealed with the key read last
+                        raise
             return self._keys.get(field) or self._add(field)
 
     def _load(self, secret: dict[str, Any] | None) -> None:

@@ -11,7 +11,8 @@
 - Every ``--audit-checkpoint-interval`` with new records, and at shutdown, the head is signed
   with the assertions' signing key (when the operator has one: ``--signing-namespace``), stored,
   and then written as a checkpoint line into the trail.
-- A claim that cannot be read (the API server down) raises: the record is not written unlinked.
+- A record that cannot be linked yet (the claim cannot be read: the API server away) waits in
+  memory, in order, and is linked by the next append or checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -43,21 +45,37 @@ class TrailWriter:
         keystore: KeyStore | None,
         clock: Callable[[], datetime],
         write: Callable[[dict[str, Any]], None],
+        prepare: Callable[[dict[str, Any]], dict[str, Any]] = dict,
     ) -> None:
         self.kube, self.namespace, self.shard, self.writer = kube, namespace, shard, writer
-        self.keystore, self.clock, self.write = keystore, clock, write
+        self.keystore, self.clock, self.write, self.prepare = keystore, clock, write, prepare
         self._lock = threading.Lock()  # appends in seq order
         self._store_lock = threading.Lock()  # one claim or checkpoint at a time
         self._head: Head | None = None  # None: not claimed (yet, or any more)
+        self._pending: deque[dict[str, Any]] = deque()  # records waiting for a claim, oldest first
         self._signed = 0  # the seq last stored
         self._checkpoint: str | None = None  # the last checkpoint stored
 
     def append(self, record: dict[str, Any]) -> None:
-        """Links ``record`` after the head and writes it."""
+        """Links ``record`` (prepared: its people pseudonymised) after the head and writes it. When
+        the shard cannot be claimed or the record prepared (the API server away), the record waits,
+        in order, for the next append or checkpoint; never written unlinked, never lost while the
+        process lives, and never a failure of the reconcile that emitted it."""
         with self._lock:
-            head = self._head or self._claim()
-            linked, self._head = link(record, head=head, writer=self.writer)
-            self.write(linked)
+            self._pending.append(record)
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            while self._pending:
+                head = self._head or self._claim()
+                linked, head = link(self.prepare(self._pending[0]), head=head, writer=self.writer)
+                self._pending.popleft()
+                self._head = head
+                self.write(linked)
+        except (KubeError, RuntimeError, OSError) as error:
+            if len(self._pending) == 1 or len(self._pending) % 1000 == 0:
+                log.warning("audit trail of shard %s: %d records wait: %s", self.shard, len(self._pending), error)
 
     def release(self) -> None:
         """Forget the head: the next record re-reads the stored one (this replica took a lease)."""
@@ -92,8 +110,10 @@ class TrailWriter:
 
     def checkpoint(self) -> None:
         """Signs and stores the head if records came since the last checkpoint, then writes the
-        checkpoint line. Finding another writer named in the stored field, this one lets go."""
+        checkpoint line. Finding another writer named in the stored field, this one lets go.
+        Records waiting for a claim are written first."""
         with self._lock:
+            self._flush()
             head = self._head
         with self._store_lock:
             if head is None or head.seq == self._signed:
