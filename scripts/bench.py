@@ -863,8 +863,8 @@ def retirement_causes(api: client.ApiClient, custom: client.CustomObjectsApi, wa
         list(pool.map(lambda n: create(n, delegator={"kind": "AgentIdentity", "name": parents[n]}), names["delegator"]))
     watcher.wait(names["delegator"], timeout=120)
     for name in names["task_completed"]:  # no webhooks in the bench: the pod names the agent's account itself
-        pod = {
-            "metadata": {"name": name},
+        pod = {  # labelled, as the pod webhook admits an agent pod
+            "metadata": {"name": name, "labels": {"agentidentity.dev/identity": name}},
             "spec": {"serviceAccountName": f"aid-{name}", "containers": [{"name": "a", "image": "a"}]},
         }
         core.create_namespaced_pod("bench", pod)

@@ -224,7 +224,7 @@ def test_the_fence_closes_the_side_doors(cluster: Cluster, operator: Operator) -
     )
     # Using a ceiling for itself (ci-runner's ceiling lets it create ConfigMaps here).
     leak = {"metadata": meta("leak"), "data": {"k": "v"}}
-    assert f"writes ConfigMaps and Leases only in its own namespace {home}: refused CREATE configmaps {served}/leak" in refused(
+    assert f"writes ConfigMaps and Leases only in its own namespace {home}, and elsewhere creates only" in refused(
         lambda: operator.core.create_namespaced_config_map(served, leak)
     )
     # Or any other ceiling: ops-remediation's lets it delete Pods here, the fence only its agents'.
@@ -273,3 +273,26 @@ def _event(namespace: str) -> dict[str, Any]:
         "type": "Normal",
         "source": {"component": "agent-identity-operator"},
     }
+
+
+def test_outside_its_namespace_the_operator_creates_only_its_agents_heartbeat_leases(operator: Operator) -> None:
+    """#33: an agent with spec.heartbeat renews a Lease aid-<identity>-heartbeat that the operator
+    creates in the agent's namespace; the operator may not create any other Lease there, nor
+    change or delete one (its agents renew them; the garbage collector deletes them)."""
+    leases = client.CoordinationV1Api(operator.core.api_client)
+    served = operator.served
+
+    def lease(name: str, labels: dict[str, str] | None = OURS) -> dict[str, Any]:
+        return {"metadata": meta(name, labels=labels), "spec": {"holderIdentity": "aid-x", "leaseDurationSeconds": 30}}
+
+    leases.create_namespaced_lease(served, lease("aid-x-heartbeat"))
+    for name, labels in (("kube-scheduler", OURS), ("aid-x-leader", OURS), ("aid-y-heartbeat", None)):
+        assert "creates only its agents' heartbeat Leases" in refused(
+            lambda name=name, labels=labels: leases.create_namespaced_lease(served, lease(name, labels))
+        )
+    assert "creates only its agents' heartbeat Leases" in refused(
+        lambda: leases.patch_namespaced_lease("aid-x-heartbeat", served, {"spec": {"leaseDurationSeconds": 86400}})
+    )
+    with pytest.raises(ApiException) as caught:  # not even in its RBAC: the garbage collector deletes them
+        leases.delete_namespaced_lease("aid-x-heartbeat", served)
+    assert caught.value.status == 403

@@ -48,7 +48,10 @@ FORBIDDEN = [  # (namespace placeholder "SERVED" is replaced by the served names
     {"verb": "impersonate", "group": "", "resource": "users"},
     {"namespace": "default", "verb": "create", "group": "", "resource": "serviceaccounts", "subresource": "token"},
     {"namespace": "default", "verb": "list", "group": "", "resource": "secrets"},
-    {"namespace": "SERVED", "verb": "get", "group": "", "resource": "pods"},
+    # Agent pods are read (spec.boundTo, #33; the operator reads Secrets there anyway), never entered or changed.
+    {"namespace": "SERVED", "verb": "create", "group": "", "resource": "pods", "subresource": "exec"},
+    {"namespace": "SERVED", "verb": "patch", "group": "", "resource": "pods"},
+    {"namespace": "SERVED", "verb": "create", "group": "", "resource": "pods"},
     {"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "clusterroles"},
     {"verb": "update", "group": "admissionregistration.k8s.io", "resource": "validatingwebhookconfigurations"},
     {"namespace": "SERVED", "verb": "*", "group": "*", "resource": "*"},

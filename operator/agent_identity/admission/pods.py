@@ -230,7 +230,8 @@ def pod_guard_policy() -> list[dict[str, Any]]:
     - an agent pod keeps the images it was admitted with (keyed on the stored pod's account);
     - an agent pod carries service account tokens only in the volume the pod webhook writes, and
       none longer-lived than it asks for;
-    - no Secret asks the token controller for a legacy, non-expiring token of an agent's account.
+    - no Secret asks the token controller for a legacy, non-expiring token of an agent's account;
+    - an agent's heartbeat Lease (``aid-<name>-heartbeat``) is renewed by that agent alone.
     """
     agent = (
         f"has(object.metadata.labels) && '{LABEL_IDENTITY}' in object.metadata.labels"
@@ -267,7 +268,10 @@ def pod_guard_policy() -> list[dict[str, Any]]:
         {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE", "UPDATE"]},
         {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/ephemeralcontainers"], "operations": ["UPDATE"]},
         {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["secrets"], "operations": ["CREATE", "UPDATE"]},
+        {"apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"], "resources": ["leases"], "operations": ["UPDATE"]},
     ]
+    heartbeat = "request.name.startsWith('aid-') && request.name.endsWith('-heartbeat')"
+    its_agent = "'system:serviceaccount:' + request.namespace + ':' + request.name.substring(0, size(request.name) - 10)"
     validations = [
         {
             "expression": _for(
@@ -304,6 +308,13 @@ def pod_guard_policy() -> list[dict[str, Any]]:
                 "an agent pod carries only the service account tokens its AgentIdentity allows, in the volume"
                 f" {VOLUME!r} the operator writes (at most {PROJECTED_TOKEN_SECONDS}s each): remove the other"
                 " serviceAccountToken projection (set spec.token.audiences on the AgentIdentity instead)"
+            ),
+        },
+        {
+            "expression": _for("leases", f"!({heartbeat}) || request.userInfo.username == {its_agent}"),
+            "messageExpression": (
+                "'the heartbeat Lease ' + request.name + ' is renewed only by its agent, '"
+                f" + {its_agent} + ': nobody else keeps a crashed agent alive'"
             ),
         },
         {

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     API_ERROR = "APIError"
     TTL_ELAPSED = "TTLElapsed"
     TASK_COMPLETED = "TaskCompleted"  # the workload of spec.boundTo ended
+    HEARTBEAT_LOST = "HeartbeatLost"  # the agent's Lease went a spec.heartbeat period without a renewal
     SELF_RETIRED = "SelfRetired"  # the agent set spec.done with its own token (or anyone allowed to patch it did)
     DELETED = "Deleted"
     NOT_EXPIRED = "NotExpired"

@@ -243,6 +243,12 @@ class AgentIdentitySpec(_Model):
                     fieldPath=".boundTo",
                 ),
                 _cel(
+                    "has(self.heartbeat) == has(oldSelf.heartbeat)"
+                    " && (!has(self.heartbeat) || self.heartbeat == oldSelf.heartbeat)",
+                    "heartbeat is immutable",
+                    fieldPath=".heartbeat",
+                ),
+                _cel(
                     "!has(oldSelf.done) || !oldSelf.done || (has(self.done) && self.done)",
                     "done cannot be undone: a retired identity stays retired",
                     fieldPath=".done",
@@ -302,6 +308,16 @@ class AgentIdentitySpec(_Model):
             " a Job (complete or failed), a Pod (terminated), or AgentPods (the last pod running as the agent"
             " terminated, after at least one ran). Sealed at admission; immutable."
         ),
+    )
+    heartbeat: str | None = Field(
+        default=None,
+        max_length=24,
+        description=(
+            "A dead-man's switch: the agent renews its Lease aid-<name>-heartbeat at least this often"
+            " (kubectl agent heartbeat, heartbeat() in the Python API); a period without a renewal retires the"
+            " identity (reason HeartbeatLost). Time the API server was unreachable does not count. Immutable."
+        ),
+        json_schema_extra={"x-kubernetes-validations": _duration_rules("heartbeat")},
     )
     done: bool | None = Field(
         default=None,

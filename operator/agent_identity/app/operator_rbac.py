@@ -59,6 +59,9 @@ NAMESPACE_RULES = [
     _rule(["apps"], ["deployments", "replicasets", "statefulsets", "daemonsets"], ["get"]),
     _rule(["batch"], ["jobs"], ["get", "list", "watch"]),
     _rule(["batch"], ["cronjobs"], ["get"]),
+    # Heartbeat Leases (spec.heartbeat): created here (the fence allows only aid-<identity>-heartbeat),
+    # and held with get/update/patch so that each agent's Role may grant them on its own Lease.
+    _rule(["coordination.k8s.io"], ["leases"], ["get", "create", "update", "patch"]),
 ]
 
 

@@ -255,8 +255,13 @@ def _watch(operator: Operator) -> None:
     informers: list[IdentityInformer] = []
     resync = Supervised("resync", partial(relist, informers), every=period, stale_after=period + 600)
     namespaces = config.namespaces or (None,)
+
+    def identities_gap() -> None:  # the API server answers again: heartbeats get a period from now
+        controller.reconciler.reachable_again()
+        resync.wake()
+
     informers += [
-        IdentityInformer(kube, controller, namespace, label_selector=config.shard_selector, on_gap=resync.wake)
+        IdentityInformer(kube, controller, namespace, label_selector=config.shard_selector, on_gap=identities_gap)
         for namespace in namespaces
     ]
     children = [

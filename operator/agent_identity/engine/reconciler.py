@@ -31,8 +31,9 @@ from agent_identity.engine.seal_ledger import SealLedger
 from agent_identity.keys.seal import Sealer
 from agent_identity.kube.client import ClusterAccess, Kube, KubeError
 from agent_identity.ops.audit import Action, audit_record, emit
-from agent_identity.plan.children import ANNOTATION_SEAL, child_name
+from agent_identity.plan.children import ANNOTATION_SEAL, child_name, lease_name
 from agent_identity.plan.decisions import DelegatorView, Deny, Provision, Retire, Wait, decide, parse_identity
+from agent_identity.plan.heartbeat import Heartbeat, heartbeat_lease, heartbeat_state
 from agent_identity.plan.workload import task_end
 from agent_identity.policy.facts import (
     IdentityLookup,
@@ -79,6 +80,10 @@ class Reconciler:
         self.lookup_identity = lookup_identity or kube.get_identity
         self.lookup_profile = lookup_profile or kube.get_profile
         self._access: ClusterAccess | None = None
+        # Heartbeats count only from here on (see plan.heartbeat): the start, then each time the
+        # API server was reached again after a read failed to reach it.
+        self.reachable_since = clock()
+        self._unreachable = False
         self.records = Recorder(kube)
         self.lifecycle = Lifecycle(kube, self.records, retain_for=settings.retain_for, clock=clock)
         credentials = Credentials(kube, access=self.access, signer=signer)
@@ -104,12 +109,24 @@ class Reconciler:
             return self.lifecycle.keep_final(identity, profile, now=now)
         try:
             task_ended = self._task_ended(identity)
-            decision = decide(identity, delegator=self._delegator(identity), now=now, profile=profile, task_ended=task_ended)
+            heartbeat = self._heartbeat(identity, now=now)
+            decision = decide(
+                identity,
+                delegator=self._delegator(identity),
+                now=now,
+                profile=profile,
+                task_ended=task_ended,
+                heartbeat_lost=heartbeat.lost if heartbeat else None,
+            )
             if isinstance(decision, Provision):
                 decision = self._judged(identity, decision, now=now)
             match decision:
                 case Provision():
-                    return self.provisioner.provision(identity, decision, now=now)
+                    result = self.provisioner.provision(identity, decision, now=now)
+                    if heartbeat is None or heartbeat.deadline is None:
+                        return result
+                    due = min(filter(None, (result.requeue_at, heartbeat.deadline)))
+                    return replace(result, requeue_at=due)
                 case Retire():
                     return self.lifecycle.retire(identity, decision, profile, now=now)
                 case Deny():
@@ -146,6 +163,36 @@ class Reconciler:
         if end.seen and end.seen != identity.status.bound_workload_uid:
             self.records.write_status(identity.body, {"boundWorkloadUID": end.seen})
         return end.ended
+
+    def _heartbeat(self, identity: AgentIdentity, *, now: datetime) -> Heartbeat | None:
+        """The heartbeat of an identity with spec.heartbeat (None: it has none). Before it is first
+        Ready its Lease is created (renewed now); once Ready, the Lease is read and judged. A read
+        that cannot reach the API server raises (the queue retries); the first read after one
+        moves ``reachable_since`` to now, so the outage does not count against any agent."""
+        if not identity.spec.heartbeat or identity.status.phase in FINAL_PHASES:
+            return None
+        namespace, name = identity.metadata.namespace, lease_name(identity)
+        try:
+            lease = self.kube.get_stored("Lease", namespace, name)
+            if lease is None and identity.status.phase != Phase.READY:
+                try:
+                    lease = self.kube.create_stored(heartbeat_lease(identity, now=now))
+                except KubeError as error:
+                    if not error.conflict:
+                        raise
+                    lease = self.kube.get_stored("Lease", namespace, name)
+        except KubeError as error:
+            if error.unreachable or error.status >= 500:
+                self._unreachable = True
+            raise
+        if self._unreachable:
+            self._unreachable, self.reachable_since = False, now
+        return heartbeat_state(identity, lease, now=now, reachable_since=self.reachable_since)
+
+    def reachable_again(self) -> None:
+        """A watch resumed after a gap (the API server answers again): no heartbeat deadline falls
+        within a period from now."""
+        self.reachable_since = max(self.reachable_since, self.clock())
 
     def revoke(self, identity: AgentIdentity) -> None:
         """The AgentIdentity is being deleted: its credentials go now."""

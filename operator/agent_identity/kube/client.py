@@ -382,6 +382,12 @@ class Kube:
         path = f"{_IDENTITIES.format(namespace=namespace)}/{quote(name)}"
         return self._patch_identity(namespace, name, path, {"spec": {"done": True}})
 
+    def renew_lease(self, namespace: str, name: str, *, renew_time: str) -> dict[str, Any]:
+        """Sets a Lease's spec.renewTime (a merge patch: what an agent's Role allows on its heartbeat Lease)."""
+        path = f"{_STORED['Lease'].format(namespace=namespace)}/{quote(name)}"
+        body = {"spec": {"renewTime": renew_time}}
+        return self._request("PATCH", path, body=body, content_type=_MERGE_PATCH, fenced=False)
+
     def who_am_i(self) -> str:
         """The username the API server sees for this client's credential (a SelfSubjectReview,
         which every authenticated subject may ask)."""

@@ -142,13 +142,36 @@ def self_retire_rule(identity: AgentIdentity) -> dict[str, Any]:
     return {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["patch"], "resourceNames": [identity.metadata.name]}
 
 
+COORDINATION = "coordination.k8s.io"
+
+
+def heartbeat_lease_name(identity_name: str) -> str:
+    """The heartbeat Lease of the identity ``identity_name`` with spec.heartbeat (see plan.heartbeat)."""
+    return f"aid-{identity_name}-heartbeat"
+
+
+def lease_name(identity: AgentIdentity) -> str:
+    return heartbeat_lease_name(identity.metadata.name)
+
+
+def heartbeat_rule(identity: AgentIdentity) -> dict[str, Any]:
+    """What the agent's Role grants for its heartbeat: renewing its own Lease, by name, nothing else."""
+    return {
+        "apiGroups": [COORDINATION],
+        "resources": ["leases"],
+        "verbs": ["get", "update", "patch"],
+        "resourceNames": [lease_name(identity)],
+    }
+
+
 def role(identity: AgentIdentity, provenance: Provenance) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(identity, provenance, name=child_name(identity)),
         "rules": [rule.model_dump(by_alias=True, exclude_none=True) for rule in identity.spec.scopes]
-        + [self_retire_rule(identity)],
+        + [self_retire_rule(identity)]
+        + ([heartbeat_rule(identity)] if identity.spec.heartbeat else []),
     }
 
 

@@ -158,10 +158,12 @@ def decide(
     now: datetime,
     profile: AgentProfile | None = None,
     task_ended: str | None = None,
+    heartbeat_lost: str | None = None,
 ) -> Decision:
     """What ``identity`` should be at ``now``. ``delegator`` is given only for AgentIdentity
     delegators; ``task_ended`` says why the workload it is bound to has ended (see
-    :func:`agent_identity.plan.workload.task_end`), if it has."""
+    :func:`agent_identity.plan.workload.task_end`), if it has; ``heartbeat_lost`` why its agent's
+    heartbeat stopped (see :func:`agent_identity.plan.heartbeat.heartbeat_state`)."""
     spec = identity.spec
     ttl = effective_ttl(identity, profile)
     if ttl is None:
@@ -176,6 +178,8 @@ def decide(
         if spec.done
         else (Reason.TASK_COMPLETED, task_ended)
         if task_ended
+        else (Reason.HEARTBEAT_LOST, heartbeat_lost)
+        if heartbeat_lost
         else None
     )
     if ended is not None:

@@ -390,7 +390,7 @@ def requested_permissions(scopes: list[PolicyRule]) -> list[Permission]:
     return list(dict.fromkeys(atom for rule in scopes for atom in atoms(rule)))
 
 
-IMMUTABLE_FIELDS = ("task", "ttl", "profile", "delegator", "scopes", "token", "bound_to")
+IMMUTABLE_FIELDS = ("task", "ttl", "profile", "delegator", "scopes", "token", "bound_to", "heartbeat")
 
 
 def unchanged_on_update(old: AgentIdentitySpec, new: AgentIdentitySpec) -> Violation | None:

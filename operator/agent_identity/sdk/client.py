@@ -18,10 +18,10 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -30,8 +30,9 @@ from agent_identity import API_VERSION, KIND
 from agent_identity.api.durations import parse_timestamp
 from agent_identity.api.v1alpha1 import SETTLED_PHASES, Phase
 from agent_identity.kube.client import Kube, KubeError, load_client_configuration
-from agent_identity.plan.children import ChildKind
+from agent_identity.plan.children import ChildKind, heartbeat_lease_name
 from agent_identity.plan.drift import decode_secret_data
+from agent_identity.plan.heartbeat import format_micro
 
 # What ``wait`` returns on: settled (api.SETTLED_PHASES), or Failed (an outcome worth reporting).
 OUTCOME_PHASES = SETTLED_PHASES | {Phase.FAILED}
@@ -55,6 +56,14 @@ class Credentials:
     def done(self) -> None:
         """The task is over: retires this identity now, with its own token (the one right its
         Role grants besides its scopes), and its delegates with it."""
+        self._as_agent(lambda kube: retire_own(kube, namespace=self.namespace, name=self.name))
+
+    def heartbeat(self) -> None:
+        """Renews this identity's heartbeat Lease (spec.heartbeat) with its own token."""
+        self._as_agent(lambda kube: renew_own(kube, namespace=self.namespace, name=self.name))
+
+    def _as_agent(self, call: Callable[[Kube], None]) -> None:
+        """``call`` with a client that authenticates with this identity's own token only."""
         configuration = client.Configuration()
         configuration.host = str(json.loads(self.kubeconfig)["clusters"][0]["cluster"]["server"])
         configuration.api_key = {"authorization": self.token}
@@ -63,7 +72,7 @@ class Credentials:
             ca.write(self.ca_cert)
         configuration.ssl_ca_cert = ca.name
         try:
-            retire_own(Kube(configuration, pool_size=1), namespace=self.namespace, name=self.name)
+            call(Kube(configuration, pool_size=1))
         finally:
             os.unlink(ca.name)
 
@@ -91,6 +100,24 @@ def retire_own(kube: Kube, *, namespace: str, name: str) -> None:
         if error.not_found:
             raise IdentityRefused(f"AgentIdentity {namespace}/{name} does not exist (already removed)") from None
         raise IdentityRefused(error.message or str(error)) from None
+
+
+def renew_own(kube: Kube, *, namespace: str, name: str) -> None:
+    """Renews the heartbeat Lease of ``namespace/name`` (spec.heartbeat) now. Raises
+    :class:`IdentityRefused` when refused (an identity with no heartbeat has no Lease)."""
+    try:
+        kube.renew_lease(namespace, heartbeat_lease_name(name), renew_time=format_micro(datetime.now(UTC)))
+    except KubeError as error:
+        raise IdentityRefused(error.message or str(error)) from None
+
+
+def heartbeat(kube: Kube | None = None) -> tuple[str, str]:
+    """From inside an agent's pod: I am alive (spec.heartbeat). Call it at least once a period;
+    the one-line call: ``from agent_identity.sdk.client import heartbeat; heartbeat()``."""
+    kube = kube or Kube(load_client_configuration(), pool_size=1)
+    namespace, name = own_identity(kube)
+    renew_own(kube, namespace=namespace, name=name)
+    return namespace, name
 
 
 def done(kube: Kube | None = None) -> tuple[str, str]:
