@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from kubernetes.client.rest import ApiException
 
 from agent_identity.api.durations import InvalidTTLError, parse_ttl
-from support.cluster import Cluster, local_plane, make_identity, wait_for
+from support.cluster import SELF_RETIRE_RULE, Cluster, local_plane, make_identity, wait_for
 from support.operator_process import OperatorProcess
 
 FULL = os.environ.get("CHAOS_SCALE", "short") == "full"
@@ -247,7 +247,7 @@ def test_concurrent_writers_conflicting_on_the_same_identities(
             if cluster.phase(namespace, name) != "Ready":
                 return False
             role = cluster.rbac.read_namespaced_role(f"aid-{name}", namespace)
-            if [(r.resources, r.verbs) for r in role.rules] != [(["configmaps"], ["get", "list"])]:
+            if [(r.resources, r.verbs) for r in role.rules] != [(["configmaps"], ["get", "list"]), SELF_RETIRE_RULE[1:]]:
                 return False
             if cluster.children(namespace, name)["RoleBinding"] != [f"aid-{name}"]:
                 return False

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import yaml
 from kubernetes import client, config
 
-from support.cluster import Cluster, make_identity, wait_for
+from support.cluster import SELF_RETIRE_RULE, Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 
 
@@ -82,7 +82,11 @@ def test_every_child_is_labelled_annotated_and_owned(cluster: Cluster, namespace
     assert json.loads(sa.metadata.annotations["agentidentity.dev/delegation-chain"]) == ["user:alice"]
     assert [(ref.kind, ref.uid) for ref in sa.metadata.owner_references] == [("AgentIdentity", created["metadata"]["uid"])]
     role = cluster.rbac.read_namespaced_role("aid-labelled", namespace)
-    assert [(r.api_groups, r.resources, r.verbs) for r in role.rules] == [([""], ["configmaps"], ["get", "list"])]
+    assert [(r.api_groups, r.resources, r.verbs) for r in role.rules] == [
+        ([""], ["configmaps"], ["get", "list"]),
+        SELF_RETIRE_RULE,
+    ]
+    assert role.rules[-1].resource_names == ["labelled"]  # its own AgentIdentity, no other
     events = wait_for("a Provisioned event", lambda: "Provisioned" in cluster.events(namespace, "labelled"))
     assert events
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agent_identity.engine import failpoints
-from support.cluster import Cluster, make_identity, wait_for
+from support.cluster import SELF_RETIRE_RULE, Cluster, make_identity, wait_for
 from support.operator_process import OperatorProcess
 
 REVOCATION_WINDOW_S = 15  # the API server caches a successful token authentication for 10 s
@@ -182,7 +182,7 @@ def test_drifted_children_are_restored(cluster: Cluster, namespace: str, operato
         "the widened Role narrowed again",
         lambda: (
             [(r.resources, r.verbs) for r in cluster.rbac.read_namespaced_role("aid-drift", namespace).rules]
-            == [(["configmaps"], ["get", "list"])]
+            == [(["configmaps"], ["get", "list"]), SELF_RETIRE_RULE[1:]]
         ),
         timeout=10,
     )
@@ -225,7 +225,10 @@ def test_drift_while_the_operator_was_down_is_repaired_after_it_starts(
     operator.start()
     wait_for(
         "the Role widened while down narrowed again",
-        lambda: [r.verbs for r in cluster.rbac.read_namespaced_role("aid-drift-down", namespace).rules] == [["get", "list"]],
+        lambda: (
+            [r.verbs for r in cluster.rbac.read_namespaced_role("aid-drift-down", namespace).rules]
+            == [["get", "list"], ["patch"]]
+        ),
         timeout=15,
     )
     wait_for(

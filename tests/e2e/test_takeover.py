@@ -132,7 +132,9 @@ def test_a_child_tampered_with_before_the_listing_reaches_its_identity_is_repair
 
     wait_for(
         "the widened Role narrowed again",
-        lambda: [r.verbs for r in cluster.rbac.read_namespaced_role("aid-widened", namespace).rules] == [["get", "list"]],
+        lambda: (
+            [r.verbs for r in cluster.rbac.read_namespaced_role("aid-widened", namespace).rules] == [["get", "list"], ["patch"]]
+        ),
         timeout=10,
     )
     wait_for(

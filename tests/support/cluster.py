@@ -36,6 +36,11 @@ IDENTITY_EDITOR = [
 AUDIT_LOG_ENV = "AGENT_IDENTITY_AUDIT_LOG"
 
 
+# Every agent's Role holds, besides its task's scopes, patch on its own AgentIdentity (by name), so
+# that it can retire itself (spec.done): (apiGroups, resources, verbs) as the tests compare rules.
+SELF_RETIRE_RULE = (["agentidentity.dev"], ["agentidentities"], ["patch"])
+
+
 def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1) -> T:
     """Polls ``probe`` until it returns something truthy; fails with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
