@@ -239,7 +239,8 @@ def main() -> None:
         for path in sorted((REPO / "crds").glob("*.yaml")):
             extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
         time.sleep(2)
-        for namespace in ["bench", *(f"bench-baseline-{r}" for r in range(ROUNDS))]:
+        # agent-identity-system: the operator's own namespace (its default), where it keeps its keys.
+        for namespace in ["bench", "agent-identity-system", *(f"bench-baseline-{r}" for r in range(ROUNDS))]:
             core.create_namespace({"metadata": {"name": namespace}})
         print(
             f"agent-identity-operator bench: {os.cpu_count()} cores, burst {BURST} x {ROUNDS} rounds, "
