@@ -31,7 +31,7 @@ reconciles.
   with a fresh cache, and nothing written after the loss can come from this process. A standby
   that never led never exits. The elector never dies: any exception is logged and retried.
 
-Why an elector of our own: docs/design/0004-own-leader-election.md.
+Why an elector of our own: docs/design/0008-own-leader-election.md.
 """
 
 from __future__ import annotations
