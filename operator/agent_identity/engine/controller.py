@@ -86,12 +86,15 @@ def _int(version: object) -> int:
 
 
 def _overdue(body: dict[str, Any]) -> bool:
-    """A live identity past its deadline (seen at start-up after downtime): retire it first."""
+    """A live identity past its deadline (seen at start-up after downtime), or whose agent said
+    its task is done (spec.done): retire it first."""
     status = body.get("status") or {}
     expires = status.get("expiresAt")
-    if not expires or status.get("phase") not in ("Ready", "Pending"):
+    if status.get("phase") not in ("Ready", "Pending"):
         return False
-    return parse_timestamp(str(expires)) <= utc_now()
+    if (body.get("spec") or {}).get("done") is True:
+        return True
+    return bool(expires) and parse_timestamp(str(expires)) <= utc_now()
 
 
 def lane_for(event_type: str | None, body: dict[str, Any], *, standby: bool = False) -> Lane:
