@@ -31,7 +31,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from agent_identity.local.controlplane import terminate
-from agent_identity.ops.metrics import LAG_BUCKETS
+from agent_identity.ops.metrics import LAG_BUCKETS, RETIREMENT_CAUSES
 from agent_identity.policy.pod_security import ENFORCE_LABEL
 from support.cluster import GROUP, VERSION, Cluster, make_identity, wait_for
 from support.tools import render_chart, script_output
@@ -275,7 +275,8 @@ def _webhook_totals(series: Series) -> None:
 SELECTOR = re.compile(r"(?P<name>[A-Za-z_:][\w:]*)\{(?P<matchers>[^{}]*)\}")
 ALERT_SELECTORS: dict[str, Callable[[Series], object]] = {
     "agentidentity_overdue_identities": lambda s: [v for _, v in s] == [0.0] or _fail(s),
-    "agentidentity_retirement_lag_seconds_bucket": lambda s: len(s) == len(LAG_BUCKETS) + 1 or _fail(s),
+    # A series per bucket of each cause, every cause present from the first scrape.
+    "agentidentity_retirement_lag_seconds_bucket": lambda s: len(s) == (len(LAG_BUCKETS) + 1) * len(CAUSES) or _fail(s),
     "agentidentity_reconcile_errors_total": lambda s: s == [] or _fail(s),  # no error, no reason label: no series
     "up": lambda s: [v for _, v in s] == [1.0] or _fail(s),
     "agentidentity_token_failures_total": lambda s: [v for _, v in s] == [0.0] or _fail(s),
@@ -437,6 +438,9 @@ def _wait_until_prometheus_saw_it(prometheus: Prometheus, *, earlier_refusals: f
         wait_for("Prometheus to scrape the scenario's end state", seen, timeout=20, interval=0.5)
     except AssertionError:
         raise AssertionError(f"Prometheus never saw the scenario's end state: {differing} (wanted {final})") from None
+
+
+CAUSES = set(RETIREMENT_CAUSES.values())
 
 
 def _grafana(expr: str) -> str:

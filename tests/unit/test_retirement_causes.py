@@ -37,6 +37,6 @@ def test_a_deletion_is_measured_from_its_deletion_timestamp_only() -> None:
     metrics = Metrics(first_seen=lambda namespace, name: None)
     record = {"action": "revoked", "namespace": "n", "name": "a", "reason": "Deleted", "expiresAt": ago(-600)}
     metrics.on_audit(record)  # no endedAt: its deadline is not the moment it stopped being needed
-    assert metrics.registry.get_sample_value("agentidentity_retirement_lag_seconds_count", {"cause": "revoked"}) is None
+    assert metrics.registry.get_sample_value("agentidentity_retirement_lag_seconds_count", {"cause": "revoked"}) == 0
     metrics.on_audit(record | {"endedAt": ago(1)})
     assert metrics.registry.get_sample_value("agentidentity_retirement_lag_seconds_count", {"cause": "revoked"}) == 1

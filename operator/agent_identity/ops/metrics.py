@@ -153,6 +153,9 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        # Every cause's series exists from the first scrape, so rate() sees its first retirement.
+        for cause in sorted(set(RETIREMENT_CAUSES.values())):
+            self.retirement_lag.labels(cause)
 
     def watch(
         self,
