@@ -8,7 +8,6 @@ only the agent renew its own); deleting the Lease to reset the clock; a renewal 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,15 +20,11 @@ from kubernetes.client.rest import ApiException
 from agent_identity.kube.client import Kube
 from agent_identity.sdk.client import IdentityRefused, heartbeat, renew_own
 from support.cluster import GROUP, PLURAL, VERSION, Cluster, impersonated, impersonating, make_identity
-from support.webhooks import operator_with_webhooks
+from support.webhooks import served_with_people
 
 pytestmark = pytest.mark.e2e
 
 PERIOD = 10  # seconds: the shortest spec.heartbeat allowed
-RIGHTS = [
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
-    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "patch", "delete"]},
-]
 
 
 @dataclass
@@ -59,17 +54,8 @@ class Arena:
 
 @pytest.fixture(scope="module")
 def arena(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    suffix = uuid.uuid4().hex[:5]
-    namespace, own = cluster.create_test_namespace(f"beat-{suffix}"), cluster.create_test_namespace(f"beat-op-{suffix}")
-    for user in ("alice", "mallory"):
-        cluster.grant(namespace, user, RIGHTS)
-        cluster.bind_cluster_role(namespace, user, "edit")
-    with operator_with_webhooks(
-        cluster, namespace, tmp_path_factory.mktemp("beat"), extra_args=["--operator-namespace", own], exclude_namespace=own
-    ):
+    with served_with_people(cluster, tmp_path_factory.mktemp("beat"), "beat") as namespace:
         yield Arena(cluster, namespace)
-    for ns in (namespace, own):
-        cluster.delete_namespace(ns)
 
 
 def test_a_beating_agent_lives_and_a_silent_one_is_retired_within_a_period(arena: Arena) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,9 @@ from kubernetes.client.rest import ApiException
 from agent_identity.kube.client import Kube
 from agent_identity.sdk.client import AgentIdentities, IdentityRefused, done
 from support.cluster import GROUP, PLURAL, VERSION, Cluster, impersonating, make_identity, wait_for
-from support.webhooks import operator_with_webhooks
+from support.webhooks import served_with_people
 
 pytestmark = pytest.mark.e2e
-
-RIGHTS = [
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
-    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "patch", "delete"]},
-]
 
 
 @dataclass
@@ -75,17 +69,8 @@ def refusal(call: Any, statuses: tuple[int, ...] = (403, 422)) -> str:
 
 @pytest.fixture(scope="module")
 def arena(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    suffix = uuid.uuid4().hex[:5]
-    namespace, own = cluster.create_test_namespace(f"done-{suffix}"), cluster.create_test_namespace(f"done-op-{suffix}")
-    for user in ("alice", "mallory"):
-        cluster.grant(namespace, user, RIGHTS)
-        cluster.bind_cluster_role(namespace, user, "edit")
-    with operator_with_webhooks(
-        cluster, namespace, tmp_path_factory.mktemp("done"), extra_args=["--operator-namespace", own], exclude_namespace=own
-    ):
+    with served_with_people(cluster, tmp_path_factory.mktemp("done"), "done") as namespace:
         yield Arena(cluster, namespace)
-    for ns in (namespace, own):
-        cluster.delete_namespace(ns)
 
 
 def test_the_agent_retires_itself_with_its_own_token_and_its_delegates_with_it(arena: Arena) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,15 +20,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from support.cluster import GROUP, PLURAL, VERSION, Cluster, impersonated, impersonating, make_identity
-from support.webhooks import operator_with_webhooks
+from support.webhooks import served_with_people
 
 pytestmark = pytest.mark.e2e
 
 LABEL, JUDGED = "agentidentity.dev/identity", "agentidentity.dev/judged-for-uid"
-RIGHTS = [
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
-    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "patch", "delete"]},
-]
 
 
 @dataclass
@@ -79,17 +74,8 @@ class Arena:
 
 @pytest.fixture(scope="module")
 def arena(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    suffix = uuid.uuid4().hex[:5]
-    namespace, own = cluster.create_test_namespace(f"bound-{suffix}"), cluster.create_test_namespace(f"bound-op-{suffix}")
-    for user in ("alice", "mallory"):
-        cluster.grant(namespace, user, RIGHTS)
-        cluster.bind_cluster_role(namespace, user, "edit")
-    with operator_with_webhooks(
-        cluster, namespace, tmp_path_factory.mktemp("bound"), extra_args=["--operator-namespace", own], exclude_namespace=own
-    ):
+    with served_with_people(cluster, tmp_path_factory.mktemp("bound"), "bound") as namespace:
         yield Arena(cluster, namespace)
-    for ns in (namespace, own):
-        cluster.delete_namespace(ns)
 
 
 def test_a_pod_bound_identity_retires_when_its_pod_terminates(arena: Arena) -> None:

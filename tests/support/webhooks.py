@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from agent_identity.local.controlplane import free_port, register_webhooks, unregister_webhooks
-from support.cluster import Cluster
+from support.cluster import GROUP, PLURAL, Cluster
 from support.operator_process import OperatorProcess
 
 WEBHOOK_HOST = os.environ.get("AGENT_IDENTITY_WEBHOOK_HOST") or "127.0.0.1"
@@ -99,3 +100,26 @@ def operator_with_webhooks(
     finally:
         unregister(cluster)
         process.stop()
+
+
+# What alice and mallory hold in a served namespace beside the built-in edit role: ConfigMaps to
+# read (so they may hand agents that scope) and AgentIdentities to manage.
+PEOPLE_RIGHTS = [
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
+    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "patch", "delete"]},
+]
+
+
+@contextmanager
+def served_with_people(cluster: Cluster, log_dir: Path, stem: str) -> Iterator[str]:
+    """A namespace ``<stem>-*`` served by an operator with its webhooks (and its own namespace apart),
+    where alice and mallory hold ``edit`` and PEOPLE_RIGHTS; both namespaces deleted afterwards."""
+    suffix = uuid.uuid4().hex[:5]
+    namespace, own = cluster.create_test_namespace(f"{stem}-{suffix}"), cluster.create_test_namespace(f"{stem}-op-{suffix}")
+    for user in ("alice", "mallory"):
+        cluster.grant(namespace, user, PEOPLE_RIGHTS)
+        cluster.bind_cluster_role(namespace, user, "edit")
+    with operator_with_webhooks(cluster, namespace, log_dir, extra_args=["--operator-namespace", own], exclude_namespace=own):
+        yield namespace
+    for ns in (namespace, own):
+        cluster.delete_namespace(ns)
